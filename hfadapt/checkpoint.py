@@ -1,0 +1,133 @@
+"""Run-directory layout, atomic checkpoints that hold only trainable weights, exact resume.
+
+A checkpoint is written under a hidden temporary name and renamed into place only after
+every file, the trainer state last, is on disk: a crash mid-save leaves a `.tmp-*` folder
+that is ignored and cleaned up, never a `checkpoint-N` that fails to load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import HfadaptError
+
+STATE_FILE = "trainer_state.json"
+TRAINABLE_FILE = "trainable.safetensors"
+
+
+@dataclass
+class TrainerState:
+    """Everything beyond Accelerate's state needed to continue a run exactly."""
+
+    global_step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0  # micro-batches of `epoch` already consumed
+    total_steps: int = 0
+    losses: list[float] = field(default_factory=list)  # one per optimizer step
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    best_metric: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    stopped_early: bool = False
+
+    def save(self, path: Path) -> None:
+        write_json_atomic(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> "TrainerState":
+        return cls(**json.loads(path.read_text()))
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def trainable_state_dict(model: Any) -> dict[str, Any]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_trainable(model: Any, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(trainable_state_dict(model), str(tmp))
+    os.replace(tmp, path)
+
+
+def load_trainable(model: Any, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path))
+    expected = {n for n, p in model.named_parameters() if p.requires_grad}
+    if set(weights) != expected:
+        missing = sorted(expected - set(weights))[:3]
+        raise HfadaptError(f"{path}: does not match this model's trainable weights (e.g. missing {missing}); was the recipe changed?")
+    model.load_state_dict(weights, strict=False)
+
+
+def checkpoints_dir(run_dir: Path) -> Path:
+    return run_dir / "checkpoints"
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    root = checkpoints_dir(run_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.glob("checkpoint-*") if (p / STATE_FILE).is_file() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = complete_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(accelerator: Any, run_dir: Path, state: TrainerState, keep: int | None) -> Path:
+    root = checkpoints_dir(run_dir)
+    final = root / f"checkpoint-{state.global_step}"
+    tmp = root / f".tmp-checkpoint-{state.global_step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))  # optimizer, scheduler, RNG of every process; weights via the hooks below
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state.save(tmp / STATE_FILE)  # last: its presence marks the checkpoint complete
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in complete_checkpoints(run_dir)[: -keep or None] if keep else []:
+            shutil.rmtree(old, ignore_errors=True)
+        for stale in root.glob(".tmp-checkpoint-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def register_trainable_hooks(accelerator: Any) -> None:
+    """Make save_state/load_state store only trainable weights (the adapter), not the frozen base."""
+
+    def save_hook(models: list, weights: list, output_dir: str) -> None:
+        if accelerator.is_main_process:
+            for i, model in enumerate(models):
+                save_trainable(accelerator.unwrap_model(model), Path(output_dir) / f"{i}-{TRAINABLE_FILE}")
+        weights.clear()
+
+    def load_hook(models: list, input_dir: str) -> None:
+        for i, model in enumerate(models):
+            load_trainable(accelerator.unwrap_model(model), Path(input_dir) / f"{i}-{TRAINABLE_FILE}")
+        models.clear()
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)

@@ -1,0 +1,121 @@
+"""The `hfadapt` command. Heavy libraries are imported inside the subcommands that need them,
+so `--help`, `validate`, `recipes` and `schema` start instantly."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import HfadaptError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hfadapt", description="Parameter-efficient fine-tuning from declarative recipes.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    p.add_argument("--version", action="version", version="hfadapt 0.1.0")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a recipe (file or shipped name) with optional key.sub=value overrides")
+    t.add_argument("recipe")
+    t.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    t.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
+
+    v = sub.add_parser("validate", help="check a recipe without loading models or data")
+    v.add_argument("recipe")
+    v.add_argument("overrides", nargs="*", metavar="key.sub=value")
+
+    e = sub.add_parser("eval", help="evaluate a finished run")
+    e.add_argument("run")
+    e.add_argument("--split", default="validation", choices=["validation", "test"])
+
+    pr = sub.add_parser("predict", help="predict with a finished run: text strings or image paths")
+    pr.add_argument("run")
+    pr.add_argument("inputs", nargs="*")
+    pr.add_argument("--file", help="a file with one input per line (TEXT<TAB>PAIR for text pairs)")
+    pr.add_argument("--batch-size", type=int, default=16)
+
+    tg = sub.add_parser("targets", help="list candidate adapter target modules of a model")
+    tg.add_argument("model", help="Hub id or local directory")
+    tg.add_argument("--task", help="build the task's head model (e.g. text-classification)")
+    tg.add_argument("--r", type=int, default=8, help="LoRA rank for the parameter counts")
+    tg.add_argument("--revision")
+    tg.add_argument("--trust-remote-code", action="store_true")
+
+    sub.add_parser("recipes", help="list the shipped recipes")
+    sub.add_parser("schema", help="print the recipe JSON Schema")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except HfadaptError as e:
+        if args.debug:
+            raise
+        print(f"hfadapt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hfadapt: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .recipe import Recipe
+
+    if args.command == "validate":
+        recipe = Recipe.from_yaml(args.recipe, overrides=args.overrides)
+        print(f"{recipe.source}: ok ({recipe.task}, {recipe.model.name_or_path}, {recipe.adapter.method})")
+        return 0
+    if args.command == "recipes":
+        from .catalog import recipes_dir, shipped_recipes
+
+        for name in shipped_recipes():
+            print(name)
+        print(f"({recipes_dir()})", file=sys.stderr)
+        return 0
+    if args.command == "schema":
+        print(json.dumps(Recipe.model_json_schema(), indent=2))
+        return 0
+    if args.command == "train":
+        from .training import train
+
+        recipe = Recipe.from_yaml(args.recipe, overrides=args.overrides)
+        result = train(recipe, resume=args.resume)
+        _print_metrics(result.metrics, result.output_dir)
+        return 0
+    if args.command == "eval":
+        from .inference import evaluate_run
+
+        _print_metrics(evaluate_run(args.run, split=args.split), Path(args.run))
+        return 0
+    if args.command == "predict":
+        from .inference import predict
+
+        inputs = list(args.inputs)
+        if args.file:
+            path = Path(args.file)
+            if not path.is_file():
+                raise HfadaptError(f"--file: not found: {path}")
+            inputs += [line for line in path.read_text().splitlines() if line.strip()]
+        for row in predict(args.run, inputs, batch_size=args.batch_size):
+            print(json.dumps(row))
+        return 0
+    if args.command == "targets":
+        from .targets import format_report, list_targets
+
+        print(format_report(list_targets(args.model, task=args.task, r=args.r, revision=args.revision, trust_remote_code=args.trust_remote_code)))
+        return 0
+    raise HfadaptError(f"unknown command {args.command}")
+
+
+def _print_metrics(metrics: dict, where: Path) -> None:
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    for k, v in metrics.items():
+        print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+    print(f"run directory: {where}")

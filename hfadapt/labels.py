@@ -1,0 +1,105 @@
+"""Label vocabularies for classification tasks: from the recipe, a ClassLabel feature, strings or ints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .errors import HfadaptError
+
+PROBLEM_TYPES = {
+    "single_label": "single_label_classification",
+    "multi_label": "multi_label_classification",
+    "regression": "regression",
+}
+
+
+@dataclass(frozen=True)
+class LabelInfo:
+    """Label names in id order (empty for regression) and how labels are scored."""
+
+    names: tuple[str, ...]
+    problem_type: str  # recipe spelling: single_label | multi_label | regression
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.problem_type == "regression" else len(self.names)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.names))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(self.names)}
+
+    @property
+    def hf_problem_type(self) -> str:
+        return PROBLEM_TYPES[self.problem_type]
+
+    @classmethod
+    def from_model_config(cls, config: Any) -> "LabelInfo":
+        problem = {v: k for k, v in PROBLEM_TYPES.items()}.get(config.problem_type or "", "single_label")
+        names = () if problem == "regression" else tuple(config.id2label[i] for i in range(config.num_labels))
+        return cls(names, problem)
+
+
+def infer_labels(dataset: Any, column: str, given: Sequence[str] | None, problem_type: str, source: str) -> LabelInfo:
+    """Decide the label names from the recipe, the column's ClassLabel feature, or its values."""
+    if problem_type == "regression":
+        return LabelInfo((), problem_type)
+    if given:
+        if len(set(given)) != len(given):
+            raise HfadaptError("data.labels: label names must be unique")
+        return LabelInfo(tuple(given), problem_type)
+    feature = dataset.features[column]
+    inner = getattr(feature, "feature", None) if problem_type == "multi_label" else feature
+    if inner is not None and hasattr(inner, "names"):  # datasets.ClassLabel
+        return LabelInfo(tuple(inner.names), problem_type)
+    values: set[Any] = set()
+    for v in dataset[column]:
+        if problem_type == "multi_label" and isinstance(v, (list, tuple)):
+            values.update(v)
+        elif v is not None:
+            values.add(v)
+    if not values:
+        raise HfadaptError(f"{source}: column '{column}' holds no labels")
+    if all(isinstance(v, str) for v in values):
+        return LabelInfo(tuple(sorted(values)), problem_type)
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        if min(values) < 0:
+            raise HfadaptError(f"{source}: column '{column}' has negative label {min(values)}; give data.labels")
+        return LabelInfo(tuple(str(i) for i in range(max(values) + 1)), problem_type)
+    raise HfadaptError(f"{source}: column '{column}' mixes label types; use all strings or all ints")
+
+
+def encode_label(value: Any, info: LabelInfo, column: str, row: int, split: str) -> Any:
+    """One raw label -> the model's target (class id, multi-hot vector, or float)."""
+    where = f"data.label_column '{column}', {split} row {row}"
+    if value is None:
+        raise HfadaptError(f"{where}: label is missing")
+    if info.problem_type == "regression":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise HfadaptError(f"{where}: regression label {value!r} is not a number") from None
+    if info.problem_type == "multi_label":
+        items = value if isinstance(value, (list, tuple)) else [value]
+        hot = [0.0] * len(info.names)
+        for item in items:
+            hot[_class_id(item, info, where)] = 1.0
+        return hot
+    return _class_id(value, info, where)
+
+
+def _class_id(value: Any, info: LabelInfo, where: str) -> int:
+    if isinstance(value, str):
+        try:
+            return info.label2id[value]
+        except KeyError:
+            raise HfadaptError(f"{where}: unknown label {value!r}; known: {', '.join(info.names)}") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HfadaptError(f"{where}: label {value!r} is neither a class name nor an int")
+    if not 0 <= value < len(info.names):
+        raise HfadaptError(f"{where}: label {value} out of range [0, {len(info.names) - 1}]")
+    return value

@@ -1,0 +1,36 @@
+"""Precision with macro, micro and weighted averaging in one call (single- or multi-label)."""
+
+import datasets
+import evaluate
+from sklearn.metrics import precision_score
+
+_DESCRIPTION = "Precision = TP / (TP + FP), averaged three ways. Config 'multilabel' takes 0/1 indicator rows."
+_KWARGS = """
+Args:
+    predictions: predicted class ids (or 0/1 rows with config 'multilabel').
+    references: true class ids (or 0/1 rows).
+    averages (list of str): subset of ["macro", "micro", "weighted"] (default: all three).
+Returns:
+    precision_macro, precision_micro, precision_weighted (float); classes with no prediction count as 0.
+Examples:
+    >>> evaluate.load("precision").compute(predictions=[0, 1, 1], references=[0, 1, 0])["precision_macro"]
+    0.75
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS)
+class Precision(evaluate.Metric):
+    def _info(self):
+        value = datasets.Sequence(datasets.Value("int32")) if self.config_name == "multilabel" else datasets.Value("int32")
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation="",
+            inputs_description=_KWARGS,
+            features=datasets.Features({"predictions": value, "references": value}),
+            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.precision_score.html"],
+        )
+
+    def _compute(self, predictions, references, averages=("macro", "micro", "weighted")):
+        return {
+            f"precision_{avg}": float(precision_score(references, predictions, average=avg, zero_division=0)) for avg in averages
+        }

@@ -1,0 +1,85 @@
+"""Base models: load from the Hub or a local folder (or build from a config), and reload a run's model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import HfadaptError
+from .labels import LabelInfo
+
+DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "auto": "auto"}
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip() or type(e).__name__).splitlines()[0]
+
+
+def label_kwargs(labels: LabelInfo) -> dict[str, Any]:
+    kw: dict[str, Any] = {"num_labels": labels.num_labels, "problem_type": labels.hf_problem_type}
+    if labels.names:
+        kw.update(id2label=labels.id2label, label2id=labels.label2id)
+    return kw
+
+
+def load_base_model(recipe: Any, task: Any, labels: LabelInfo, processor: Any = None, path: str | None = None) -> Any:
+    """The task's Auto* model with a fresh head sized for `labels`.
+
+    `path` overrides where weights come from (a run's saved random base for model.init=config).
+    """
+    import torch
+    import transformers
+
+    m = recipe.model
+    auto = getattr(transformers, task.auto_class)
+    source = path or m.name_or_path
+    try:
+        if m.init == "config" and path is None:
+            config = transformers.AutoConfig.from_pretrained(
+                source, revision=m.revision, trust_remote_code=m.trust_remote_code, **label_kwargs(labels)
+            )
+            model = auto.from_config(config, trust_remote_code=m.trust_remote_code)
+            if m.dtype not in ("float32", "auto"):
+                model = model.to(getattr(torch, m.dtype))
+        else:
+            model = auto.from_pretrained(
+                source,
+                revision=None if path else m.revision,
+                trust_remote_code=m.trust_remote_code,
+                dtype=DTYPES[m.dtype],
+                ignore_mismatched_sizes=True,  # a base fine-tuned on other labels gets a new head
+                **label_kwargs(labels),
+            )
+    except Exception as e:  # noqa: BLE001 - any loading failure becomes one line naming the field
+        raise HfadaptError(f"model.name_or_path: cannot load {task.auto_class} from '{source}': {_first_line(e)}") from e
+    tok = processor if hasattr(processor, "pad_token_id") else None
+    if tok is not None and getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tok.pad_token_id
+    return model
+
+
+def load_run_model(run: Any) -> Any:
+    """The fine-tuned model of a finished run: base + adapter (peft) or the saved full model."""
+    import transformers
+
+    from .adapters import is_peft
+
+    recipe, task = run.recipe, run.task
+    auto = getattr(transformers, task.auto_class)
+    if not is_peft(recipe.adapter.method):
+        return auto.from_pretrained(run.model_dir, dtype=DTYPES[recipe.model.dtype])
+    from peft import PeftConfig, PeftModel
+
+    peft_config = PeftConfig.from_pretrained(str(run.model_dir))
+    config = transformers.AutoConfig.from_pretrained(run.model_dir, trust_remote_code=recipe.model.trust_remote_code)
+    try:
+        base = auto.from_pretrained(
+            peft_config.base_model_name_or_path,
+            config=config,
+            revision=peft_config.revision or recipe.model.revision,
+            dtype=DTYPES[recipe.model.dtype],
+            trust_remote_code=recipe.model.trust_remote_code,
+        )
+    except Exception as e:  # noqa: BLE001
+        raise HfadaptError(f"cannot load the base model '{peft_config.base_model_name_or_path}' of {run.model_dir}: {_first_line(e)}") from e
+    return PeftModel.from_pretrained(base, str(run.model_dir))

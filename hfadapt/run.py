@@ -1,0 +1,96 @@
+"""A finished (or running) run directory: what is in it and how to read it back."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from .errors import HfadaptError
+
+RECIPE_FILE = "recipe.yaml"
+METRICS_FILE = "metrics.json"
+STATE_FILE = "trainer_state.json"
+
+
+class RunDir:
+    """Layout:
+
+    recipe.yaml          the resolved recipe (overrides applied, paths absolute)
+    adapter/             peft adapter + tokenizer/image processor + config.json with id2label
+    model/               instead of adapter/ for adapter.method full or freeze
+    base_model/          only for model.init=config: the randomly initialised base, so the adapter reloads
+    metrics.json         final evaluation
+    trainer_state.json   per-step losses and log history
+    checkpoints/         checkpoint-N folders for --resume
+    best/                trainable weights of the best evaluation so far
+    logs/                tracker output (TensorBoard)
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # ---- layout ---------------------------------------------------------------------------
+    @property
+    def recipe_file(self) -> Path:
+        return self.path / RECIPE_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / STATE_FILE
+
+    @property
+    def base_model_dir(self) -> Path:
+        return self.path / "base_model"
+
+    @property
+    def best_dir(self) -> Path:
+        return self.path / "best"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def model_dir(self) -> Path:
+        from .adapters import is_peft
+
+        return self.path / ("adapter" if is_peft(self.recipe.adapter.method) else "model")
+
+    # ---- reading ---------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        run = cls(path)
+        if not run.path.is_dir():
+            raise HfadaptError(f"{path}: run directory not found")
+        if not run.recipe_file.is_file():
+            raise HfadaptError(f"{path}: not an hfadapt run (no {RECIPE_FILE})")
+        if not run.model_dir.is_dir():
+            raise HfadaptError(f"{path}: the run has not finished (no {run.model_dir.name}/); resume it with `hfadapt train {run.recipe_file} --resume`")
+        return run
+
+    @cached_property
+    def recipe(self) -> Any:
+        import yaml
+
+        from .recipe import Recipe
+
+        return Recipe.from_dict(yaml.safe_load(self.recipe_file.read_text()), source=None)
+
+    @cached_property
+    def task(self) -> Any:
+        from .tasks import TASKS
+
+        return TASKS.get(self.recipe.task, field="task")
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return json.loads(self.metrics_file.read_text()) if self.metrics_file.is_file() else {}
+
+    def is_started(self) -> bool:
+        return self.path.exists() and any(self.path.iterdir())

@@ -1,0 +1,161 @@
+"""image-classification: ViT-style models with AutoModelForImageClassification.
+
+Size, mean and std come from the model's image processor. Labels are checked and every image
+is decoded once in a cached `datasets.map` pass, so an unreadable file fails before training;
+pixels are produced on the fly (`with_transform`) because cached pixel arrays would be far
+larger than the images and augmentation must differ every epoch.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from .. import classification
+from ..errors import HfadaptError
+from .base import TASKS
+
+
+class ImageClassification:
+    name = "image-classification"
+    modality = "image"
+    auto_class = "AutoModelForImageClassification"
+
+    def check(self, recipe: Any) -> list[str]:
+        problems = classification.check(recipe)
+        if recipe.data.text_pair_column:
+            problems.append("data.text_pair_column: not used by image-classification")
+        return problems
+
+    def columns(self, recipe: Any, with_labels: bool = True) -> list[str]:
+        return [recipe.data.image_column] + ([recipe.data.label_column] if with_labels else [])
+
+    def default_metrics(self, recipe: Any) -> list[str]:
+        return classification.default_metrics(recipe)
+
+    def load_processor(self, recipe: Any, path: str | None = None) -> Any:
+        from transformers import AutoImageProcessor
+
+        m = recipe.model
+        try:
+            return AutoImageProcessor.from_pretrained(
+                path or m.name_or_path, revision=None if path else m.revision, trust_remote_code=m.trust_remote_code
+            )
+        except Exception as e:  # noqa: BLE001
+            first = (str(e).strip() or type(e).__name__).splitlines()[0]
+            raise HfadaptError(f"model.name_or_path: cannot load an image processor from '{path or m.name_or_path}': {first}") from e
+
+    def label_info(self, train: Any, recipe: Any) -> Any:
+        return classification.label_info(train, recipe)
+
+    def preprocess(self, ds: Any, split: str, processor: Any, recipe: Any, labels: Any, train: bool) -> Any:
+        from datasets import Image as ImageFeature
+
+        d = recipe.data
+        col, label_col = d.image_column, d.label_column
+        has_labels = label_col in ds.column_names
+        if isinstance(ds.features[col], ImageFeature):
+            ds = ds.cast_column(col, ImageFeature(decode=False))
+        base_dir = _files_dir(recipe, split)
+
+        def check(batch: dict, indices: list[int]) -> dict:
+            out: dict[str, list] = {"image": [open_image(v, col, split, i, base_dir, verify=True) for v, i in zip(batch[col], indices)]}
+            if has_labels:
+                out["labels"] = classification.encode_labels(batch[label_col], indices, labels, label_col, split)
+            return out
+
+        # The pass stores the encoded image bytes/paths in a cached arrow file; decoding is verified here.
+        checked = ds.map(
+            check,
+            batched=True,
+            with_indices=True,
+            remove_columns=ds.column_names,
+            num_proc=d.num_proc,
+            desc=f"Checking images of {split}",
+        )
+        transform = _augmenting_transform(processor) if (train and d.augment) else None
+
+        def to_pixels(batch: dict) -> dict:
+            images = [open_image(v, "image", split, None, None) for v in batch["image"]]
+            if transform is not None:
+                pixels = [transform(im) for im in images]
+            else:
+                pixels = list(processor(images, return_tensors="pt")["pixel_values"])
+            out = {"pixel_values": pixels}
+            if "labels" in batch:
+                out["labels"] = batch["labels"]
+            return out
+
+        return checked.with_transform(to_pixels)
+
+    def collator(self, processor: Any) -> Any:
+        return collate_images
+
+    def encode_inputs(self, items: list[str], processor: Any, recipe: Any) -> dict:
+        images = [open_image(p, "input", "predict", i, None) for i, p in enumerate(items)]
+        return {"pixel_values": processor(images, return_tensors="pt")["pixel_values"]}
+
+
+def collate_images(rows: list[dict]) -> dict:
+    import torch
+
+    batch = {"pixel_values": torch.stack([r["pixel_values"] for r in rows])}
+    if "labels" in rows[0]:
+        batch["labels"] = torch.tensor([r["labels"] for r in rows])
+    return batch
+
+
+def open_image(value: Any, column: str, split: str, row: int | None, base_dir: Path | None, verify: bool = False) -> Any:
+    """A PIL RGB image from an Image feature dict, a path, or bytes; one clear error otherwise.
+
+    With verify=True the value is returned in storable form (dict of bytes/path) after a full decode.
+    """
+    from PIL import Image
+
+    where = f"data.image_column '{column}', {split} row {row}" if row is not None else f"image {value!r}"
+    source: Any = value
+    if isinstance(value, dict):
+        source = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
+    elif isinstance(value, str):
+        path = Path(value)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        source = str(path)
+        value = {"bytes": None, "path": str(path)}
+    elif hasattr(value, "convert"):  # already a PIL image
+        return value.convert("RGB")
+    if source is None:
+        raise HfadaptError(f"{where}: no image")
+    try:
+        with Image.open(source) as im:
+            im.load()
+            rgb = im.convert("RGB")
+    except Exception as e:  # noqa: BLE001
+        name = value.get("path") if isinstance(value, dict) else value
+        raise HfadaptError(f"{where}: cannot read image {name}: {type(e).__name__}: {e}".splitlines()[0]) from None
+    return value if verify else rgb
+
+
+def _files_dir(recipe: Any, split: str) -> Path | None:
+    """Relative image paths in a CSV/JSON column are relative to that file's folder."""
+    files = recipe.data.train_files if split == "train" else (recipe.data.validation_files or recipe.data.train_files)
+    if files:
+        return Path(files[0]).resolve().parent
+    return None
+
+
+def _augmenting_transform(processor: Any) -> Any:
+    from torchvision import transforms as T
+
+    size = processor.size
+    if "height" in size:
+        crop = (size["height"], size["width"])
+    else:
+        crop = size.get("shortest_edge", 224)
+    mean = getattr(processor, "image_mean", None) or [0.5, 0.5, 0.5]
+    std = getattr(processor, "image_std", None) or [0.5, 0.5, 0.5]
+    return T.Compose([T.RandomResizedCrop(crop), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+
+
+TASKS.register(ImageClassification.name)(ImageClassification())

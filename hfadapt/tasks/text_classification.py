@@ -1,0 +1,107 @@
+"""text-classification: encoders (and decoders) with AutoModelForSequenceClassification.
+
+Single-label, multi-label and regression; single texts or text pairs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import classification
+from ..errors import HfadaptError
+from .base import TASKS
+
+
+class TextClassification:
+    name = "text-classification"
+    modality = "text"
+    auto_class = "AutoModelForSequenceClassification"
+
+    def check(self, recipe: Any) -> list[str]:
+        problems = classification.check(recipe)
+        if recipe.data.augment:
+            problems.append("data.augment: augmentation is for image tasks")
+        return problems
+
+    def columns(self, recipe: Any, with_labels: bool = True) -> list[str]:
+        cols = [recipe.data.text_column]
+        if recipe.data.text_pair_column:
+            cols.append(recipe.data.text_pair_column)
+        return cols + ([recipe.data.label_column] if with_labels else [])
+
+    def default_metrics(self, recipe: Any) -> list[str]:
+        return classification.default_metrics(recipe)
+
+    def load_processor(self, recipe: Any, path: str | None = None) -> Any:
+        from transformers import AutoTokenizer
+
+        m = recipe.model
+        try:
+            tok = AutoTokenizer.from_pretrained(
+                path or m.name_or_path,
+                revision=None if path else m.revision,
+                trust_remote_code=m.trust_remote_code,
+            )
+        except Exception as e:  # noqa: BLE001 - any loading failure becomes one clear line
+            raise HfadaptError(f"model.name_or_path: cannot load a tokenizer from '{path or m.name_or_path}': {_first_line(e)}") from e
+        if tok.pad_token is None:
+            # Decoder tokenizers (GPT-2, Llama) ship without a pad token; batching needs one.
+            if tok.eos_token is None:
+                raise HfadaptError(f"model.name_or_path: tokenizer of '{m.name_or_path}' has neither a pad nor an eos token")
+            tok.pad_token = tok.eos_token
+        return tok
+
+    def label_info(self, train: Any, recipe: Any) -> Any:
+        return classification.label_info(train, recipe)
+
+    def preprocess(self, ds: Any, split: str, processor: Any, recipe: Any, labels: Any, train: bool) -> Any:
+        d = recipe.data
+        text_col, pair_col, label_col = d.text_column, d.text_pair_column, d.label_column
+        has_labels = label_col in ds.column_names
+
+        def encode(batch: dict, indices: list[int]) -> dict:
+            texts = _texts(batch[text_col], indices, "data.text_column", text_col, split)
+            pairs = _texts(batch[pair_col], indices, "data.text_pair_column", pair_col, split) if pair_col else None
+            enc = processor(texts, pairs, truncation=True, max_length=d.max_length)
+            if has_labels:
+                enc["labels"] = classification.encode_labels(batch[label_col], indices, labels, label_col, split)
+            return dict(enc)
+
+        return ds.map(
+            encode,
+            batched=True,
+            with_indices=True,
+            remove_columns=ds.column_names,
+            num_proc=d.num_proc,
+            desc=f"Tokenizing {split}",
+        )
+
+    def collator(self, processor: Any) -> Any:
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(processor)
+
+    def encode_inputs(self, items: list[str], processor: Any, recipe: Any) -> dict:
+        if recipe.data.text_pair_column:
+            split = [item.split("\t", 1) for item in items]
+            if any(len(s) != 2 for s in split):
+                raise HfadaptError("this recipe classifies text pairs: give each input as 'TEXT<TAB>PAIR'")
+            texts, pairs = [s[0] for s in split], [s[1] for s in split]
+        else:
+            texts, pairs = items, None
+        return dict(processor(texts, pairs, truncation=True, max_length=recipe.data.max_length, padding=True, return_tensors="pt"))
+
+
+def _texts(values: list[Any], indices: list[int], field: str, column: str, split: str) -> list[str]:
+    for v, i in zip(values, indices):
+        if not isinstance(v, str):
+            raise HfadaptError(f"{field} '{column}', {split} row {i}: expected text, got {v!r}")
+    return values
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]
+
+
+TASKS.register(TextClassification.name)(TextClassification())
