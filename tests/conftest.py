@@ -1,0 +1,140 @@
+"""Shared fixtures: tiny models saved like Hub checkpoints, small generated datasets, recipe builder.
+
+Everything is built once per session; the Hub is never contacted (HF_HUB_OFFLINE=1).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+POSITIVE = "good great wonderful excellent delightful superb brilliant charming lovely fun".split()
+NEGATIVE = "bad awful terrible boring dull poor weak tedious messy bland".split()
+SUBJECTS = ["the film", "the movie", "the plot", "the acting", "the music", "the ending"]
+FILLERS = ["was", "is", "felt", "really", "quite", "very", "and", "so", "also"]
+TOPICS = ["sport", "music", "food"]
+TOPIC_WORDS = {"sport": ["goal", "match"], "music": ["song", "band"], "food": ["pizza", "soup"]}
+
+
+def sentiment_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        word = rng.choice(POSITIVE if label else NEGATIVE)
+        rows.append({"text": f"{rng.choice(SUBJECTS)} {rng.choice(FILLERS)} {word}", "label": "positive" if label else "negative"})
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def vocabulary() -> list[str]:
+    words = set(POSITIVE + NEGATIVE + FILLERS + " ".join(SUBJECTS).split())
+    for ws in TOPIC_WORDS.values():
+        words.update(ws)
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(words)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-layer BERT with random weights saved like a Hub checkpoint (loaded with from_pretrained).
+
+    Dropout is off so runs with different process counts can be compared exactly.
+    """
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny-bert")
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join(vocabulary()) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    config = BertConfig(
+        vocab_size=len(vocabulary()), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+    torch.manual_seed(0)
+    BertForMaskedLM(config).save_pretrained(root)
+    tok.save_pretrained(root)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory: pytest.TempPathFactory) -> str:
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    root = tmp_path_factory.mktemp("tiny-vit")
+    config = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+    torch.manual_seed(0)
+    ViTModel(config, add_pooling_layer=False).save_pretrained(root)
+    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(root)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def sentiment_csv(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(write_csv(tmp_path_factory.mktemp("data") / "sentiment.csv", sentiment_rows(64)))
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """train/{red,blue}/*.png: the colour decides the class."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 16), ("validation", 6)):
+        for label, channel in (("red", 0), ("blue", 2)):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                arr = rng.integers(0, 80, size=(40, 40, 3), dtype=np.uint8)
+                arr[..., channel] = rng.integers(170, 255, size=(40, 40), dtype=np.uint8)
+                Image.fromarray(arr).save(folder / f"{i}.png")
+    return str(root)
+
+
+@pytest.fixture
+def make_recipe(tmp_path: Path, tiny_bert: str, sentiment_csv: str) -> Callable[..., Any]:
+    """Recipe.from_dict over a small text-classification base; keyword args are dotted overrides."""
+    from hfadapt import Recipe
+
+    def build(overrides: list[str] | None = None, **sections: Any) -> Any:
+        raw: dict[str, Any] = {
+            "name": "test",
+            "task": "text-classification",
+            "model": {"name_or_path": tiny_bert},
+            "data": {"train_files": [sentiment_csv], "validation_size": 0.25, "max_length": 16},
+            "adapter": {"method": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
+            "train": {"epochs": 1, "batch_size": 8, "learning_rate": 5e-3, "logging_steps": 1, "log_with": []},
+            "output": {"dir": str(tmp_path / "run")},
+        }
+        for key, value in sections.items():
+            raw.setdefault(key, {}).update(value) if isinstance(value, dict) else raw.__setitem__(key, value)
+        return Recipe.from_dict(raw, overrides=overrides)
+
+    return build
