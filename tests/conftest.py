@@ -62,18 +62,19 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> str:
     Dropout is off so runs with different process counts can be compared exactly.
     """
     import torch
-    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+    from transformers import BertConfig, BertModel, BertTokenizerFast
 
     root = tmp_path_factory.mktemp("tiny-bert")
     vocab = root / "vocab.txt"
     vocab.write_text("\n".join(vocabulary()) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    tok = BertTokenizerFast(vocab=str(vocab), do_lower_case=True)  # transformers 5: `vocab`, not `vocab_file`
     config = BertConfig(
         vocab_size=len(vocabulary()), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        initializer_range=0.2,  # larger random features than BERT's 0.02, so a tiny random base can learn quickly
     )
     torch.manual_seed(0)
-    BertForMaskedLM(config).save_pretrained(root)
+    BertModel(config).save_pretrained(root)
     tok.save_pretrained(root)
     return str(root)
 
