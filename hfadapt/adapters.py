@@ -5,6 +5,7 @@ peft is imported inside functions so that `hfadapt validate` can check method na
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -184,8 +185,17 @@ def apply_adapter(model: Any, recipe: Any, task: Any, num_training_steps: int | 
 
     from peft import get_peft_model
 
+    if a.method == "prefix" and not _accepts_past_key_values(model):
+        import transformers
+
+        raise HfadaptError(
+            f"adapter.method: prefix tuning (peft) needs a model whose forward takes past_key_values; "
+            f"{type(model).__name__} in transformers {transformers.__version__} does not (use prompt or lora)"
+        )
     task_type = "SEQ_CLS" if task.name == "text-classification" else None
     targets = a.target_modules if a.target_modules is not None else default_targets(model, method)
+    if isinstance(a.target_modules, list):
+        _check_targets_exist(model, a.target_modules, recipe.model.name_or_path)
     feedforward = None
     if a.method == "ia3":
         from peft.utils import constants
@@ -208,6 +218,24 @@ def apply_adapter(model: Any, recipe: Any, task: Any, num_training_steps: int | 
         raise HfadaptError(
             f"adapter: {a.method} does not fit {type(model).__name__} ({recipe.model.name_or_path}): {first}"
         ) from e
+
+
+def _check_targets_exist(model: Any, names: list[str], where: str) -> None:
+    leaves = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    full = {n for n, _ in model.named_modules()}
+    missing = [n for n in names if n not in leaves and n not in full]
+    if missing:
+        candidates = ", ".join(sorted(linear_module_names(model, exclude=head_modules(model))))
+        raise HfadaptError(
+            f"adapter.target_modules: {', '.join(map(repr, missing))} matches no module of {type(model).__name__} "
+            f"({where}); linear layers: {candidates} (`hfadapt targets MODEL` lists them)"
+        )
+
+
+def _accepts_past_key_values(model: Any) -> bool:
+    """The check peft's prefix tuning makes at the first forward, made before training starts."""
+    forwards = [model.forward] + [m.forward for _, m in model.named_children()]
+    return any("past_key_values" in inspect.signature(f).parameters for f in forwards)
 
 
 def count_parameters(model: Any) -> tuple[int, int]:

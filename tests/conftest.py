@@ -80,6 +80,23 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory, tiny_bert: str) -> str:
+    """A 2-layer GPT-2 (Conv1D layers, accepts past_key_values) sharing the tiny word-level tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2Model
+
+    root = tmp_path_factory.mktemp("tiny-gpt2")
+    config = GPT2Config(
+        vocab_size=len(vocabulary()), n_positions=64, n_embd=32, n_layer=2, n_head=4,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    GPT2Model(config).save_pretrained(root)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(root)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
 def tiny_vit(tmp_path_factory: pytest.TempPathFactory) -> str:
     import torch
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
