@@ -18,7 +18,7 @@ def recipes_dir() -> Path:
 
 def shipped_recipes() -> list[str]:
     root = recipes_dir()
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml") if "assets" not in p.parts)
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml") if "assets" not in p.relative_to(root).parts)
 
 
 def resolve_recipe_path(name: str) -> Path:

@@ -8,6 +8,7 @@ from typing import Any
 
 from .errors import HfadaptError
 
+ROW_COLUMN = "__hfadapt_row__"  # original row numbers, for error messages after a split is carved off
 BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
@@ -29,13 +30,16 @@ def load_raw(recipe: Any, task: Any) -> RawSplits:
         if d.validation_split in ds:
             validation = ds[d.validation_split]
         else:
+            # Errors must name the row of the file, not of the shuffled split.
+            train = train.add_column(ROW_COLUMN, list(range(len(train))))
             parts = train.train_test_split(test_size=d.validation_size, seed=d.split_seed)
             train, validation = parts["train"], parts["test"]
     test = None
-    if d.test_split is not None:
-        if d.test_split not in ds:
-            raise HfadaptError(f"data.test_split: no split '{d.test_split}' in {_source(d)}; available: {', '.join(ds)}")
-        test = ds[d.test_split]
+    test_split = d.test_split or ("test" if d.test_files else None)
+    if test_split is not None:
+        if test_split not in ds:
+            raise HfadaptError(f"data.test_split: no split '{test_split}' in {_source(d)}; available: {', '.join(ds)}")
+        test = ds[test_split]
     if d.max_train_samples is not None:
         train = train.select(range(min(d.max_train_samples, len(train))))
     if d.max_eval_samples is not None:

@@ -27,6 +27,8 @@ SCHEDULERS = (
     "reduce_lr_on_plateau",
     "cosine_with_min_lr",
     "warmup_stable_decay",
+    "cosine_warmup_with_min_lr",
+    "greedy",
 )
 
 
@@ -307,8 +309,10 @@ def format_validation_error(err: ValidationError, model: type[BaseModel]) -> str
             msgs.append(f"{path}: required field missing")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            if msg.startswith(path + ":") or msg.startswith("give ") or msg.startswith("can't "):
-                msgs.append(msg if msg.startswith(path + ":") else f"{path}: {msg}")
+            if msg.startswith((path + ":", path + ".")):
+                msgs.append(msg)
+            elif msg.startswith(("give ", "can't ")):
+                msgs.append(f"{path}: {msg}")
             else:
                 msgs.append(f"{path}: {msg} (got {e.get('input')!r})")
     return "; ".join(msgs)

@@ -35,6 +35,24 @@ def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerSt
 
     `callbacks` are called with the trainer state after every optimizer step.
     """
+    from .tasks import TASKS
+
+    run = RunDir(recipe.output_dir)
+    task = TASKS.get(recipe.task, field="task")
+    checkpoint = _check_run_dir(run, recipe, resume)
+    created = not run.path.exists()
+    progress = {"training": False}
+    try:
+        return _train(recipe, resume, callbacks, run, task, checkpoint, progress)
+    except BaseException:
+        # A run that failed while setting up (bad data, a model that won't load) leaves nothing
+        # behind, so fixing the recipe and running again is not refused as "already holds a run".
+        if created and not progress["training"] and int(os.environ.get("RANK", "0")) == 0:
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+
+
+def _train(recipe: Any, resume: bool, callbacks: Any, run: RunDir, task: Any, checkpoint: Path | None, progress: dict) -> TrainResult:
     import torch
     from accelerate import Accelerator
     from accelerate.data_loader import prepare_data_loader
@@ -47,14 +65,9 @@ def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerSt
     from .data import load_raw
     from .evaluation import evaluate_model
     from .modeling import load_base_model
-    from .tasks import TASKS
     from .trainer import LoopParts, fit
 
     t = recipe.train
-    run = RunDir(recipe.output_dir)
-    task = TASKS.get(recipe.task, field="task")
-    checkpoint = _check_run_dir(run, recipe, resume)
-
     try:
         accelerator = Accelerator(
             gradient_accumulation_steps=t.gradient_accumulation_steps,
@@ -148,6 +161,7 @@ def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerSt
     if recipe.adapter.method == "adalora":
         on_step_end = lambda m, s: accelerator.unwrap_model(m).base_model.update_and_allocate(s.global_step)  # noqa: E731
     parts = LoopParts(accelerator, model, optimizer, scheduler, make_train_loader, evaluate, run.path, on_step_end)
+    progress["training"] = True
     state = fit(parts, recipe, state, steps_per_epoch, list(callbacks))
 
     # ---- finish: best weights, final metrics, the saved adapter ----

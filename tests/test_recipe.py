@@ -297,11 +297,6 @@ def test_valid_combinations_pass(base: Path) -> None:
         Recipe.from_yaml(base, [f"train.scheduler={scheduler}"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="format_validation_error repeats the section path and dumps the whole section for a section "
-    "validator message that names a sub-field ('train: train.scheduler: ... (got {...})')",
-)
 def test_section_validator_message_is_not_doubled(base: Path) -> None:
     msg = error(base, ["train.scheduler=cosin", "train.epochs=2"])
     assert msg == f"{base}: train.scheduler: unknown scheduler 'cosin' (did you mean 'cosine'?)"
@@ -386,11 +381,6 @@ def test_every_shipped_recipe_validates(name: str) -> None:
     assert Recipe.from_dict(yaml.safe_load(r.to_yaml())).to_dict() == r.to_dict()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="catalog.shipped_recipes filters on 'assets' in the absolute path's parts, so every recipe vanishes "
-    "when the checkout lives under a folder named 'assets'",
-)
 def test_shipped_recipes_under_a_folder_named_assets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import hfadapt.catalog as catalog
 
@@ -415,10 +405,6 @@ def test_json_schema_has_the_sections() -> None:
     assert schema["$defs"]["ModelSection"]["properties"]["name_or_path"]["description"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hfadapt.recipe.SCHEDULERS lacks 'cosine_warmup_with_min_lr' and 'greedy' of transformers.SchedulerType",
-)
 def test_schedulers_match_transformers() -> None:
     from transformers.trainer_utils import SchedulerType
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import classification
+from ..data import ROW_COLUMN
 from ..errors import HfadaptError
 from .base import TASKS
 
@@ -60,6 +61,7 @@ class ImageClassification:
         base_dir = _files_dir(recipe, split)
 
         def check(batch: dict, indices: list[int]) -> dict:
+            indices = batch.get(ROW_COLUMN, indices)
             out: dict[str, list] = {"image": [open_image(v, col, split, i, base_dir, verify=True) for v, i in zip(batch[col], indices)]}
             if has_labels:
                 out["labels"] = classification.encode_labels(batch[label_col], indices, labels, label_col, split)

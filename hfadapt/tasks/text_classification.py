@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import classification
+from ..data import ROW_COLUMN
 from ..errors import HfadaptError
 from .base import TASKS
 
@@ -60,6 +61,7 @@ class TextClassification:
         has_labels = label_col in ds.column_names
 
         def encode(batch: dict, indices: list[int]) -> dict:
+            indices = batch.get(ROW_COLUMN, indices)
             texts = _texts(batch[text_col], indices, "data.text_column", text_col, split)
             pairs = _texts(batch[pair_col], indices, "data.text_pair_column", pair_col, split) if pair_col else None
             enc = processor(texts, pairs, truncation=True, max_length=d.max_length)
