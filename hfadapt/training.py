@@ -56,6 +56,7 @@ def _train(recipe: Any, resume: bool, callbacks: Any, run: RunDir, task: Any, ch
     import torch
     from accelerate import Accelerator
     from accelerate.data_loader import prepare_data_loader
+    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import ProjectConfiguration, set_seed
     from torch.utils.data import DataLoader
     from transformers import get_scheduler
@@ -68,6 +69,11 @@ def _train(recipe: Any, resume: bool, callbacks: Any, run: RunDir, task: Any, ch
     from .trainer import LoopParts, fit
 
     t = recipe.train
+    # Accelerate keeps its state in process-wide singletons; a second train() in the same
+    # process (notebooks, tests) may ask for other settings, so start from a clean state.
+    # The process group (PartialState) is kept.
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     try:
         accelerator = Accelerator(
             gradient_accumulation_steps=t.gradient_accumulation_steps,
