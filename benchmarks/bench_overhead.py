@@ -38,6 +38,7 @@ import contextlib
 import csv
 import os
 import random
+import shutil
 import statistics
 import string
 import sys
@@ -221,9 +222,18 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch.set_num_threads (1 by default: steadier on a small machine shared with other jobs)")
     p.add_argument("--verbose", action="store_true", help="show the runs' own output")
+    p.add_argument("--keep", action="store_true", help="keep the temporary work folder (model, data, runs, log)")
     args = p.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="hfadapt-bench-"))
+    try:
+        return bench(args, root)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def bench(args: argparse.Namespace, root: Path) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ["HF_DATASETS_CACHE"] = str(root / "datasets-cache")  # before datasets is imported
@@ -245,7 +255,8 @@ def main() -> int:
     print(f"hfadapt overhead benchmark: BERT hidden 256 x 4 layers, vocab {len(vocab)}, {args.rows} rows, "
           f"max_length {args.max_length}, LoRA r={LORA['r']} on {'/'.join(LORA['targets'])}, "
           f"{args.steps} steps x batch {args.batch_size}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
-    print(f"work dir: {root} (run output in {log.name}); load average {_load()}", flush=True)
+    print(f"work dir: {root}{' (kept)' if args.keep else ' (removed at the end; --keep keeps it)'}; "
+          f"load average {_load()}", flush=True)
 
     variants = {"hfadapt": run_hfadapt, "hand-written": run_hand}
     counter = 0

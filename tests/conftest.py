@@ -14,8 +14,27 @@ from typing import Any, Callable
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from tests.hub_server import hub_server  # noqa: F401,E402  (fixture)
+
+import socket
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# huggingface_hub reads these at import time, so they are set before anything imports it:
+# the whole session talks to the Hub-compatible server of tests/hub_server.py (started by the
+# `hub_server` fixture) and never to huggingface.co; with no server running, calls are refused at once.
+HUB_PORT = _free_port()
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ.pop("HF_TOKEN", None)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 
 POSITIVE = "good great wonderful excellent delightful superb brilliant charming lovely fun".split()
 NEGATIVE = "bad awful terrible boring dull poor weak tedious messy bland".split()
