@@ -14,8 +14,6 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.hub_server import hub_server  # noqa: F401,E402  (fixture)
-
 import socket
 
 
@@ -34,6 +32,8 @@ os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ.pop("HF_HUB_OFFLINE", None)
 os.environ.pop("HF_TOKEN", None)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from tests.hub_server import hub_server  # noqa: E402,F401  (fixture; imported after the variables above)
 
 
 POSITIVE = "good great wonderful excellent delightful superb brilliant charming lovely fun".split()
