@@ -8,12 +8,17 @@ from pathlib import Path
 from .errors import HfadaptError
 
 
-def recipes_dir() -> Path:
+def shipped_dir(name: str) -> Path:
+    """A top-level folder of the source checkout, or its copy inside an installed wheel."""
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "recipes", here / "_recipes"):
+    for candidate in (here.parent / name, here / f"_{name}"):
         if candidate.is_dir():
             return candidate
-    raise HfadaptError("no shipped recipes found (neither ./recipes nor hfadapt/_recipes exists)")
+    raise HfadaptError(f"no shipped {name} found (neither ./{name} nor hfadapt/_{name} exists)")
+
+
+def recipes_dir() -> Path:
+    return shipped_dir("recipes")
 
 
 def shipped_recipes() -> list[str]:
@@ -22,7 +27,12 @@ def shipped_recipes() -> list[str]:
 
 
 def resolve_recipe_path(name: str) -> Path:
-    """A path to a recipe file, or the name of a shipped recipe ('text/sst2-bert-lora')."""
+    """A path to a recipe file, the name of a shipped recipe ('text/sst2-bert-lora'), or
+    'hub:user/adapter' for the recipe stored with a pushed adapter."""
+    if name.startswith("hub:"):
+        from .hub import download_recipe
+
+        return download_recipe(name[4:])
     path = Path(name)
     if path.is_file():
         return path

@@ -26,12 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("recipe")
     v.add_argument("overrides", nargs="*", metavar="key.sub=value")
 
-    e = sub.add_parser("eval", help="evaluate a finished run")
+    e = sub.add_parser("eval", help="evaluate a finished run (a run directory or a Hub adapter id)")
     e.add_argument("run")
     e.add_argument("--split", default="validation", choices=["validation", "test"])
 
     pr = sub.add_parser("predict", help="predict with a finished run: text strings or image paths")
-    pr.add_argument("run")
+    pr.add_argument("run", help="run directory or Hub adapter id (user/adapter)")
     pr.add_argument("inputs", nargs="*")
     pr.add_argument("--file", help="a file with one input per line (TEXT<TAB>PAIR for text pairs)")
     pr.add_argument("--batch-size", type=int, default=16)
@@ -42,6 +42,20 @@ def _parser() -> argparse.ArgumentParser:
     tg.add_argument("--r", type=int, default=8, help="LoRA rank for the parameter counts")
     tg.add_argument("--revision")
     tg.add_argument("--trust-remote-code", action="store_true")
+
+    pu = sub.add_parser("push", help="push a run's adapter, recipe, metrics and model card to the Hub")
+    pu.add_argument("run")
+    pu.add_argument("repo_id", help="namespace/name")
+    pu.add_argument("--private", action="store_true")
+    pu.add_argument("--revision", help="branch to push to (created if missing)")
+    pu.add_argument("--commit-message")
+    pu.add_argument("--license", help="license id for the model card, e.g. apache-2.0")
+
+    mg = sub.add_parser("merge", help="merge the adapter into the base model and save a standalone model")
+    mg.add_argument("run", help="run directory or Hub adapter id")
+    mg.add_argument("out", help="output folder")
+    mg.add_argument("--overwrite", action="store_true")
+    mg.add_argument("--allow-quantized", action="store_true", help="merge even into a quantized base")
 
     sub.add_parser("recipes", help="list the shipped recipes")
     sub.add_parser("schema", help="print the recipe JSON Schema")
@@ -109,6 +123,18 @@ def _run(args: argparse.Namespace) -> int:
             inputs += [line for line in path.read_text().splitlines() if line.strip()]
         for row in predict(args.run, inputs, batch_size=args.batch_size):
             print(json.dumps(row))
+        return 0
+    if args.command == "push":
+        from .hub import push
+
+        url = push(args.run, args.repo_id, private=args.private, revision=args.revision,
+                   commit_message=args.commit_message, license=args.license)
+        print(f"pushed {args.run} to {args.repo_id}: {url}")
+        return 0
+    if args.command == "merge":
+        from .merge import merge
+
+        print(f"merged model written to {merge(args.run, args.out, overwrite=args.overwrite, allow_quantized=args.allow_quantized)}")
         return 0
     if args.command == "targets":
         from .targets import format_report, list_targets

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HfadaptError
+from .hub import resolve_run
 from .run import RunDir
 
 
@@ -26,7 +27,7 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 16) -> lis
 
     from .classification import format_predictions
 
-    run = RunDir.open(run_dir)
+    run = resolve_run(run_dir)
     if not inputs:
         raise HfadaptError("predict: no inputs given")
     model, processor, labels = load_model_and_processor(run)
@@ -49,7 +50,7 @@ def evaluate_run(run_dir: str | Path, split: str = "validation") -> dict[str, fl
     from .data import load_raw
     from .evaluation import evaluate_model
 
-    run = RunDir.open(run_dir)
+    run = resolve_run(run_dir)
     recipe, task = run.recipe, run.task
     model, processor, labels = load_model_and_processor(run)
     raw = load_raw(recipe, task)

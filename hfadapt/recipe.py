@@ -169,6 +169,25 @@ class OutputSection(Section):
     overwrite: bool = Field(False, description="replace an existing finished run directory")
 
 
+class HubSection(Section):
+    """Publishing to the Hugging Face Hub (`hfadapt push`, or at the end of training)."""
+
+    push: bool = Field(False, description="push the adapter and its model card when training ends (main process)")
+    repo_id: str | None = Field(None, description="target repo, e.g. user/sst2-bert-lora")
+    private: bool = False
+    revision: str | None = Field(None, description="branch to push to (created if missing)")
+    license: str | None = Field(None, description="license id for the model card, e.g. apache-2.0")
+    commit_message: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "HubSection":
+        if self.push and not self.repo_id:
+            raise ValueError("hub.push needs hub.repo_id")
+        if self.repo_id is not None and self.repo_id.count("/") != 1:
+            raise ValueError(f"hub.repo_id: expected 'namespace/name', got '{self.repo_id}'")
+        return self
+
+
 class Recipe(Section):
     """A whole fine-tune: task, base model, data, adapter, training, evaluation and output."""
 
@@ -180,6 +199,7 @@ class Recipe(Section):
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
     output: OutputSection = Field(default_factory=OutputSection)
+    hub: HubSection = Field(default_factory=HubSection)
 
     _source: str | None = PrivateAttr(None)
 
@@ -197,6 +217,12 @@ class Recipe(Section):
         if not isinstance(raw, dict):
             raise HfadaptError(f"{file}: a recipe must be a YAML mapping")
         raw.setdefault("name", file.stem)
+        if str(path).startswith("hub:"):
+            # Someone else's recipe: it may not run code, push to its author's repo, or pick our output dir.
+            # The user's own overrides below can still opt in.
+            raw.setdefault("model", {})["trust_remote_code"] = False
+            raw.setdefault("hub", {})["push"] = False
+            raw.setdefault("output", {})["dir"] = None
         return cls.from_dict(raw, overrides=overrides, source=file)
 
     @classmethod
@@ -311,7 +337,7 @@ def format_validation_error(err: ValidationError, model: type[BaseModel]) -> str
             msg = e["msg"].removeprefix("Value error, ")
             if msg.startswith((path + ":", path + ".")):
                 msgs.append(msg)
-            elif msg.startswith(("give ", "can't ")):
+            elif msg.startswith(("give ", "can't ", "hub.push ")):
                 msgs.append(f"{path}: {msg}")
             else:
                 msgs.append(f"{path}: {msg} (got {e.get('input')!r})")

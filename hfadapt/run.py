@@ -30,6 +30,7 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.from_hub = False  # set for a pulled adapter: its recipe may not run remote code
 
     # ---- layout ---------------------------------------------------------------------------
     @property
@@ -43,6 +44,10 @@ class RunDir:
     @property
     def state_file(self) -> Path:
         return self.path / STATE_FILE
+
+    @property
+    def info_file(self) -> Path:
+        return self.path / "run_info.json"
 
     @property
     def base_model_dir(self) -> Path:
@@ -60,6 +65,8 @@ class RunDir:
     def model_dir(self) -> Path:
         from .adapters import is_peft
 
+        if (self.path / "adapter_config.json").is_file() or (self.path / "config.json").is_file():
+            return self.path  # a pulled Hub repo: the adapter sits at the root, where plain peft looks
         return self.path / ("adapter" if is_peft(self.recipe.adapter.method) else "model")
 
     # ---- reading ---------------------------------------------------------------------------
@@ -80,7 +87,10 @@ class RunDir:
 
         from .recipe import Recipe
 
-        return Recipe.from_dict(yaml.safe_load(self.recipe_file.read_text()), source=None)
+        recipe = Recipe.from_dict(yaml.safe_load(self.recipe_file.read_text()), source=None)
+        if self.from_hub:
+            recipe.model.trust_remote_code = False
+        return recipe
 
     @cached_property
     def task(self) -> Any:
@@ -91,6 +101,10 @@ class RunDir:
     @property
     def metrics(self) -> dict[str, float]:
         return json.loads(self.metrics_file.read_text()) if self.metrics_file.is_file() else {}
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return json.loads(self.info_file.read_text()) if self.info_file.is_file() else {}
 
     def is_started(self) -> bool:
         return self.path.exists() and any(self.path.iterdir())

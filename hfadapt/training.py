@@ -66,6 +66,7 @@ def _train(recipe: Any, resume: bool, callbacks: Any, run: RunDir, task: Any, ch
     from .data import load_raw
     from .evaluation import evaluate_model
     from .modeling import load_base_model
+    from .runinfo import collect as collect_run_info
     from .trainer import LoopParts, fit
 
     t = recipe.train
@@ -186,9 +187,15 @@ def _train(recipe: Any, resume: bool, callbacks: Any, run: RunDir, task: Any, ch
     if accelerator.is_main_process:
         _save_model(unwrapped, processor, run, recipe, is_peft(recipe.adapter.method))
         write_json_atomic(run.metrics_file, final)
+        write_json_atomic(run.info_file, collect_run_info(accelerator))
         state.save(run.state_file)
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if recipe.hub.push and accelerator.is_main_process:
+        from .hub import push
+
+        push(run.path, recipe.hub.repo_id, private=recipe.hub.private, revision=recipe.hub.revision,
+             commit_message=recipe.hub.commit_message)
     return TrainResult(run.path, final, state)
 
 

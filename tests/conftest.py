@@ -1,6 +1,6 @@
 """Shared fixtures: tiny models saved like Hub checkpoints, small generated datasets, recipe builder.
 
-Everything is built once per session; the Hub is never contacted (HF_HUB_OFFLINE=1).
+Everything is built once per session; huggingface.co is never contacted (see HF_ENDPOINT below).
 """
 
 from __future__ import annotations

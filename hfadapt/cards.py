@@ -1,0 +1,133 @@
+"""Model cards rendered from the templates in the top-level model_cards/ folder.
+
+Metadata follows what the Hub validates: base_model and datasets are Hub ids or absent
+(never local paths), library_name, pipeline_tag, tags, license, and a model-index built from
+metrics.json.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .catalog import shipped_dir
+from .run import RunDir
+
+# owner/name, or a legacy canonical name such as "bert-base-uncased"
+HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
+METHOD_LABELS = {
+    "lora": "LoRA", "ia3": "IA³", "loha": "LoHa", "lokr": "LoKr", "adalora": "AdaLoRA",
+    "prefix": "prefix-tuning", "prompt": "prompt-tuning", "full": "fully fine-tuned", "freeze": "linear-probe",
+}
+EXAMPLES = {"text-classification": "an example sentence", "image-classification": "image.jpg"}
+
+
+def hub_id_or_none(value: str | None) -> str | None:
+    """`value` if it names a Hub repo, None if it is a local path."""
+    if not value or value.startswith(("/", "./", "../", "~")) or "\\" in value or ".." in value:
+        return None
+    if Path(value).exists() or not HUB_ID.match(value):
+        return None
+    return value
+
+
+def render_adapter_card(run: RunDir, repo_id: str, license: str | None = None) -> str:
+    return _render(run, repo_id, "adapter.md", license, merged=False)
+
+
+def render_merged_card(run: RunDir, repo_id: str, license: str | None = None) -> str:
+    return _render(run, repo_id, "merged.md", license, merged=True)
+
+
+def _render(run: RunDir, repo_id: str, template: str, license: str | None, merged: bool) -> str:
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from jinja2 import Template
+
+    from .adapters import is_peft
+
+    recipe, info, metrics = run.recipe, run.info, run.metrics
+    method = recipe.adapter.method
+    base = hub_id_or_none(recipe.model.name_or_path)
+    dataset = hub_id_or_none(recipe.data.dataset)
+    results = _results(metrics)
+    eval_results = [
+        EvalResult(
+            task_type=recipe.task, dataset_type=dataset or "custom", dataset_name=dataset or "local data",
+            dataset_config=recipe.data.config_name if dataset else None,
+            dataset_split=(recipe.data.validation_split if r["split"] == "validation" else recipe.data.test_split) if dataset else None,
+            metric_type=r["metric"], metric_value=r["value"],
+        )
+        for r in results
+    ]
+    peft_adapter = is_peft(method) and not merged
+    card_data = ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        base_model=base,
+        datasets=[dataset] if dataset else None,
+        library_name="peft" if peft_adapter else "transformers",
+        pipeline_tag=recipe.task,
+        license=license or recipe.hub.license,
+        tags=["hfadapt", recipe.task, method] + (["peft"] if is_peft(method) else []) + (["merged"] if merged else []),
+        eval_results=eval_results or None,
+    )
+    base_note = None
+    if base is None:
+        base_note = (
+            f"The base model was the local directory `{recipe.model.name_or_path}`"
+            + (" (random weights built from a config, saved in the training run as base_model/)" if recipe.model.init == "config" else "")
+            + ", so no `base_model` is declared; load the adapter onto the same weights."
+        )
+    label = METHOD_LABELS.get(method, method)
+    summary = (
+        f"A {label} adapter for **{recipe.task}** on top of "
+        if is_peft(method) else f"A {label} model for **{recipe.task}** from "
+    ) + (f"[{base}](https://huggingface.co/{base})" if base else "a local base model") + ", trained with hfadapt."
+    data_md = (
+        f"[{dataset}](https://huggingface.co/datasets/{dataset})" + (f" (config `{recipe.data.config_name}`)" if recipe.data.config_name else "")
+        if dataset else "Local files (not published): " + ", ".join(f"`{Path(f).name}`" for f in (recipe.data.train_files or [recipe.data.dataset or ""]))
+    )
+    versions = ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items()) or "unknown"
+    reproduce = f"hfadapt train hub:{repo_id}"
+    if info.get("command"):
+        reproduce += f"\n# originally: {info['command']}"
+    usage = ""
+    if not merged:
+        task_template = shipped_dir("model_cards") / "tasks" / f"{recipe.task}.md"
+        usage = Template(task_template.read_text()).render(
+            repo_id=repo_id, base_model=base or "PATH/TO/BASE_MODEL", example=EXAMPLES.get(recipe.task, "input")
+        )
+    card = ModelCard.from_template(
+        card_data,
+        template_str=(shipped_dir("model_cards") / template).read_text(),
+        model_name=repo_id.split("/")[-1],
+        summary=summary,
+        base_note=base_note,
+        results=results,
+        data_md=data_md,
+        adapter_yaml=yaml.safe_dump(recipe.adapter.model_dump(mode="json"), sort_keys=False),
+        modules_to_save=", ".join(recipe.adapter.modules_to_save or []) or ("task head" if is_peft(method) else ""),
+        train_yaml=yaml.safe_dump(recipe.train.model_dump(mode="json"), sort_keys=False),
+        steps=int(metrics.get("train/steps", 0)),
+        hardware=info.get("hardware", "unknown"),
+        num_processes=info.get("num_processes", 1),
+        distributed_type=info.get("distributed_type", "NO"),
+        mixed_precision=info.get("mixed_precision", recipe.train.mixed_precision),
+        versions=versions,
+        reproduce=reproduce,
+        usage=usage,
+        repo_id=repo_id,
+        auto_class=run.task.auto_class,
+    )
+    return str(card)
+
+
+def _results(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for key, value in metrics.items():
+        split, _, name = key.partition("/")
+        if split in ("eval", "test") and name not in ("samples", "loss") and isinstance(value, (int, float)):
+            rows.append({"split": "validation" if split == "eval" else "test", "metric": name, "value": float(value)})
+    return rows

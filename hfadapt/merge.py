@@ -1,0 +1,44 @@
+"""`hfadapt merge RUN OUT`: fold the adapter into the base weights -> a standalone transformers model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from .errors import HfadaptError
+
+
+def merge(run_ref: str | Path, out: str | Path, overwrite: bool = False, allow_quantized: bool = False) -> Path:
+    from .adapters import is_peft
+    from .cards import render_merged_card
+    from .hub import resolve_run
+    from .inference import load_model_and_processor
+
+    run = resolve_run(run_ref)
+    recipe = run.recipe
+    out = Path(out)
+    if not is_peft(recipe.adapter.method):
+        raise HfadaptError(f"merge: {run.path} was trained with adapter.method={recipe.adapter.method}; its model/ is already standalone")
+    if recipe.adapter.method in ("prefix", "prompt"):
+        raise HfadaptError(f"merge: {recipe.adapter.method} tuning adds virtual tokens, not weight deltas; there is nothing to merge")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise HfadaptError(f"merge: {out} exists and is not empty; choose another folder or pass --overwrite")
+    model, processor, _ = load_model_and_processor(run)
+    base = model.get_base_model()
+    quantized = getattr(base.config, "quantization_config", None) is not None or getattr(base, "is_quantized", False)
+    if quantized and not allow_quantized:
+        raise HfadaptError(
+            "merge: the base model is quantized; merging into quantized weights rounds the adapter away. "
+            "Load the base unquantized (model.dtype) or pass --allow-quantized to merge anyway"
+        )
+    merged = model.merge_and_unload()
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    (tmp / "README.md").write_text(render_merged_card(run, out.name))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
