@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import sentiment_rows, vocabulary, write_csv, write_jsonl
+from tests.conftest import sentiment_rows, vocabulary, write_csv, write_jsonl
 
 from hfadapt.catalog import shipped_recipes
 from hfadapt.cli import main
