@@ -75,8 +75,13 @@ def _train(recipe: Any, resume: bool, callbacks: Any, run: RunDir, task: Any, ch
     # The process group (PartialState) is kept.
     AcceleratorState._reset_state()
     GradientState._reset_state()
+    # Under torchrun without a GPU, Accelerate sets up a CPU process group only when asked;
+    # otherwise every rank would train alone on the whole data.
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    on_cpu_only = world > 1 and not torch.cuda.is_available()
     try:
         accelerator = Accelerator(
+            cpu=on_cpu_only,
             gradient_accumulation_steps=t.gradient_accumulation_steps,
             mixed_precision=t.mixed_precision,
             log_with=t.log_with or None,
@@ -85,6 +90,8 @@ def _train(recipe: Any, resume: bool, callbacks: Any, run: RunDir, task: Any, ch
         )
     except (ValueError, ImportError) as e:
         raise HfadaptError(f"train: {str(e).splitlines()[0]} (train.mixed_precision={t.mixed_precision}, train.log_with={t.log_with})") from e
+    if accelerator.num_processes != world:
+        raise HfadaptError(f"train: launched with WORLD_SIZE={world} but Accelerate set up {accelerator.num_processes} process(es)")
     set_seed(t.seed)
     if accelerator.is_main_process:
         run.path.mkdir(parents=True, exist_ok=True)

@@ -26,8 +26,6 @@ from typing import Any
 import pytest
 import yaml
 
-pytestmark = pytest.mark.slow
-
 N_EXAMPLES = 64  # rows of the sentiment_csv fixture
 VALIDATION_SIZE = 0.25
 N_VALIDATION = round(N_EXAMPLES * VALIDATION_SIZE)  # 16
@@ -86,10 +84,6 @@ def _env(cache: Path) -> dict[str, str]:
         # Each run gets its own datasets cache: the two runs go concurrently and would otherwise
         # build the same cache entries at the same time.
         HF_DATASETS_CACHE=str(cache),
-        # Accelerate only sets up a gloo process group under torchrun when asked to use the CPU;
-        # without it every rank on a GPU-less host trains alone (DistributedType.NO). The banner
-        # assertion below makes sure the run really used 2 processes.
-        ACCELERATE_USE_CPU="true",
         PYTHONUNBUFFERED="1",
     )
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
@@ -187,6 +181,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_bert: str, sentiment_csv
     return {"1proc": _read_run(root / "run-1proc"), "2proc": _read_run(root / "run-2proc")}
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(runs: dict[str, dict[str, Any]]) -> None:
     import torch
 

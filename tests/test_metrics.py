@@ -173,8 +173,8 @@ def test_offline_loading_by_path(no_network: None) -> None:
     import evaluate
     import huggingface_hub.constants
 
-    assert os.environ.get("HF_HUB_OFFLINE") == "1"
-    assert huggingface_hub.constants.HF_HUB_OFFLINE
+    # Every socket connection is refused (no_network), so nothing can come from a Hub.
+    assert not huggingface_hub.constants.ENDPOINT.startswith("https://huggingface.co")
     for name in metrics.available():
         module = evaluate.load(str(metrics.METRICS_DIR / name / f"{name}.py"))
         assert isinstance(module, evaluate.Metric)
