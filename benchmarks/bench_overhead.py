@@ -54,6 +54,9 @@ MAX_GRAD_NORM = 1.0  # hfadapt's train.max_grad_norm default
 
 
 # ---- fixtures: model, tokenizer, data ------------------------------------------------------------
+
+HIDDEN, LAYERS = 256, 4  # set from --hidden/--layers in main()
+
 def make_vocab(n_words: int, rng: random.Random) -> list[str]:
     words: set[str] = set()
     while len(words) < n_words:
@@ -70,8 +73,8 @@ def build_model(root: Path, vocab: list[str]) -> Path:
     (model_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tok = BertTokenizerFast(vocab_file=str(model_dir / "vocab.txt"), do_lower_case=True)
     config = BertConfig(
-        vocab_size=len(vocab), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-        intermediate_size=512, max_position_embeddings=512, num_labels=2,
+        vocab_size=len(vocab), hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=max(4, HIDDEN // 64),
+        intermediate_size=4 * HIDDEN if HIDDEN > 256 else 512, max_position_embeddings=512, num_labels=2,
     )
     torch.manual_seed(0)
     BertForSequenceClassification(config).save_pretrained(model_dir)
@@ -214,6 +217,8 @@ def quiet(log: Path, enabled: bool):
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--hidden", type=int, default=256, help="model width (768 with --layers 12 is BERT-base size)")
+    p.add_argument("--layers", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--rows", type=int, default=2048)
@@ -224,6 +229,8 @@ def main() -> int:
     p.add_argument("--verbose", action="store_true", help="show the runs' own output")
     p.add_argument("--keep", action="store_true", help="keep the temporary work folder (model, data, runs, log)")
     args = p.parse_args()
+    global HIDDEN, LAYERS
+    HIDDEN, LAYERS = args.hidden, args.layers
 
     root = Path(tempfile.mkdtemp(prefix="hfadapt-bench-"))
     try:
@@ -252,7 +259,7 @@ def bench(args: argparse.Namespace, root: Path) -> int:
     model_dir = build_model(root, vocab)
     data = build_data(root, vocab, args.rows, rng)
     log = root / "runs.log"
-    print(f"hfadapt overhead benchmark: BERT hidden 256 x 4 layers, vocab {len(vocab)}, {args.rows} rows, "
+    print(f"hfadapt overhead benchmark: BERT hidden {HIDDEN} x {LAYERS} layers, vocab {len(vocab)}, {args.rows} rows, "
           f"max_length {args.max_length}, LoRA r={LORA['r']} on {'/'.join(LORA['targets'])}, "
           f"{args.steps} steps x batch {args.batch_size}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     print(f"work dir: {root}{' (kept)' if args.keep else ' (removed at the end; --keep keeps it)'}; "
