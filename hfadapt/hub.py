@@ -53,6 +53,13 @@ def stage(run: RunDir, repo_id: str, target: Path, license: str | None = None) -
     return names + ["README.md"]
 
 
+def validate_card(path: Path) -> None:
+    """Ask the Hub to validate the card's metadata before anything is pushed."""
+    from huggingface_hub import ModelCard
+
+    ModelCard.load(path).validate(repo_type="model")
+
+
 def push(
     run_dir: str | Path,
     repo_id: str,
@@ -73,6 +80,7 @@ def push(
         stage(run, repo_id, Path(tmp), license)
         api = HfApi(token=token)
         try:
+            validate_card(Path(tmp) / "README.md")
             api.create_repo(repo_id, private=private, exist_ok=True)
             if revision:
                 api.create_branch(repo_id, branch=revision, exist_ok=True)

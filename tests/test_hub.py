@@ -1,0 +1,178 @@
+"""Publishing through the real huggingface_hub client against the local Hub-compatible server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from hfadapt import HfadaptError, Recipe, evaluate_run, predict, train
+from hfadapt.cli import main
+
+BASE_REPO = "tiny-org/tiny-bert"
+TEXTS = ["the film was wonderful", "the plot was awful"]
+
+
+@pytest.fixture
+def token(hub_server, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    return hub_server.token
+
+
+@pytest.fixture(scope="module")
+def hub_base(hub_server, tiny_bert):
+    """The tiny BERT published on the test Hub, so recipes can name it by Hub id."""
+    if not hub_server.repo_exists(BASE_REPO):
+        hub_server.seed(BASE_REPO, {p.name: p.read_bytes() for p in Path(tiny_bert).iterdir() if p.is_file()})
+    return BASE_REPO
+
+
+def _card_metadata(readme: bytes) -> dict:
+    text = readme.decode()
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def test_train_pushes_adapter_card_and_recipe(make_recipe, hub_base, hub_server, token, capsys):
+    recipe = make_recipe(
+        model={"name_or_path": hub_base},
+        train={"max_steps": 3},
+        hub={"push": True, "repo_id": "test-user/sentiment-lora", "license": "apache-2.0"},
+    )
+    result = train(recipe)
+    files = hub_server.files("test-user/sentiment-lora")
+    assert {"adapter_model.safetensors", "adapter_config.json", "config.json", "tokenizer.json", "recipe.yaml",
+            "metrics.json", "run_info.json", "trainer_state.json", "README.md"} <= set(files)
+    assert not [f for f in files if f.endswith((".bin", ".pt", ".pkl"))]
+    commit = hub_server.commits("test-user/sentiment-lora")[-1]
+    assert "adapter_model.safetensors" in commit.lfs_files  # weights went through LFS
+    local = (result.output_dir / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert files["adapter_model.safetensors"] == local
+
+    meta = _card_metadata(files["README.md"])
+    assert meta["base_model"] == hub_base
+    assert meta["library_name"] == "peft" and meta["pipeline_tag"] == "text-classification"
+    assert {"hfadapt", "lora", "text-classification"} <= set(meta["tags"])
+    assert meta["license"] == "apache-2.0"
+    assert "datasets" not in meta  # local CSV: no Hub dataset to name
+    metrics = json.loads(files["metrics.json"])
+    reported = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert reported["accuracy"] == pytest.approx(metrics["eval/accuracy"])
+    validated = [v for v in hub_server.yaml_validations if "test-user/sentiment-lora" in v["content"] or hub_base in v["content"]]
+    assert validated and validated[-1]["valid"], validated[-1:]
+    card = files["README.md"].decode()
+    assert "hfadapt train hub:test-user/sentiment-lora" in card and "PeftModel.from_pretrained" in card
+    for content in files.values():
+        assert token.encode() not in content
+    assert token not in capsys.readouterr().out
+
+
+def test_pulled_adapter_predicts_like_the_local_run_and_plain_peft(make_recipe, hub_base, hub_server, token):
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    result = train(make_recipe(model={"name_or_path": hub_base}, train={"max_steps": 3}))
+    assert main(["push", str(result.output_dir), "test-user/pulled"]) == 0
+    local = predict(result.output_dir, TEXTS)
+    pulled = predict("test-user/pulled", TEXTS)  # downloaded over HTTP, base resolved from the adapter config
+    for a, b in zip(pulled, local):
+        assert a["label"] == b["label"] and a["scores"] == pytest.approx(b["scores"], abs=1e-6)
+
+    config = AutoConfig.from_pretrained("test-user/pulled")
+    base = AutoModelForSequenceClassification.from_pretrained(hub_base, config=config)
+    model = PeftModel.from_pretrained(base, "test-user/pulled").eval()
+    tok = AutoTokenizer.from_pretrained("test-user/pulled")
+    with torch.no_grad():
+        probs = torch.softmax(model(**tok(TEXTS, return_tensors="pt", padding=True)).logits, -1)
+    expected = [[float(p) for p in row] for row in probs]
+    got = [[p["scores"][config.id2label[i]] for i in range(2)] for p in pulled]
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), rtol=0, atol=1e-6)
+
+    metrics = evaluate_run("test-user/pulled")
+    assert metrics["validation/accuracy"] == pytest.approx(result.metrics["eval/accuracy"])
+
+
+def test_repush_is_one_commit_and_branches_work(make_recipe, hub_base, hub_server, token):
+    result = train(make_recipe(model={"name_or_path": hub_base}, train={"max_steps": 2}))
+    assert main(["push", str(result.output_dir), "test-user/repush"]) == 0
+    before = len(hub_server.commits("test-user/repush"))
+    # Only the card changes (a license is added): one commit, and unchanged files are not re-sent.
+    assert main(["push", str(result.output_dir), "test-user/repush", "--commit-message", "second", "--license", "mit"]) == 0
+    commits = hub_server.commits("test-user/repush")
+    assert len(commits) == before + 1 and commits[-1].message == "second"
+    assert commits[-1].regular_files == ("README.md",) and not commits[-1].lfs_files
+    assert _card_metadata(hub_server.files("test-user/repush")["README.md"])["license"] == "mit"
+    assert main(["push", str(result.output_dir), "test-user/repush", "--revision", "v2", "--private"]) == 0
+    assert "v2" in hub_server.branches("test-user/repush")
+    assert "adapter_model.safetensors" in hub_server.files("test-user/repush", revision="v2")
+
+
+def test_failed_push_keeps_the_run_and_hides_the_token(make_recipe, hub_base, hub_server, monkeypatch, capsys):
+    result = train(make_recipe(model={"name_or_path": hub_base}, train={"max_steps": 2}))
+    before = {p: p.stat().st_mtime_ns for p in result.output_dir.rglob("*")}
+    secret = "hf_not_the_right_token_123"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    assert main(["push", str(result.output_dir), "test-user/denied"]) == 2
+    err = capsys.readouterr().err
+    assert "could not push" in err and f"hfadapt push {result.output_dir} test-user/denied" in err
+    assert secret not in err
+    assert {p: p.stat().st_mtime_ns for p in result.output_dir.rglob("*")} == before
+    assert not hub_server.repo_exists("test-user/denied")
+
+
+def test_local_base_card_has_no_base_model_and_still_validates(make_recipe, hub_server, token):
+    result = train(make_recipe(train={"max_steps": 2}))
+    assert main(["push", str(result.output_dir), "test-user/local-base"]) == 0
+    files = hub_server.files("test-user/local-base")
+    meta = _card_metadata(files["README.md"])
+    assert "base_model" not in meta
+    assert "was the local directory" in files["README.md"].decode()
+
+
+def test_train_hub_recipe_cannot_run_code_or_push(make_recipe, hub_base, hub_server, token, tmp_path):
+    recipe = make_recipe(model={"name_or_path": hub_base, "trust_remote_code": True}, train={"max_steps": 2})
+    recipe.hub.repo_id = "test-user/reproduce"
+    result = train(recipe)
+    assert main(["push", str(result.output_dir), "test-user/reproduce"]) == 0
+    again = Recipe.from_yaml("hub:test-user/reproduce", overrides=[f"output.dir={tmp_path / 'again'}"])
+    assert again.model.trust_remote_code is False and again.hub.push is False
+    assert again.model.name_or_path == hub_base and again.train.max_steps == 2
+    rerun = train(again)
+    assert rerun.losses == pytest.approx(result.losses)  # same recipe, same seed, same losses
+
+
+def test_unknown_hub_id_is_one_clear_error(hub_server):
+    with pytest.raises(HfadaptError, match="nobody/nothing: not a run directory, and the Hub repo could not be fetched"):
+        predict("nobody/nothing", ["x"])
+
+
+def test_merge_gives_a_standalone_model_with_the_same_outputs(make_recipe, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    result = train(make_recipe(train={"max_steps": 3}))
+    out = tmp_path / "merged"
+    assert main(["merge", str(result.output_dir), str(out)]) == 0
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    with torch.no_grad():
+        probs = torch.softmax(model(**tok(TEXTS, return_tensors="pt", padding=True)).logits, -1)
+    ours = predict(result.output_dir, TEXTS)
+    got = [[p["scores"][model.config.id2label[i]] for i in range(2)] for p in ours]
+    torch.testing.assert_close(torch.tensor(got), probs, rtol=0, atol=1e-5)
+    assert (out / "README.md").read_text().startswith("---\n")
+    assert not list(out.glob("adapter_*"))
+    with pytest.raises(HfadaptError, match="exists and is not empty"):
+        from hfadapt.merge import merge
+
+        merge(result.output_dir, out)
+
+
+def test_merge_refuses_full_finetunes(make_recipe, tmp_path):
+    from hfadapt.merge import merge
+
+    result = train(make_recipe(adapter={"method": "full"}, train={"max_steps": 1}))
+    with pytest.raises(HfadaptError, match="already standalone"):
+        merge(result.output_dir, tmp_path / "m")
