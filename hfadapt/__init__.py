@@ -11,7 +11,9 @@ from typing import Any
 from .errors import HfadaptError
 from .recipe import Recipe
 
-__all__ = ["Recipe", "HfadaptError", "train", "predict", "evaluate_run", "list_targets", "TrainResult", "__version__"]
+__all__ = [
+    "Recipe", "HfadaptError", "train", "predict", "evaluate_run", "list_targets", "push", "merge", "TrainResult", "__version__",
+]
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -20,6 +22,8 @@ _LAZY = {
     "predict": ("inference", "predict"),
     "evaluate_run": ("inference", "evaluate_run"),
     "list_targets": ("targets", "list_targets"),
+    "push": ("hub", "push"),
+    "merge": ("merge", "merge"),
 }
 
 

@@ -176,3 +176,21 @@ def test_merge_refuses_full_finetunes(make_recipe, tmp_path):
     result = train(make_recipe(adapter={"method": "full"}, train={"max_steps": 1}))
     with pytest.raises(HfadaptError, match="already standalone"):
         merge(result.output_dir, tmp_path / "m")
+
+
+def test_merge_refuses_a_quantized_base(make_recipe, tmp_path, monkeypatch):
+    import hfadapt.inference as inference
+    from hfadapt.merge import merge
+
+    result = train(make_recipe(train={"max_steps": 1}))
+    real = inference.load_model_and_processor
+
+    def quantized(run):
+        model, processor, labels = real(run)
+        model.get_base_model().config.quantization_config = {"load_in_4bit": True}
+        return model, processor, labels
+
+    monkeypatch.setattr(inference, "load_model_and_processor", quantized)
+    with pytest.raises(HfadaptError, match="base model is quantized"):
+        merge(result.output_dir, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
