@@ -192,7 +192,7 @@ def apply_adapter(model: Any, recipe: Any, task: Any, num_training_steps: int | 
             f"adapter.method: prefix tuning (peft) needs a model whose forward takes past_key_values; "
             f"{type(model).__name__} in transformers {transformers.__version__} does not (use prompt or lora)"
         )
-    task_type = "SEQ_CLS" if task.name == "text-classification" else None
+    task_type = task.peft_task_type
     targets = a.target_modules if a.target_modules is not None else default_targets(model, method)
     if isinstance(a.target_modules, list):
         _check_targets_exist(model, a.target_modules, recipe.model.name_or_path)

@@ -56,6 +56,22 @@ def loss_and_predictions(logits: Any, targets: Any, labels: LabelInfo) -> tuple[
     return loss, torch.argmax(logits, dim=-1).numpy(), targets.long().numpy()
 
 
+def model_kwargs(labels: LabelInfo) -> dict[str, Any]:
+    """from_pretrained/from_config arguments that size the head and store the label names in the config."""
+    kw: dict[str, Any] = {"num_labels": labels.num_labels, "problem_type": labels.hf_problem_type}
+    if labels.names:
+        kw.update(id2label=labels.id2label, label2id=labels.label2id)
+    return kw
+
+
+def predict_batch(model: Any, batch: dict, labels: LabelInfo) -> list[dict]:
+    import torch
+
+    with torch.no_grad():
+        logits = model(**batch).logits
+    return format_predictions(logits, labels)
+
+
 def format_predictions(logits: Any, labels: LabelInfo) -> list[dict]:
     """Model outputs of `predict` as plain dicts: label and score(s)."""
     import torch

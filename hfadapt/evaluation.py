@@ -1,4 +1,4 @@
-"""Evaluation over a prepared dataloader: gather once per example across processes, then score."""
+"""Classification evaluation over a prepared dataloader: gather once per example across processes, then score."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from . import classification, metrics
 
 
-def evaluate_model(accelerator: Any, model: Any, dataloader: Any, labels: Any, metric_names: list[str]) -> dict[str, float]:
+def evaluate_classification(accelerator: Any, model: Any, dataloader: Any, labels: Any, metric_names: list[str]) -> dict[str, float]:
     import torch
 
     was_training = model.training

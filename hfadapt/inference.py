@@ -11,33 +11,25 @@ from .run import RunDir
 
 
 def load_model_and_processor(run: RunDir) -> tuple[Any, Any, Any]:
-    from .labels import LabelInfo
     from .modeling import load_run_model
 
     model = load_run_model(run)
     processor = run.task.load_processor(run.recipe, path=str(run.model_dir))
-    labels = LabelInfo.from_model_config(model.config)
+    info = run.task.info_from_config(model.config)
     model.eval()
-    return model, processor, labels
+    return model, processor, info
 
 
 def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 16) -> list[dict]:
     """Predictions for text strings or image paths, one dict per input."""
-    import torch
-
-    from .classification import format_predictions
-
     run = resolve_run(run_dir)
     if not inputs:
         raise HfadaptError("predict: no inputs given")
-    model, processor, labels = load_model_and_processor(run)
+    model, processor, info = load_model_and_processor(run)
     out: list[dict] = []
     for start in range(0, len(inputs), batch_size):
         chunk = inputs[start : start + batch_size]
-        batch = run.task.encode_inputs(chunk, processor, run.recipe)
-        with torch.no_grad():
-            logits = model(**batch).logits
-        for item, pred in zip(chunk, format_predictions(logits, labels)):
+        for item, pred in zip(chunk, run.task.predict(model, processor, chunk, run.recipe, info)):
             out.append({"input": item, **pred})
     return out
 
@@ -48,18 +40,17 @@ def evaluate_run(run_dir: str | Path, split: str = "validation") -> dict[str, fl
     from torch.utils.data import DataLoader
 
     from .data import load_raw
-    from .evaluation import evaluate_model
 
     run = resolve_run(run_dir)
     recipe, task = run.recipe, run.task
-    model, processor, labels = load_model_and_processor(run)
+    model, processor, info = load_model_and_processor(run)
     raw = load_raw(recipe, task)
     ds = {"validation": raw.validation, "test": raw.test}.get(split)
     if ds is None:
         raise HfadaptError(f"eval --split: the recipe of {run.path} has no {split} split")
-    prepared = task.preprocess(ds, split, processor, recipe, labels, train=False)
+    prepared = task.preprocess(ds, split, processor, recipe, info, train=False)
     accelerator = Accelerator()
     dl = DataLoader(prepared, batch_size=recipe.train.eval_batch_size or recipe.train.batch_size, collate_fn=task.collator(processor))
     model, dl = accelerator.prepare(model, dl)
     names = recipe.eval.metrics or task.default_metrics(recipe)
-    return {f"{split}/{k}": v for k, v in evaluate_model(accelerator, model, dl, labels, names).items()}
+    return {f"{split}/{k}": v for k, v in task.evaluate(accelerator, model, dl, info, names).items()}

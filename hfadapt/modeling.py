@@ -6,8 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HfadaptError
-from .labels import LabelInfo
-
 DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "auto": "auto"}
 
 
@@ -15,15 +13,8 @@ def _first_line(e: Exception) -> str:
     return (str(e).strip() or type(e).__name__).splitlines()[0]
 
 
-def label_kwargs(labels: LabelInfo) -> dict[str, Any]:
-    kw: dict[str, Any] = {"num_labels": labels.num_labels, "problem_type": labels.hf_problem_type}
-    if labels.names:
-        kw.update(id2label=labels.id2label, label2id=labels.label2id)
-    return kw
-
-
-def load_base_model(recipe: Any, task: Any, labels: LabelInfo, processor: Any = None, path: str | None = None) -> Any:
-    """The task's Auto* model with a fresh head sized for `labels`.
+def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, path: str | None = None) -> Any:
+    """The task's Auto* model, with a fresh head where the task needs one (task.model_kwargs).
 
     `path` overrides where weights come from (a run's saved random base for model.init=config).
     """
@@ -36,7 +27,7 @@ def load_base_model(recipe: Any, task: Any, labels: LabelInfo, processor: Any = 
     try:
         if m.init == "config" and path is None:
             config = transformers.AutoConfig.from_pretrained(
-                source, revision=m.revision, trust_remote_code=m.trust_remote_code, **label_kwargs(labels)
+                source, revision=m.revision, trust_remote_code=m.trust_remote_code, **task.model_kwargs(info)
             )
             model = auto.from_config(config, trust_remote_code=m.trust_remote_code)
             if m.dtype not in ("float32", "auto"):
@@ -48,7 +39,7 @@ def load_base_model(recipe: Any, task: Any, labels: LabelInfo, processor: Any = 
                 trust_remote_code=m.trust_remote_code,
                 dtype=DTYPES[m.dtype],
                 ignore_mismatched_sizes=True,  # a base fine-tuned on other labels gets a new head
-                **label_kwargs(labels),
+                **task.model_kwargs(info),
             )
     except Exception as e:  # noqa: BLE001 - any loading failure becomes one line naming the field
         raise HfadaptError(f"model.name_or_path: cannot load {task.auto_class} from '{source}': {_first_line(e)}") from e

@@ -64,7 +64,6 @@ def _train(recipe: Any, resume: bool, callbacks: Any, run: RunDir, task: Any, ch
     from .adapters import apply_adapter, count_parameters, is_peft
     from .checkpoint import register_trainable_hooks
     from .data import load_raw
-    from .evaluation import evaluate_model
     from .modeling import load_base_model
     from .runinfo import collect as collect_run_info
     from .trainer import LoopParts, fit
@@ -102,10 +101,10 @@ def _train(recipe: Any, resume: bool, callbacks: Any, run: RunDir, task: Any, ch
     processor = task.load_processor(recipe)
     with accelerator.main_process_first():
         raw = load_raw(recipe, task)
-        labels = task.label_info(raw.train, recipe)
-        train_ds = task.preprocess(raw.train, "train", processor, recipe, labels, train=True)
-        eval_ds = task.preprocess(raw.validation, "validation", processor, recipe, labels, train=False) if raw.validation is not None else None
-        test_ds = task.preprocess(raw.test, "test", processor, recipe, labels, train=False) if raw.test is not None else None
+        info = task.label_info(raw.train, recipe)  # label names for classifiers; what a task needs from the data
+        train_ds = task.preprocess(raw.train, "train", processor, recipe, info, train=True)
+        eval_ds = task.preprocess(raw.validation, "validation", processor, recipe, info, train=False) if raw.validation is not None else None
+        test_ds = task.preprocess(raw.test, "test", processor, recipe, info, train=False) if raw.test is not None else None
     collate = task.collator(processor)
 
     def make_train_loader(epoch: int) -> Any:
@@ -127,7 +126,7 @@ def _train(recipe: Any, resume: bool, callbacks: Any, run: RunDir, task: Any, ch
 
     # ---- model ----
     base_path = str(run.base_model_dir) if recipe.model.init == "config" and run.base_model_dir.is_dir() else None
-    model = load_base_model(recipe, task, labels, processor, path=base_path)
+    model = load_base_model(recipe, task, info, processor, path=base_path)
     if recipe.model.init == "config" and base_path is None and accelerator.is_main_process:
         # Random weights: keep them, or the adapter could never be loaded onto its base again.
         model.save_pretrained(run.base_model_dir)
@@ -170,7 +169,7 @@ def _train(recipe: Any, resume: bool, callbacks: Any, run: RunDir, task: Any, ch
     accelerator.init_trackers(recipe.run_name, config=_flat_config(recipe.to_dict()))
 
     metric_names = recipe.eval.metrics or task.default_metrics(recipe)
-    evaluate = (lambda: evaluate_model(accelerator, model, eval_dl, labels, metric_names)) if eval_dl is not None else None
+    evaluate = (lambda: task.evaluate(accelerator, model, eval_dl, info, metric_names)) if eval_dl is not None else None
     on_step_end = None
     if recipe.adapter.method == "adalora":
         on_step_end = lambda m, s: accelerator.unwrap_model(m).base_model.update_and_allocate(s.global_step)  # noqa: E731
@@ -186,7 +185,7 @@ def _train(recipe: Any, resume: bool, callbacks: Any, run: RunDir, task: Any, ch
     if evaluate is not None:
         final.update({f"eval/{k}": v for k, v in evaluate().items()})
     if test_dl is not None:
-        final.update({f"test/{k}": v for k, v in evaluate_model(accelerator, model, test_dl, labels, metric_names).items()})
+        final.update({f"test/{k}": v for k, v in task.evaluate(accelerator, model, test_dl, info, metric_names).items()})
     if state.best_step is not None:
         final["best/step"] = state.best_step
     accelerator.log({k: v for k, v in final.items() if not k.startswith("train/")}, step=state.global_step)

@@ -21,6 +21,7 @@ from .base import TASKS
 class ImageClassification:
     name = "image-classification"
     modality = "image"
+    peft_task_type = None  # peft has no image task type; the head goes to modules_to_save
     auto_class = "AutoModelForImageClassification"
 
     def check(self, recipe: Any) -> list[str]:
@@ -49,6 +50,22 @@ class ImageClassification:
 
     def label_info(self, train: Any, recipe: Any) -> Any:
         return classification.label_info(train, recipe)
+
+    def info_from_config(self, config: Any) -> Any:
+        from ..labels import LabelInfo
+
+        return LabelInfo.from_model_config(config)
+
+    def model_kwargs(self, info: Any) -> dict:
+        return classification.model_kwargs(info)
+
+    def evaluate(self, accelerator: Any, model: Any, dataloader: Any, info: Any, metric_names: list[str]) -> dict:
+        from ..evaluation import evaluate_classification
+
+        return evaluate_classification(accelerator, model, dataloader, info, metric_names)
+
+    def predict(self, model: Any, processor: Any, items: list[str], recipe: Any, info: Any) -> list[dict]:
+        return classification.predict_batch(model, self.encode_inputs(items, processor, recipe), info)
 
     def preprocess(self, ds: Any, split: str, processor: Any, recipe: Any, labels: Any, train: bool) -> Any:
         from datasets import Image as ImageFeature

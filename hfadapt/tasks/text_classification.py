@@ -16,6 +16,7 @@ from .base import TASKS
 class TextClassification:
     name = "text-classification"
     modality = "text"
+    peft_task_type = "SEQ_CLS"
     auto_class = "AutoModelForSequenceClassification"
 
     def check(self, recipe: Any) -> list[str]:
@@ -54,6 +55,22 @@ class TextClassification:
 
     def label_info(self, train: Any, recipe: Any) -> Any:
         return classification.label_info(train, recipe)
+
+    def info_from_config(self, config: Any) -> Any:
+        from ..labels import LabelInfo
+
+        return LabelInfo.from_model_config(config)
+
+    def model_kwargs(self, info: Any) -> dict:
+        return classification.model_kwargs(info)
+
+    def evaluate(self, accelerator: Any, model: Any, dataloader: Any, info: Any, metric_names: list[str]) -> dict:
+        from ..evaluation import evaluate_classification
+
+        return evaluate_classification(accelerator, model, dataloader, info, metric_names)
+
+    def predict(self, model: Any, processor: Any, items: list[str], recipe: Any, info: Any) -> list[dict]:
+        return classification.predict_batch(model, self.encode_inputs(items, processor, recipe), info)
 
     def preprocess(self, ds: Any, split: str, processor: Any, recipe: Any, labels: Any, train: bool) -> Any:
         d = recipe.data
