@@ -13,7 +13,7 @@ from .errors import HfadaptError
 from .registry import Registry
 
 # Direct children of a *ForXClassification model that are its freshly initialised head.
-HEAD_NAMES = ("pre_classifier", "classifier", "score", "classification_head", "head", "fc")
+HEAD_NAMES = ("pre_classifier", "classifier", "score", "classification_head", "head", "fc", "qa_outputs")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ def check_recipe(recipe: Any, where: str = "") -> None:
             problems.append(f"eval.metrics: unknown metric '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}")
     best = recipe.eval.best_metric
     if best is not None:
-        keys = ["loss"] + [k for n in names if n in known for k in metrics.result_keys(n)]
+        keys = ["loss", *getattr(task, "extra_result_keys", ())] + [k for n in names if n in known for k in metrics.result_keys(n)]
         if best not in keys:
             from .registry import did_you_mean
 

@@ -57,17 +57,10 @@ def load_raw(recipe: Any, task: Any) -> RawSplits:
     return RawSplits(train, validation, test)
 
 
-def check_columns(ds: Any, needed: list[str], split: str, d: Any) -> None:
-    fields = {
-        d.text_column: "data.text_column",
-        d.label_column: "data.label_column",
-        d.image_column: "data.image_column",
-    }
-    if d.text_pair_column:
-        fields[d.text_pair_column] = "data.text_pair_column"
-    for col in needed:
+def check_columns(ds: Any, needed: dict[str, str], split: str, d: Any) -> None:
+    """`needed` maps column names to the recipe fields that name them."""
+    for col, field in needed.items():
         if col not in ds.column_names:
-            field = fields.get(col, "data")
             raise HfadaptError(
                 f"{field}: column '{col}' not in the {split} split of {_source(d)}; columns: {', '.join(ds.column_names)}"
             )

@@ -13,6 +13,25 @@ def _first_line(e: Exception) -> str:
     return (str(e).strip() or type(e).__name__).splitlines()[0]
 
 
+def quantization_config(mode: str) -> Any:
+    """bitsandbytes settings for QLoRA, or None; a clear error where they can't work."""
+    if mode == "none":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if not torch.cuda.is_available():
+        raise HfadaptError(f"model.quantization: {mode} (QLoRA) needs a CUDA GPU; none is available here. Use model.quantization=none")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise HfadaptError(f"model.quantization: {mode} needs bitsandbytes: pip install bitsandbytes") from None
+    if mode == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)
+
+
 def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, path: str | None = None) -> Any:
     """The task's Auto* model, with a fresh head where the task needs one (task.model_kwargs).
 
@@ -24,6 +43,7 @@ def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, pa
     m = recipe.model
     auto = getattr(transformers, task.auto_class)
     source = path or m.name_or_path
+    quant = quantization_config(m.quantization)
     try:
         if m.init == "config" and path is None:
             config = transformers.AutoConfig.from_pretrained(
@@ -39,10 +59,15 @@ def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, pa
                 trust_remote_code=m.trust_remote_code,
                 dtype=DTYPES[m.dtype],
                 ignore_mismatched_sizes=True,  # a base fine-tuned on other labels gets a new head
+                **({"quantization_config": quant} if quant is not None else {}),
                 **task.model_kwargs(info),
             )
     except Exception as e:  # noqa: BLE001 - any loading failure becomes one line naming the field
         raise HfadaptError(f"model.name_or_path: cannot load {task.auto_class} from '{source}': {_first_line(e)}") from e
+    if quant is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.train.gradient_checkpointing)
     tok = processor if hasattr(processor, "pad_token_id") else None
     if tok is not None and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tok.pad_token_id

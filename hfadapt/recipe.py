@@ -45,6 +45,9 @@ class ModelSection(Section):
         "float32", description="dtype the base weights are loaded in"
     )
     trust_remote_code: bool = Field(False, description="Run modelling code from the Hub repo; off unless you opt in")
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="QLoRA: load the base quantized with bitsandbytes (needs a CUDA GPU)"
+    )
     init: Literal["pretrained", "config"] = Field(
         "pretrained",
         description="'config' builds the model with random weights from its config (offline demos, tests)",
@@ -77,6 +80,32 @@ class DataSection(Section):
     max_train_samples: int | None = Field(None, gt=0)
     max_eval_samples: int | None = Field(None, gt=0)
     augment: bool = Field(False, description="random train-time image augmentation (image tasks)")
+    # ---- causal-lm ----
+    lm_format: Literal["auto", "text", "prompt_completion", "chat"] = Field(
+        "auto", description="causal-lm data: plain text_column, prompt/completion columns, or chat messages"
+    )
+    prompt_column: str = "prompt"
+    completion_column: str = "completion"
+    messages_column: str = "messages"
+    chat_template: str | None = Field(None, description="Jinja chat template for tokenizers without one")
+    completion_only_loss: bool = Field(True, description="causal-lm: loss on completions / assistant turns only")
+    packing: bool = Field(False, description="causal-lm: pack examples into max_length blocks without cross-attention")
+    truncation: bool = Field(True, description="false: a sequence longer than max_length is an error, not cut")
+    # ---- seq2seq ----
+    target_column: str = Field("target", description="seq2seq: the summary / translation column")
+    source_prefix: str | None = Field(None, description="seq2seq: text put before every source (T5: 'summarize: ')")
+    max_target_length: int = Field(128, gt=0)
+    # ---- token-classification ----
+    tokens_column: str = Field("tokens", description="token-classification: list of words per example")
+    tags_column: str = Field("ner_tags", description="token-classification: one tag per word")
+    label_all_subtokens: bool = Field(False, description="label every sub-token, not only the first of each word")
+    # ---- question-answering ----
+    question_column: str = "question"
+    context_column: str = "context"
+    answers_column: str = Field("answers", description="SQuAD-style {text: [...], answer_start: [...]}")
+    doc_stride: int = Field(128, gt=0, description="overlap between the windows of a long context")
+    version_2_with_negative: bool = Field(False, description="SQuAD v2: questions may have no answer")
+    max_answer_length: int = Field(30, gt=0)
     num_proc: int | None = Field(None, gt=0, description="processes for datasets.map")
 
     @model_validator(mode="before")
@@ -164,6 +193,18 @@ class EvalSection(Section):
     greater_is_better: bool | None = Field(None, description="defaults to false for loss/mse, true otherwise")
 
 
+class GenerationSection(Section):
+    """Decoding for evaluation and `hfadapt predict` (causal-lm, seq2seq)."""
+
+    max_new_tokens: int = Field(64, gt=0)
+    num_beams: int = Field(1, gt=0)
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    prompts: list[str] = Field(default_factory=list, description="causal-lm: prompts generated at each evaluation and saved")
+    predict_with_generate: bool = Field(True, description="seq2seq: score generated text (ROUGE/BLEU) at evaluation")
+
+
 class OutputSection(Section):
     dir: str | None = Field(None, description="run directory; runs/<name> when absent")
     overwrite: bool = Field(False, description="replace an existing finished run directory")
@@ -198,6 +239,7 @@ class Recipe(Section):
     adapter: AdapterSection = Field(default_factory=AdapterSection)
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
+    generation: GenerationSection = Field(default_factory=GenerationSection)
     output: OutputSection = Field(default_factory=OutputSection)
     hub: HubSection = Field(default_factory=HubSection)
 

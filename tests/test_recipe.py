@@ -395,9 +395,9 @@ def test_shipped_recipes_under_a_folder_named_assets(tmp_path: Path, monkeypatch
 def test_json_schema_has_the_sections() -> None:
     schema = Recipe.model_json_schema()
     json.dumps(schema)
-    assert set(schema["properties"]) == {"name", "task", "model", "data", "adapter", "train", "eval", "output", "hub"}
+    assert set(schema["properties"]) == {"name", "task", "model", "data", "adapter", "train", "eval", "generation", "output", "hub"}
     assert set(schema["required"]) == {"task", "model", "data"}
-    for section in ("ModelSection", "DataSection", "AdapterSection", "TrainSection", "EvalSection", "OutputSection", "HubSection"):
+    for section in ("ModelSection", "DataSection", "AdapterSection", "TrainSection", "EvalSection", "OutputSection", "HubSection", "GenerationSection"):
         assert section in schema["$defs"], section
         assert schema["$defs"][section]["additionalProperties"] is False
     assert "epochs" in schema["$defs"]["TrainSection"]["properties"]

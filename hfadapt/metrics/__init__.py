@@ -34,8 +34,18 @@ def compute(names: list[str], predictions: Any, references: Any, multilabel: boo
     return results
 
 
+# Keys each metric module returns, where they differ from its name (checked by tests against compute()).
+RESULT_KEYS: dict[str, list[str]] = {
+    "f1": ["f1_macro", "f1_micro", "f1_weighted"],
+    "precision": ["precision_macro", "precision_micro", "precision_weighted"],
+    "recall": ["recall_macro", "recall_micro", "recall_weighted"],
+    "rouge": ["rouge1", "rouge2", "rougeL", "rougeLsum"],
+    "seqeval": ["precision", "recall", "f1", "accuracy"],
+    "squad": ["exact_match", "f1"],
+    "squad_v2": ["exact_match", "f1", "HasAns_exact_match", "HasAns_f1", "NoAns_exact_match"],
+}
+
+
 def result_keys(name: str) -> list[str]:
     """Keys a metric adds to the results (for checking eval.best_metric without computing)."""
-    if name in ("f1", "precision", "recall"):
-        return [f"{name}_{avg}" for avg in ("macro", "micro", "weighted")]
-    return [name]
+    return RESULT_KEYS.get(name, [name])

@@ -1,6 +1,13 @@
 """Tasks register themselves on import; adding a task is adding a module here."""
 
 from .base import TASKS, Task
-from . import image_classification, text_classification  # noqa: F401  (registration)
+from . import (  # noqa: F401  (registration)
+    causal_lm,
+    image_classification,
+    question_answering,
+    seq2seq,
+    text_classification,
+    token_classification,
+)
 
 __all__ = ["TASKS", "Task"]

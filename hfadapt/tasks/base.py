@@ -19,12 +19,14 @@ class Task(Protocol):
     modality: str  # "text" or "image": decides which adapter methods fit
     auto_class: str  # the transformers Auto* class of the model head
     peft_task_type: str | None  # peft TaskType name (SEQ_CLS, CAUSAL_LM, ...), None where peft has none
+    # Optional: result keys the task computes itself besides metric modules (e.g. "perplexity"),
+    # accepted by eval.best_metric: extra_result_keys: tuple[str, ...]
 
     def check(self, recipe: "Recipe") -> list[str]:
         """Recipe problems this task can see without loading anything (field path: message)."""
 
-    def columns(self, recipe: "Recipe", with_labels: bool = True) -> list[str]:
-        """Dataset columns the task reads."""
+    def columns(self, recipe: "Recipe", with_labels: bool = True) -> dict[str, str]:
+        """Dataset columns the task reads -> the recipe field that names each (for error messages)."""
 
     def default_metrics(self, recipe: "Recipe") -> list[str]: ...
 

@@ -30,8 +30,9 @@ class ImageClassification:
             problems.append("data.text_pair_column: not used by image-classification")
         return problems
 
-    def columns(self, recipe: Any, with_labels: bool = True) -> list[str]:
-        return [recipe.data.image_column] + ([recipe.data.label_column] if with_labels else [])
+    def columns(self, recipe: Any, with_labels: bool = True) -> dict[str, str]:
+        d = recipe.data
+        return {d.image_column: "data.image_column", **({d.label_column: "data.label_column"} if with_labels else {})}
 
     def default_metrics(self, recipe: Any) -> list[str]:
         return classification.default_metrics(recipe)

@@ -25,11 +25,14 @@ class TextClassification:
             problems.append("data.augment: augmentation is for image tasks")
         return problems
 
-    def columns(self, recipe: Any, with_labels: bool = True) -> list[str]:
-        cols = [recipe.data.text_column]
-        if recipe.data.text_pair_column:
-            cols.append(recipe.data.text_pair_column)
-        return cols + ([recipe.data.label_column] if with_labels else [])
+    def columns(self, recipe: Any, with_labels: bool = True) -> dict[str, str]:
+        d = recipe.data
+        cols = {d.text_column: "data.text_column"}
+        if d.text_pair_column:
+            cols[d.text_pair_column] = "data.text_pair_column"
+        if with_labels:
+            cols[d.label_column] = "data.label_column"
+        return cols
 
     def default_metrics(self, recipe: Any) -> list[str]:
         return classification.default_metrics(recipe)
