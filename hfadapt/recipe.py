@@ -33,7 +33,8 @@ SCHEDULERS = (
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # coerce_numbers_to_str: YAML reads `revision: 1234567` (a short commit hash) as an int.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
 class ModelSection(Section):
