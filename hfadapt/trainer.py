@@ -37,7 +37,7 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
     best_metric = recipe.eval.best_metric
     greater = recipe.eval.greater_is_better
     if greater is None and best_metric is not None:
-        greater = best_metric not in ("loss", "mse")
+        greater = best_metric not in ("loss", "mse", "perplexity")
     num_epochs = math.ceil(state.total_steps / steps_per_epoch)
 
     progress = tqdm(total=state.total_steps, initial=state.global_step, disable=not acc.is_local_main_process, desc="train")

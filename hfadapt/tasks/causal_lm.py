@@ -1,1 +1,376 @@
-"""Placeholder: this task module is being written (issue 3)."""
+"""causal-lm: supervised fine-tuning of decoder models (GPT-2, Llama, SmolLM...) with AutoModelForCausalLM.
+
+Data (data.lm_format; "auto" looks at the columns): plain text (data.text_column), prompt/completion
+pairs (data.prompt_column, data.completion_column) or chat conversations (data.messages_column: a list
+of {role, content}) rendered with the tokenizer's chat template (data.chat_template supplies one).
+With data.completion_only_loss the loss covers completions / assistant turns only (labels -100
+elsewhere). data.packing packs examples into max_length blocks whose examples can't see each other
+(see hfadapt.packing). Evaluation reports the mean token loss and perplexity, and generates
+recipe.generation.prompts into RUN_DIR/generations.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from .. import packing
+from ..data import ROW_COLUMN
+from ..errors import HfadaptError
+from .base import TASKS
+
+FORMAT_KEY = "hfadapt_lm_format"  # tokenizer_config.json entry: the data format a run was trained on
+GENERATION_ATTR = "_hfadapt_generation"  # set on evaluation datasets: what evaluate() needs to generate
+GENERATIONS_FILE = "generations.jsonl"
+
+
+class CausalLM:
+    name = "causal-lm"
+    modality = "text"
+    peft_task_type = "CAUSAL_LM"
+    auto_class = "AutoModelForCausalLM"
+    extra_result_keys = ("perplexity",)
+
+    # ---- recipe -----------------------------------------------------------------------------
+    def check(self, recipe: Any) -> list[str]:
+        d, problems = recipe.data, []
+        if d.problem_type != "single_label":
+            problems.append(f"data.problem_type: {d.problem_type} is for classifiers; causal-lm has no labels")
+        if d.augment:
+            problems.append("data.augment: augmentation is for image tasks")
+        if d.labels is not None:
+            problems.append("data.labels: causal-lm has no label names")
+        if d.text_pair_column:
+            problems.append("data.text_pair_column: causal-lm reads one text; use lm_format prompt_completion for pairs")
+        if recipe.eval.metrics:
+            problems.append("eval.metrics: causal-lm computes loss and perplexity itself; remove eval.metrics")
+        if d.packing and recipe.adapter.method in ("prompt", "prefix"):
+            problems.append(
+                f"data.packing: {recipe.adapter.method} tuning prepends virtual tokens and drops position_ids, "
+                "so packed examples would attend to each other; use another adapter or data.packing=false"
+            )
+        return problems
+
+    def columns(self, recipe: Any, with_labels: bool = True) -> dict[str, str]:
+        d = recipe.data
+        if d.lm_format == "text":
+            return {d.text_column: "data.text_column"}
+        if d.lm_format == "prompt_completion":
+            return {d.prompt_column: "data.prompt_column", d.completion_column: "data.completion_column"}
+        if d.lm_format == "chat":
+            return {d.messages_column: "data.messages_column"}
+        return {}  # auto: decided per split in preprocess, which names what is missing
+
+    def default_metrics(self, recipe: Any) -> list[str]:
+        return []
+
+    # ---- model and processor ------------------------------------------------------------------
+    def load_processor(self, recipe: Any, path: str | None = None) -> Any:
+        from transformers import AutoTokenizer
+
+        m = recipe.model
+        source = path or m.name_or_path
+        try:
+            tok = AutoTokenizer.from_pretrained(source, revision=None if path else m.revision, trust_remote_code=m.trust_remote_code)
+        except Exception as e:  # noqa: BLE001 - any loading failure becomes one clear line
+            raise HfadaptError(f"model.name_or_path: cannot load a tokenizer from '{source}': {_first_line(e)}") from e
+        if tok.pad_token is None:
+            # Decoder tokenizers ship without a pad token; padded positions are masked out of the loss anyway.
+            if tok.eos_token is None:
+                raise HfadaptError(f"model.name_or_path: tokenizer of '{m.name_or_path}' has neither a pad nor an eos token")
+            tok.pad_token = tok.eos_token
+        if recipe.data.chat_template and path is None:
+            tok.chat_template = recipe.data.chat_template  # saved with the adapter, so predict renders the same way
+        return tok
+
+    def label_info(self, train: Any, recipe: Any) -> Any:
+        return None
+
+    def info_from_config(self, config: Any) -> Any:
+        return None
+
+    def model_kwargs(self, info: Any) -> dict:
+        return {}
+
+    # ---- data ---------------------------------------------------------------------------------
+    def preprocess(self, ds: Any, split: str, processor: Any, recipe: Any, info: Any, train: bool) -> Any:
+        d = recipe.data
+        fmt = resolve_format(ds.column_names, recipe, split)
+        if fmt == "chat" and not getattr(processor, "chat_template", None):
+            raise HfadaptError(
+                f"data.chat_template: the tokenizer of '{recipe.model.name_or_path}' has no chat template to render "
+                f"data.messages_column '{d.messages_column}'; give one in data.chat_template (Jinja)"
+            )
+        if train:
+            processor.init_kwargs[FORMAT_KEY] = fmt  # written to tokenizer_config.json with the adapter
+        eos = processor.eos_token_id
+
+        def encode(batch: dict, indices: list[int]) -> dict:
+            rows = batch.get(ROW_COLUMN, indices)
+            out: dict[str, list] = {"input_ids": [], "labels": []}
+            for j, row in enumerate(rows):
+                if fmt == "text":
+                    text = _text(batch[d.text_column][j], "data.text_column", d.text_column, split, row)
+                    ids = processor(text, add_special_tokens=True)["input_ids"] + _eos(eos)
+                    labels = list(ids)
+                elif fmt == "prompt_completion":
+                    prompt = _text(batch[d.prompt_column][j], "data.prompt_column", d.prompt_column, split, row)
+                    completion = _text(batch[d.completion_column][j], "data.completion_column", d.completion_column, split, row)
+                    p = processor(prompt, add_special_tokens=True)["input_ids"]
+                    c = processor(completion, add_special_tokens=False)["input_ids"] + _eos(eos)
+                    ids = p + c
+                    labels = ([-100] * len(p) if d.completion_only_loss else list(p)) + c
+                else:
+                    ids, labels = encode_chat(processor, batch[d.messages_column][j], d.completion_only_loss, d.messages_column, split, row)
+                if len(ids) > d.max_length:
+                    if not d.truncation:
+                        raise HfadaptError(
+                            f"data.max_length {d.max_length}, {split} row {row}: the example has {len(ids)} tokens; "
+                            "raise data.max_length or set data.truncation=true"
+                        )
+                    ids, labels = ids[: d.max_length], labels[: d.max_length]
+                if all(x == -100 for x in labels[1:]):
+                    continue  # nothing left to learn from (truncated away); counted below
+                out["input_ids"].append(ids)
+                out["labels"].append(labels)
+            return out
+
+        encoded = ds.map(
+            encode, batched=True, with_indices=True, remove_columns=ds.column_names,
+            num_proc=d.num_proc, desc=f"Tokenizing {split}",
+        )
+        main = os.environ.get("RANK", "0") == "0"
+        dropped = len(ds) - len(encoded)
+        if dropped and main:
+            print(f"hfadapt: causal-lm {split}: dropped {dropped} of {len(ds)} examples with no trained tokens within data.max_length {d.max_length}")
+        if len(encoded) == 0:
+            raise HfadaptError(f"data.max_length {d.max_length}: no {split} example keeps a trained token; raise data.max_length")
+        lengths = [len(x) for x in encoded["input_ids"]]
+        bs = recipe.train.batch_size if train else (recipe.train.eval_batch_size or recipe.train.batch_size)
+        unpacked_share = packing.padded_share(lengths, bs)
+        result = encoded
+        if d.packing:
+            result = encoded.map(
+                lambda b: packing.pack_examples(b["input_ids"], b["labels"], d.max_length),
+                batched=True, batch_size=1000, remove_columns=encoded.column_names,
+                num_proc=d.num_proc, desc=f"Packing {split}",
+            )
+            block_lengths = [len(x) for x in result["input_ids"]]
+            share = packing.padded_share(block_lengths, bs)
+            if main:
+                print(
+                    f"hfadapt: causal-lm {split}: packed {len(encoded)} examples into {len(result)} blocks of <= {d.max_length} tokens; "
+                    f"non-pad tokens {100 * share:.1f}% per batch of {bs} (padded: {100 * unpacked_share:.1f}%)"
+                )
+        elif train and main:
+            print(f"hfadapt: causal-lm {split}: non-pad tokens {100 * unpacked_share:.1f}% per batch of {bs} (data.packing=true packs them)")
+        if not train:
+            setattr(result, GENERATION_ATTR, {"recipe": recipe, "processor": processor, "evaluations": 0})
+        return result
+
+    def collator(self, processor: Any) -> Any:
+        return Collator(processor.pad_token_id)
+
+    def encode_inputs(self, items: list[str], processor: Any, recipe: Any) -> dict:
+        """Prompts -> a left-padded batch ready for generate()."""
+        import torch
+
+        fmt = processor.init_kwargs.get(FORMAT_KEY) or (recipe.data.lm_format if recipe.data.lm_format != "auto" else "text")
+        seqs = []
+        for item in items:
+            if fmt == "chat":
+                if not getattr(processor, "chat_template", None):
+                    raise HfadaptError("data.chat_template: this run was trained on chat data but its tokenizer has no chat template")
+                text = processor.apply_chat_template([{"role": "user", "content": item}], tokenize=False, add_generation_prompt=True)
+                seqs.append(processor(text, add_special_tokens=False)["input_ids"])
+            else:
+                seqs.append(processor(item, add_special_tokens=True)["input_ids"])
+        width = max(len(s) for s in seqs)
+        pad = processor.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], dtype=torch.long)
+        attention_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    # ---- evaluation and prediction ----------------------------------------------------------
+    def evaluate(self, accelerator: Any, model: Any, dataloader: Any, info: Any, metric_names: list[str]) -> dict:
+        import torch
+        import torch.nn.functional as F
+
+        was_training = model.training
+        model.eval()
+        sums, counts = [], []
+        for batch in dataloader:
+            labels = batch["labels"]
+            with torch.no_grad():
+                logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+            logits = logits[:, -labels.shape[1]:, :]  # prompt tuning prepends virtual tokens
+            shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
+            token_loss = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=-100, reduction="none")
+            mask = shift_labels != -100
+            # Per-example sums: gather_for_metrics drops the examples Accelerate repeated in the last batch.
+            s, c = accelerator.gather_for_metrics(((token_loss * mask).sum(1), mask.sum(1)))
+            sums.append(s.detach().double().cpu())
+            counts.append(c.detach().cpu())
+        total_loss, tokens = torch.cat(sums).sum().item(), int(torch.cat(counts).sum().item())
+        loss = total_loss / tokens if tokens else float("nan")
+        results = {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": tokens, "samples": int(sum(x.shape[0] for x in counts))}
+        ctx = getattr(getattr(dataloader, "dataset", None), GENERATION_ATTR, None)
+        if ctx is not None and ctx["recipe"].generation.prompts:
+            _generate_and_save(accelerator, model, ctx)
+        model.train(was_training)
+        return results
+
+    def predict(self, model: Any, processor: Any, items: list[str], recipe: Any, info: Any) -> list[dict]:
+        return [{"generated_text": t} for t in generate(model, processor, items, recipe)]
+
+
+class Collator:
+    """Pads a list of examples into tensors: input_ids (pad id), labels (-100), and attention_mask, or,
+    for packed blocks, position_ids (the padding is a separate sequence restarting at 0).
+
+    use_cache=False: with a cache, transformers does not derive the packed mask from position_ids.
+    """
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad = pad_token_id
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        packed = "position_ids" in features[0]
+        ids, labels, extra = [], [], []
+        for f in features:
+            n, gap = len(f["input_ids"]), width - len(f["input_ids"])
+            ids.append(list(f["input_ids"]) + [self.pad] * gap)
+            labels.append(list(f["labels"]) + [-100] * gap)
+            extra.append(list(f["position_ids"]) + list(range(gap)) if packed else [1] * n + [0] * gap)
+        batch = {"input_ids": torch.tensor(ids, dtype=torch.long), "labels": torch.tensor(labels, dtype=torch.long)}
+        batch["position_ids" if packed else "attention_mask"] = torch.tensor(extra, dtype=torch.long)
+        batch["use_cache"] = False
+        return batch
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def resolve_format(columns: list[str], recipe: Any, split: str) -> str:
+    d = recipe.data
+    if d.lm_format != "auto":
+        return d.lm_format
+    if d.messages_column in columns:
+        return "chat"
+    if d.prompt_column in columns and d.completion_column in columns:
+        return "prompt_completion"
+    if d.text_column in columns:
+        return "text"
+    raise HfadaptError(
+        f"data.lm_format: the {split} split has none of data.messages_column '{d.messages_column}', "
+        f"data.prompt_column '{d.prompt_column}' + data.completion_column '{d.completion_column}', "
+        f"data.text_column '{d.text_column}'; columns: {', '.join(c for c in columns if c != ROW_COLUMN)}"
+    )
+
+
+def encode_chat(tok: Any, messages: Any, completion_only: bool, column: str, split: str, row: int) -> tuple[list[int], list[int]]:
+    """Token ids of a rendered conversation and its labels (assistant turns only when completion_only).
+
+    Assistant turns are located by rendering the conversation up to each one: the text between the
+    generation prompt before it and the rendering that includes it is the turn (content and end-of-turn
+    tokens); tokens starting in those character spans are labelled.
+    """
+    where = f"data.messages_column '{column}', {split} row {row}"
+    if not isinstance(messages, list) or not messages:
+        raise HfadaptError(f"{where}: expected a list of {{role, content}} messages, got {_short(messages)}")
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise HfadaptError(f"{where}: expected messages with a text 'role' and 'content', got {_short(m)}")
+    roles = [m["role"] for m in messages]
+    if "assistant" not in roles:
+        raise HfadaptError(f"{where}: no assistant turn to learn from (roles: {', '.join(roles)})")
+
+    def render(msgs: list, gen: bool) -> str:
+        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+
+    try:
+        full = render(messages, False)
+    except Exception as e:  # noqa: BLE001 - Jinja errors: name the template and the row
+        raise HfadaptError(f"data.chat_template: cannot render {split} row {row}: {_first_line(e)}") from e
+    if not completion_only:
+        ids = tok(full, add_special_tokens=False)["input_ids"]
+        return ids, list(ids)
+    spans = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        try:
+            before = render(messages[:i], True) if i else ""
+        except Exception:  # noqa: BLE001 - some templates refuse an empty conversation
+            before = ""
+        upto = render(messages[: i + 1], False)
+        if not (upto.startswith(before) and full.startswith(upto)):
+            raise HfadaptError(
+                f"data.chat_template: the template does not render {split} row {row} turn by turn, so its assistant tokens "
+                "can't be located; set data.completion_only_loss=false or give another data.chat_template"
+            )
+        spans.append((len(before), len(upto)))
+    enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids = enc["input_ids"]
+    labels = [t if any(a <= start < b for a, b in spans) else -100 for t, (start, _end) in zip(ids, enc["offset_mapping"])]
+    return ids, labels
+
+
+def generate(model: Any, processor: Any, prompts: list[str], recipe: Any) -> list[str]:
+    """Greedy (or as recipe.generation says) continuations of prompts, special tokens removed."""
+    import torch
+
+    g = recipe.generation
+    batch = CausalLM().encode_inputs(prompts, processor, recipe)
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    kwargs: dict[str, Any] = {"max_new_tokens": g.max_new_tokens, "num_beams": g.num_beams, "do_sample": g.do_sample, "pad_token_id": processor.pad_token_id}
+    if g.do_sample:
+        kwargs.update(temperature=g.temperature, top_p=g.top_p)
+    gen_config = getattr(model, "generation_config", None)
+    if processor.eos_token_id is not None and getattr(gen_config, "eos_token_id", None) is None:
+        kwargs["eos_token_id"] = processor.eos_token_id
+    with torch.no_grad():
+        out = model.generate(**batch, **kwargs)
+    new = out[:, batch["input_ids"].shape[1]:]
+    return [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]
+
+
+def _generate_and_save(accelerator: Any, model: Any, ctx: dict) -> None:
+    """recipe.generation.prompts at this evaluation -> one JSON line each in RUN_DIR/generations.jsonl (main process)."""
+    ctx["evaluations"] += 1
+    if accelerator.is_main_process:
+        recipe = ctx["recipe"]
+        texts = generate(accelerator.unwrap_model(model), ctx["processor"], recipe.generation.prompts, recipe)
+        run_dir = Path(recipe.output_dir)
+        if run_dir.is_dir():
+            with open(run_dir / GENERATIONS_FILE, "a") as f:
+                for prompt, text in zip(recipe.generation.prompts, texts):
+                    f.write(json.dumps({"evaluation": ctx["evaluations"], "prompt": prompt, "generated_text": text}) + "\n")
+    accelerator.wait_for_everyone()
+
+
+def _eos(eos: int | None) -> list[int]:
+    return [eos] if eos is not None else []
+
+
+def _text(value: Any, field: str, column: str, split: str, row: int) -> str:
+    if not isinstance(value, str):
+        raise HfadaptError(f"{field} '{column}', {split} row {row}: expected text, got {_short(value)}")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip() or type(e).__name__).splitlines()[0]
+
+
+TASKS.register(CausalLM.name)(CausalLM())
