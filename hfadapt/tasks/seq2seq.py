@@ -1,1 +1,267 @@
-"""Placeholder: this task module is being written (issue 3)."""
+"""seq2seq: summarization and translation with encoder-decoders (T5, BART, Marian) and AutoModelForSeq2SeqLM.
+
+data.text_column is the source (data.source_prefix, e.g. T5's 'summarize: ', put before it), data.target_column
+the summary or translation. A dotted name reads a field of a dict column: translation datasets (wmt16,
+opus_books) keep each pair in one `translation` column, so text_column 'translation.en' and
+target_column 'translation.de' pick the two sides. Evaluation reports the token-weighted loss and, with
+generation.predict_with_generate, the recipe's metrics (rouge; bleu, chrf) on generated text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..data import ROW_COLUMN
+from ..errors import HfadaptError
+from .base import TASKS
+
+METRICS = ("rouge", "bleu", "chrf")
+# Attribute of the tokenizer (set by load_processor) holding the recipe's generation settings: evaluate()
+# receives no recipe, and the tokenizer reaches it through the dataloader's collator (see _settings_of).
+SETTINGS_ATTR = "hfadapt_seq2seq"
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    predict_with_generate: bool
+    generate_kwargs: dict
+
+    @classmethod
+    def from_recipe(cls, recipe: Any) -> "GenerationSettings":
+        return cls(recipe.generation.predict_with_generate, generate_kwargs(recipe.generation))
+
+
+def generate_kwargs(g: Any) -> dict:
+    kw: dict[str, Any] = {"max_new_tokens": g.max_new_tokens, "num_beams": g.num_beams, "do_sample": g.do_sample}
+    if g.do_sample:  # temperature/top_p only mean something when sampling (transformers warns otherwise)
+        kw.update(temperature=g.temperature, top_p=g.top_p)
+    return kw
+
+
+class Seq2Seq:
+    name = "seq2seq"
+    modality = "text"
+    auto_class = "AutoModelForSeq2SeqLM"
+    peft_task_type = "SEQ_2_SEQ_LM"
+
+    def check(self, recipe: Any) -> list[str]:
+        from .. import metrics
+
+        problems = []
+        d = recipe.data
+        names = recipe.eval.metrics or self.default_metrics(recipe)
+        for m in names:
+            if m not in METRICS:
+                problems.append(f"eval.metrics: '{m}' does not score generated text; use {', '.join(METRICS)}")
+        best = recipe.eval.best_metric
+        generated_keys = {k for m in names if m in METRICS for k in metrics.result_keys(m)}
+        if best in generated_keys and not recipe.generation.predict_with_generate:
+            problems.append(
+                f"eval.best_metric: '{best}' is computed on generated text; set generation.predict_with_generate=true or use loss"
+            )
+        if d.text_column == d.target_column:
+            problems.append(f"data.target_column: '{d.target_column}' is also data.text_column (the source)")
+        if d.augment:
+            problems.append("data.augment: augmentation is for image tasks")
+        if recipe.generation.prompts:
+            problems.append("generation.prompts: prompts are for causal-lm; seq2seq generates from the evaluation sources")
+        return problems
+
+    def columns(self, recipe: Any, with_labels: bool = True) -> dict[str, str]:
+        d = recipe.data
+        # A dotted name (translation.en) needs its top-level column; preprocess reads the field inside.
+        cols = {_top(d.text_column): "data.text_column"}
+        if with_labels:
+            cols[_top(d.target_column)] = "data.target_column"
+        return cols
+
+    def default_metrics(self, recipe: Any) -> list[str]:
+        return ["rouge"]
+
+    def load_processor(self, recipe: Any, path: str | None = None) -> Any:
+        from transformers import AutoTokenizer
+
+        m = recipe.model
+        try:
+            tok = AutoTokenizer.from_pretrained(
+                path or m.name_or_path,
+                revision=None if path else m.revision,
+                trust_remote_code=m.trust_remote_code,
+            )
+        except Exception as e:  # noqa: BLE001 - any loading failure becomes one clear line
+            raise HfadaptError(f"model.name_or_path: cannot load a tokenizer from '{path or m.name_or_path}': {_first_line(e)}") from e
+        if tok.pad_token is None:
+            if tok.eos_token is None:
+                raise HfadaptError(f"model.name_or_path: tokenizer of '{m.name_or_path}' has neither a pad nor an eos token")
+            tok.pad_token = tok.eos_token
+        setattr(tok, SETTINGS_ATTR, GenerationSettings.from_recipe(recipe))
+        return tok
+
+    def label_info(self, train: Any, recipe: Any) -> Any:
+        return None
+
+    def info_from_config(self, config: Any) -> Any:
+        return None
+
+    def model_kwargs(self, info: Any) -> dict:
+        return {}
+
+    def preprocess(self, ds: Any, split: str, processor: Any, recipe: Any, info: Any, train: bool) -> Any:
+        d = recipe.data
+        src_col, tgt_col = d.text_column, d.target_column
+        has_target = _top(tgt_col) in ds.column_names
+        prefix = d.source_prefix or ""
+
+        def encode(batch: dict, indices: list[int]) -> dict:
+            indices = batch.get(ROW_COLUMN, indices)
+            sources = [prefix + s for s in _texts(_column(batch, src_col, indices, "data.text_column", split), indices, "data.text_column", src_col, split)]
+            enc = dict(processor(sources, truncation=d.truncation, max_length=d.max_length if d.truncation else None))
+            if not d.truncation:
+                _check_lengths(enc["input_ids"], indices, d.max_length, "data.text_column", src_col, split, "source", "data.max_length")
+            if has_target:
+                targets = _texts(_column(batch, tgt_col, indices, "data.target_column", split), indices, "data.target_column", tgt_col, split)
+                labels = processor(
+                    text_target=targets, truncation=d.truncation, max_length=d.max_target_length if d.truncation else None
+                )["input_ids"]
+                if not d.truncation:
+                    _check_lengths(labels, indices, d.max_target_length, "data.target_column", tgt_col, split, "target", "data.max_target_length")
+                enc["labels"] = labels
+            return enc
+
+        return ds.map(
+            encode,
+            batched=True,
+            with_indices=True,
+            remove_columns=ds.column_names,
+            num_proc=d.num_proc,
+            desc=f"Tokenizing {split}",
+        )
+
+    def collator(self, processor: Any) -> Any:
+        from transformers import DataCollatorForSeq2Seq
+
+        # model=None: the model builds decoder_input_ids from the labels itself (shifted right).
+        return DataCollatorForSeq2Seq(processor, model=None, label_pad_token_id=-100)
+
+    def encode_inputs(self, items: list[str], processor: Any, recipe: Any) -> dict:
+        d = recipe.data
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                raise HfadaptError(f"predict: input {i} is not text: {item!r}")
+        sources = [(d.source_prefix or "") + s for s in items]
+        if not d.truncation:
+            ids = processor(sources)["input_ids"]
+            for i, row in enumerate(ids):
+                if len(row) > d.max_length:
+                    raise HfadaptError(
+                        f"predict: input {i} is {len(row)} tokens, longer than data.max_length {d.max_length} (data.truncation is false)"
+                    )
+        return dict(processor(sources, truncation=True, max_length=d.max_length, padding=True, return_tensors="pt"))
+
+    def predict(self, model: Any, processor: Any, items: list[str], recipe: Any, info: Any) -> list[dict]:
+        import torch
+
+        batch = {k: v.to(model.device) for k, v in self.encode_inputs(items, processor, recipe).items()}
+        with torch.no_grad():
+            out = model.generate(**batch, **generate_kwargs(recipe.generation))
+        return [{"generated_text": text.strip()} for text in processor.batch_decode(out, skip_special_tokens=True)]
+
+    def evaluate(self, accelerator: Any, model: Any, dataloader: Any, info: Any, metric_names: list[str]) -> dict:
+        import torch
+        import torch.nn.functional as F
+
+        from .. import metrics
+
+        tokenizer, settings = _settings_of(dataloader)
+        generate = settings.predict_with_generate and bool(metric_names)
+        was_training = model.training
+        model.eval()
+        loss_sum, tokens, samples = 0.0, 0, 0
+        predictions: list[str] = []
+        references: list[str] = []
+        for batch in dataloader:
+            labels = batch["labels"]
+            with torch.no_grad():
+                logits = model(**batch).logits
+            # Per-example sums of token losses and token counts: gather_for_metrics then drops the examples
+            # Accelerate repeated to even out the last batch, so each one counts exactly once.
+            per_token = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+            sums, counts = accelerator.gather_for_metrics((per_token.sum(-1), (labels != -100).sum(-1)))
+            loss_sum += float(sums.sum())
+            tokens += int(counts.sum())
+            samples += int(counts.shape[0])
+            if generate:
+                with torch.no_grad():
+                    generated = accelerator.unwrap_model(model).generate(
+                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **settings.generate_kwargs
+                    )
+                # Processes generate different lengths: pad to a common width before gathering.
+                generated = accelerator.pad_across_processes(generated.contiguous(), dim=1, pad_index=tokenizer.pad_token_id)
+                padded_labels = accelerator.pad_across_processes(labels.contiguous(), dim=1, pad_index=-100)
+                generated, padded_labels = accelerator.gather_for_metrics((generated, padded_labels))
+                padded_labels = torch.where(padded_labels == -100, tokenizer.pad_token_id, padded_labels)
+                predictions += [t.strip() for t in tokenizer.batch_decode(generated.cpu(), skip_special_tokens=True)]
+                references += [t.strip() for t in tokenizer.batch_decode(padded_labels.cpu(), skip_special_tokens=True)]
+        model.train(was_training)
+        results: dict[str, float] = {"loss": loss_sum / tokens if tokens else float("nan"), "samples": samples}
+        if generate and predictions:
+            results.update(metrics.compute(metric_names, predictions, references))
+        return results
+
+
+def _settings_of(dataloader: Any) -> tuple[Any, GenerationSettings]:
+    """The tokenizer (from the dataloader's collator) and the recipe's generation settings it carries."""
+    from ..recipe import GenerationSection
+
+    tokenizer = getattr(getattr(dataloader, "collate_fn", None), "tokenizer", None)
+    if tokenizer is None:
+        raise HfadaptError("seq2seq evaluation needs the dataloader built with the task's collator (DataCollatorForSeq2Seq)")
+    settings = getattr(tokenizer, SETTINGS_ATTR, None)
+    if settings is None:  # a tokenizer not loaded through load_processor: the recipe defaults
+        g = GenerationSection()
+        settings = GenerationSettings(g.predict_with_generate, generate_kwargs(g))
+    return tokenizer, settings
+
+
+def _top(column: str) -> str:
+    return column.split(".", 1)[0]
+
+
+def _column(batch: Any, column: str, indices: list[int], field: str, split: str) -> list[Any]:
+    """The values of a column, or of a field inside a dict column for a dotted name ('translation.en')."""
+    top, *path = column.split(".")
+    values = batch[top]
+    for key in path:
+        out = []
+        for v, i in zip(values, indices):
+            if not isinstance(v, dict) or key not in v:
+                keys = f"keys: {', '.join(map(str, v))}" if isinstance(v, dict) else f"got {v!r}"
+                raise HfadaptError(f"{field} '{column}', {split} row {i}: no field '{key}' ({keys})")
+            out.append(v[key])
+        values = out
+    return values
+
+
+def _texts(values: list[Any], indices: list[int], field: str, column: str, split: str) -> list[str]:
+    for v, i in zip(values, indices):
+        if not isinstance(v, str):
+            raise HfadaptError(f"{field} '{column}', {split} row {i}: expected text, got {v!r}")
+    return values
+
+
+def _check_lengths(ids: list[list[int]], indices: list[int], limit: int, field: str, column: str, split: str, what: str, limit_field: str) -> None:
+    for row, i in zip(ids, indices):
+        if len(row) > limit:
+            raise HfadaptError(
+                f"{field} '{column}', {split} row {i}: {what} is {len(row)} tokens, longer than {limit_field} {limit} "
+                "(data.truncation is false)"
+            )
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]
+
+
+TASKS.register(Seq2Seq.name)(Seq2Seq())
