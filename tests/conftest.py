@@ -35,6 +35,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from tests.hub_server import hub_server  # noqa: E402,F401  (fixture; imported after the variables above)
 
+import torch  # noqa: E402
+
+# Tiny models on 2 shared cores: a second intra-op thread costs more than it gives.
+torch.set_num_threads(1)
+
 
 POSITIVE = "good great wonderful excellent delightful superb brilliant charming lovely fun".split()
 NEGATIVE = "bad awful terrible boring dull poor weak tedious messy bland".split()
