@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="*")
     pr.add_argument("--file", help="a file with one input per line (TEXT<TAB>PAIR for text pairs)")
     pr.add_argument("--batch-size", type=int, default=16)
+    gen = pr.add_argument_group("generation (causal-lm, seq2seq; defaults from the recipe's generation section)")
+    gen.add_argument("--max-new-tokens", type=int)
+    gen.add_argument("--temperature", type=float)
+    gen.add_argument("--top-p", type=float)
+    gen.add_argument("--num-beams", type=int)
+    gen.add_argument("--do-sample", action="store_true", default=None, help="sample instead of greedy decoding")
 
     tg = sub.add_parser("targets", help="list candidate adapter target modules of a model")
     tg.add_argument("model", help="Hub id or local directory")
@@ -121,7 +127,9 @@ def _run(args: argparse.Namespace) -> int:
             if not path.is_file():
                 raise HfadaptError(f"--file: not found: {path}")
             inputs += [line for line in path.read_text().splitlines() if line.strip()]
-        for row in predict(args.run, inputs, batch_size=args.batch_size):
+        settings = ("max_new_tokens", "temperature", "top_p", "num_beams", "do_sample")
+        generation = {k: getattr(args, k) for k in settings if getattr(args, k) is not None}
+        for row in predict(args.run, inputs, batch_size=args.batch_size, generation=generation):
             print(json.dumps(row))
         return 0
     if args.command == "push":

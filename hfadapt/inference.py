@@ -20,11 +20,23 @@ def load_model_and_processor(run: RunDir) -> tuple[Any, Any, Any]:
     return model, processor, info
 
 
-def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 16) -> list[dict]:
-    """Predictions for text strings or image paths, one dict per input."""
+def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 16, generation: dict | None = None) -> list[dict]:
+    """Predictions for text strings or image paths, one dict per input.
+
+    `generation` overrides the run's recipe.generation fields (max_new_tokens, temperature, ...).
+    """
+    from pydantic import ValidationError
+
     run = resolve_run(run_dir)
     if not inputs:
         raise HfadaptError("predict: no inputs given")
+    for key, value in (generation or {}).items():
+        if key not in type(run.recipe.generation).model_fields:
+            raise HfadaptError(f"predict: unknown generation setting '{key}'")
+        try:
+            setattr(run.recipe.generation, key, value)
+        except ValidationError as e:
+            raise HfadaptError(f"generation.{key}: {e.errors()[0]['msg']} (got {value!r})") from None
     model, processor, info = load_model_and_processor(run)
     out: list[dict] = []
     for start in range(0, len(inputs), batch_size):

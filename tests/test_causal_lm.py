@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from hfadapt import HfadaptError, Recipe, evaluate_run, predict, train
+from hfadapt.cli import main
 from tests.conftest import write_jsonl
 
 SPECIAL = ["<pad>", "<eos>", "<unk>", "<system>", "<user>", "<assistant>"]
@@ -382,7 +383,7 @@ def _color_chats(n: int, seed: int) -> list[dict]:
     return rows
 
 
-def test_chat_sft_with_packing_trains_generates_and_reloads_with_peft(tmp_path, lm):
+def test_chat_sft_with_packing_trains_generates_and_reloads_with_peft(tmp_path, lm, capsys):
     recipe = lm_recipe(
         tmp_path, lm,
         {"train_files": [str(write_jsonl(tmp_path / "train.jsonl", _color_chats(48, 0)))],
@@ -452,3 +453,20 @@ def test_two_processes_count_every_eval_token_once(tmp_path, lm):
     assert metrics["eval/samples"] == 5 and metrics["eval/tokens"] == count
     assert metrics["eval/perplexity"] == pytest.approx(math.exp(total / count), rel=1e-5)
 
+    # Generation settings from the command line override the recipe's.
+    assert main(["predict", str(result.output_dir), "say red", "--max-new-tokens", "1"]) == 0
+    one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(one["generated_text"].split()) <= 1 and preds[0]["generated_text"].startswith(one["generated_text"])
+    with pytest.raises(HfadaptError, match="generation.top_p"):
+        predict(result.output_dir, ["say red"], generation={"top_p": 2.0})
+
+
+def test_qlora_needs_a_gpu(tmp_path, lm):
+    import torch
+
+    if torch.cuda.is_available():  # pragma: no cover - CI has no GPU; there the recipe would load in 4 bits
+        return
+    recipe = lm_recipe(tmp_path, lm, {"train_files": [str(write_jsonl(tmp_path / "t.jsonl", [{"text": "say red"}] * 8))]})
+    recipe.model.quantization = "4bit"
+    with pytest.raises(HfadaptError, match="model.quantization: 4bit \\(QLoRA\\) needs a CUDA GPU"):
+        train(recipe)
