@@ -413,6 +413,13 @@ def test_chat_sft_with_packing_trains_generates_and_reloads_with_peft(tmp_path, 
         assert x[0].tolist()[-1] == VOCAB.index("<assistant>")
         out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=3, do_sample=False, pad_token_id=0)
         assert pred["generated_text"] == tok.decode(out[0, x.shape[1]:], skip_special_tokens=True).strip()
+
+    # Generation settings from the command line override the recipe's.
+    assert main(["predict", str(result.output_dir), "say red", "--max-new-tokens", "1"]) == 0
+    one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(one["generated_text"].split()) <= 1 and preds[0]["generated_text"].startswith(one["generated_text"])
+    with pytest.raises(HfadaptError, match="generation.top_p"):
+        predict(result.output_dir, ["say red"], generation={"top_p": 2.0})
     assert preds[0]["generated_text"].split()[0] == "red", preds  # it learned the task
 
 
@@ -452,13 +459,6 @@ def test_two_processes_count_every_eval_token_once(tmp_path, lm):
     total, count = _hand_loss(model, seqs, seqs)
     assert metrics["eval/samples"] == 5 and metrics["eval/tokens"] == count
     assert metrics["eval/perplexity"] == pytest.approx(math.exp(total / count), rel=1e-5)
-
-    # Generation settings from the command line override the recipe's.
-    assert main(["predict", str(result.output_dir), "say red", "--max-new-tokens", "1"]) == 0
-    one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert len(one["generated_text"].split()) <= 1 and preds[0]["generated_text"].startswith(one["generated_text"])
-    with pytest.raises(HfadaptError, match="generation.top_p"):
-        predict(result.output_dir, ["say red"], generation={"top_p": 2.0})
 
 
 def test_qlora_needs_a_gpu(tmp_path, lm):
