@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from .errors import HfadaptError
 from .run import METRICS_FILE, RECIPE_FILE, STATE_FILE, RunDir

@@ -6,7 +6,6 @@ Only the config is fetched: the model is built on the meta device, so no weights
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from .errors import HfadaptError
 

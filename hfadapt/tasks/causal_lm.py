@@ -69,19 +69,9 @@ class CausalLM:
 
     # ---- model and processor ------------------------------------------------------------------
     def load_processor(self, recipe: Any, path: str | None = None) -> Any:
-        from transformers import AutoTokenizer
+        from ..tokenization import load_tokenizer
 
-        m = recipe.model
-        source = path or m.name_or_path
-        try:
-            tok = AutoTokenizer.from_pretrained(source, revision=None if path else m.revision, trust_remote_code=m.trust_remote_code)
-        except Exception as e:  # noqa: BLE001 - any loading failure becomes one clear line
-            raise HfadaptError(f"model.name_or_path: cannot load a tokenizer from '{source}': {_first_line(e)}") from e
-        if tok.pad_token is None:
-            # Decoder tokenizers ship without a pad token; padded positions are masked out of the loss anyway.
-            if tok.eos_token is None:
-                raise HfadaptError(f"model.name_or_path: tokenizer of '{m.name_or_path}' has neither a pad nor an eos token")
-            tok.pad_token = tok.eos_token
+        tok = load_tokenizer(recipe, path)
         if recipe.data.chat_template and path is None:
             tok.chat_template = recipe.data.chat_template  # saved with the adapter, so predict renders the same way
         return tok

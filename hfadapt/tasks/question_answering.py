@@ -83,23 +83,9 @@ class QuestionAnswering:
 
     # ---- model --------------------------------------------------------------------------------
     def load_processor(self, recipe: Any, path: str | None = None) -> Any:
-        from transformers import AutoTokenizer
+        from ..tokenization import load_tokenizer
 
-        m = recipe.model
-        source = path or m.name_or_path
-        try:
-            tok = AutoTokenizer.from_pretrained(source, revision=None if path else m.revision, trust_remote_code=m.trust_remote_code)
-        except Exception as e:  # noqa: BLE001 - any loading failure becomes one clear line
-            raise HfadaptError(f"model.name_or_path: cannot load a tokenizer from '{source}': {_first_line(e)}") from e
-        if not getattr(tok, "is_fast", False):
-            raise HfadaptError(
-                f"model.name_or_path: question-answering needs a fast (Rust) tokenizer for character offsets; "
-                f"'{source}' loads {type(tok).__name__}"
-            )
-        if tok.pad_token is None:
-            if tok.eos_token is None:
-                raise HfadaptError(f"model.name_or_path: tokenizer of '{source}' has neither a pad nor an eos token")
-            tok.pad_token = tok.eos_token
+        tok = load_tokenizer(recipe, path, need_fast="question-answering")
         tok.padding_side = "right"  # offsets are per window from position 0; padding goes after them
         return tok
 
@@ -437,11 +423,6 @@ def _texts(values: list[Any], rows: list[int], field: str, column: str, split: s
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0]
 
 
 TASKS.register(QuestionAnswering.name)(QuestionAnswering())

@@ -80,21 +80,9 @@ class Seq2Seq:
         return ["rouge"]
 
     def load_processor(self, recipe: Any, path: str | None = None) -> Any:
-        from transformers import AutoTokenizer
+        from ..tokenization import load_tokenizer
 
-        m = recipe.model
-        try:
-            tok = AutoTokenizer.from_pretrained(
-                path or m.name_or_path,
-                revision=None if path else m.revision,
-                trust_remote_code=m.trust_remote_code,
-            )
-        except Exception as e:  # noqa: BLE001 - any loading failure becomes one clear line
-            raise HfadaptError(f"model.name_or_path: cannot load a tokenizer from '{path or m.name_or_path}': {_first_line(e)}") from e
-        if tok.pad_token is None:
-            if tok.eos_token is None:
-                raise HfadaptError(f"model.name_or_path: tokenizer of '{m.name_or_path}' has neither a pad nor an eos token")
-            tok.pad_token = tok.eos_token
+        tok = load_tokenizer(recipe, path)
         setattr(tok, SETTINGS_ATTR, GenerationSettings.from_recipe(recipe))
         return tok
 
@@ -257,11 +245,6 @@ def _check_lengths(ids: list[list[int]], indices: list[int], limit: int, field: 
                 f"{field} '{column}', {split} row {i}: {what} is {len(row)} tokens, longer than {limit_field} {limit} "
                 "(data.truncation is false)"
             )
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0]
 
 
 TASKS.register(Seq2Seq.name)(Seq2Seq())

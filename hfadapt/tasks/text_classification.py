@@ -38,23 +38,9 @@ class TextClassification:
         return classification.default_metrics(recipe)
 
     def load_processor(self, recipe: Any, path: str | None = None) -> Any:
-        from transformers import AutoTokenizer
+        from ..tokenization import load_tokenizer
 
-        m = recipe.model
-        try:
-            tok = AutoTokenizer.from_pretrained(
-                path or m.name_or_path,
-                revision=None if path else m.revision,
-                trust_remote_code=m.trust_remote_code,
-            )
-        except Exception as e:  # noqa: BLE001 - any loading failure becomes one clear line
-            raise HfadaptError(f"model.name_or_path: cannot load a tokenizer from '{path or m.name_or_path}': {_first_line(e)}") from e
-        if tok.pad_token is None:
-            # Decoder tokenizers (GPT-2, Llama) ship without a pad token; batching needs one.
-            if tok.eos_token is None:
-                raise HfadaptError(f"model.name_or_path: tokenizer of '{m.name_or_path}' has neither a pad nor an eos token")
-            tok.pad_token = tok.eos_token
-        return tok
+        return load_tokenizer(recipe, path)
 
     def label_info(self, train: Any, recipe: Any) -> Any:
         return classification.label_info(train, recipe)
@@ -119,11 +105,6 @@ def _texts(values: list[Any], indices: list[int], field: str, column: str, split
         if not isinstance(v, str):
             raise HfadaptError(f"{field} '{column}', {split} row {i}: expected text, got {v!r}")
     return values
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0]
 
 
 TASKS.register(TextClassification.name)(TextClassification())

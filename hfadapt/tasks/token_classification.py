@@ -59,26 +59,13 @@ class TokenClassification:
         return ["seqeval"]
 
     def load_processor(self, recipe: Any, path: str | None = None) -> Any:
-        from transformers import AutoTokenizer
+        from ..tokenization import load_tokenizer
 
-        from .text_classification import TextClassification
-
-        tok = TextClassification.load_processor(self, recipe, path)  # type: ignore[arg-type]
-        if not getattr(tok, "is_fast", False):
-            raise HfadaptError(
-                f"model.name_or_path: token-classification needs a fast tokenizer (word ids, offsets); "
-                f"'{path or recipe.model.name_or_path}' has only {type(tok).__name__}"
-            )
+        tok = load_tokenizer(recipe, path, need_fast="token-classification")
         if getattr(tok, "add_prefix_space", None) is False:
             # Byte-level BPE (GPT-2, RoBERTa) encodes a word differently at the start of a text;
             # pre-split words must be encoded as if a space preceded each.
-            m = recipe.model
-            tok = AutoTokenizer.from_pretrained(
-                path or m.name_or_path, revision=None if path else m.revision,
-                trust_remote_code=m.trust_remote_code, add_prefix_space=True,
-            )
-            if tok.pad_token is None:
-                tok.pad_token = tok.eos_token
+            tok = load_tokenizer(recipe, path, need_fast="token-classification", add_prefix_space=True)
         return tok
 
     # ---- labels ---------------------------------------------------------------------------------
