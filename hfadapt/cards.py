@@ -22,7 +22,11 @@ METHOD_LABELS = {
     "lora": "LoRA", "ia3": "IA³", "loha": "LoHa", "lokr": "LoKr", "adalora": "AdaLoRA",
     "prefix": "prefix-tuning", "prompt": "prompt-tuning", "full": "fully fine-tuned", "freeze": "linear-probe",
 }
-EXAMPLES = {"text-classification": "an example sentence", "image-classification": "image.jpg"}
+EXAMPLES = {
+    "text-classification": "an example sentence", "image-classification": "image.jpg",
+    "causal-lm": "Write a haiku about rain.", "seq2seq": "a long text to summarize",
+    "token-classification": "John Smith lives in Paris.", "question-answering": "",
+}
 
 
 def hub_id_or_none(value: str | None) -> str | None:

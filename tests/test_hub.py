@@ -194,3 +194,11 @@ def test_merge_refuses_a_quantized_base(make_recipe, tmp_path, monkeypatch):
     with pytest.raises(HfadaptError, match="base model is quantized"):
         merge(result.output_dir, tmp_path / "m")
     assert not (tmp_path / "m").exists()
+
+
+def test_every_task_has_a_model_card_section():
+    from hfadapt.catalog import shipped_dir
+    from hfadapt.tasks import TASKS
+
+    for name in TASKS.names():
+        assert (shipped_dir("model_cards") / "tasks" / f"{name}.md").is_file(), name

@@ -82,3 +82,4 @@ def test_wheel_carries_the_shipped_recipes(tmp_path):
     assert "hfadapt/_recipes/text/sst2-bert-lora.yaml" in names
     assert "hfadapt/_recipes/assets/tiny-bert/vocab.txt" in names
     assert "hfadapt/metrics/accuracy/accuracy.py" in names
+    assert "hfadapt/_model_cards/adapter.md" in names
