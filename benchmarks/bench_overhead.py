@@ -34,18 +34,18 @@ timed runs of both.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import os
 import random
 import shutil
 import statistics
-import string
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import machine_load, quiet, random_words, window  # benchmarks run as scripts from this folder
 
 SEED = 42
 LR = 5e-4
@@ -58,10 +58,7 @@ MAX_GRAD_NORM = 1.0  # hfadapt's train.max_grad_norm default
 HIDDEN, LAYERS = 256, 4  # set from --hidden/--layers in main()
 
 def make_vocab(n_words: int, rng: random.Random) -> list[str]:
-    words: set[str] = set()
-    while len(words) < n_words:
-        words.add("".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 9))))
-    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(words)
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + random_words(n_words, rng)
 
 
 def build_model(root: Path, vocab: list[str]) -> Path:
@@ -99,11 +96,6 @@ def build_data(root: Path, vocab: list[str], rows: int, rng: random.Random) -> P
                 text[rng.randrange(n)] = rng.choice(cues[label])
             w.writerow({"text": " ".join(text), "label": label})
     return path
-
-
-def window(marks: dict[int, tuple[float, float]], steps: int) -> dict[str, float]:
-    """Wall and CPU (all threads of this process) seconds from the end of step 1 to the end of the last."""
-    return {"loop": marks[steps][0] - marks[1][0], "loop_cpu": marks[steps][1] - marks[1][1]}
 
 
 # ---- variant (a): hfadapt ---------------------------------------------------------------------------
@@ -197,23 +189,6 @@ def run_hand(model_dir: Path, data: Path, out_dir: Path, steps: int, batch_size:
 
 
 # ---- driver ---------------------------------------------------------------------------------------
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores"
-    except OSError:
-        return "n/a"
-
-
-@contextlib.contextmanager
-def quiet(log: Path, enabled: bool):
-    """Send banners and progress bars of a run to a log file (both variants alike)."""
-    if not enabled:
-        yield
-        return
-    with open(log, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-        yield
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=60)
@@ -263,7 +238,7 @@ def bench(args: argparse.Namespace, root: Path) -> int:
           f"max_length {args.max_length}, LoRA r={LORA['r']} on {'/'.join(LORA['targets'])}, "
           f"{args.steps} steps x batch {args.batch_size}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     print(f"work dir: {root}{' (kept)' if args.keep else ' (removed at the end; --keep keeps it)'}; "
-          f"load average {_load()}", flush=True)
+          f"load average {machine_load()}", flush=True)
 
     variants = {"hfadapt": run_hfadapt, "hand-written": run_hand}
     counter = 0
@@ -303,7 +278,7 @@ def bench(args: argparse.Namespace, root: Path) -> int:
           f"{h['total'] / b['total']:>11.3f}")
     print(f"(medians of {args.reps}; loop = wall time of steps 2..{args.steps} ({n} steps); loop cpu = CPU time of this "
           "process in the same window; total-loop = setup, step 1 and saving)")
-    print(f"load average at the end {_load()} (a load above the core count means other jobs competed for the CPU)")
+    print(f"load average at the end {machine_load()} (a load above the core count means other jobs competed for the CPU)")
 
     # Same model, batches and schedule; the losses differ only through random draws (LoRA init,
     # dropout), so they should track each other.

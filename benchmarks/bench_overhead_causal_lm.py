@@ -50,19 +50,19 @@ benchmark under ~4 minutes on one thread. An untimed short warm-up of each comes
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import random
 import shutil
 import statistics
-import string
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import machine_load, quiet, random_words, window  # benchmarks run as scripts from this folder
 
 SEED = 42
 LR = 5e-4
@@ -75,10 +75,7 @@ HIDDEN, LAYERS = 256, 4  # set from --hidden/--layers in main()
 
 # ---- fixtures: model, tokenizer, data ------------------------------------------------------------
 def make_vocab(n_words: int, rng: random.Random) -> list[str]:
-    words: set[str] = set()
-    while len(words) < n_words:
-        words.add("".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 9))))
-    return [EOS, UNK] + sorted(words)
+    return [EOS, UNK] + random_words(n_words, rng)
 
 
 def build_model(root: Path, vocab: list[str], max_length: int) -> Path:
@@ -133,11 +130,6 @@ def make_recipe(model_dir: Path, data: Path, out_dir: Path, steps: int, batch_si
                   "max_grad_norm": MAX_GRAD_NORM, "seed": SEED, "log_with": [], "save_steps": None},
         "output": {"dir": str(out_dir)},
     })
-
-
-def window(marks: dict[int, tuple[float, float]], steps: int) -> dict[str, float]:
-    """Wall and CPU (all threads of this process) seconds from the end of step 1 to the end of the last."""
-    return {"loop": marks[steps][0] - marks[1][0], "loop_cpu": marks[steps][1] - marks[1][1]}
 
 
 # ---- variant (a): hfadapt ---------------------------------------------------------------------------
@@ -228,23 +220,6 @@ def run_hand(model_dir: Path, data: Path, out_dir: Path, steps: int, batch_size:
 
 
 # ---- driver ---------------------------------------------------------------------------------------
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores"
-    except OSError:
-        return "n/a"
-
-
-@contextlib.contextmanager
-def quiet(log: Path, enabled: bool):
-    """Send banners and progress bars of a run to a log file (both variants alike)."""
-    if not enabled:
-        yield
-        return
-    with open(log, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-        yield
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=40)
@@ -298,7 +273,7 @@ def bench(args: argparse.Namespace, root: Path) -> int:
           f"LoRA r={LORA['r']} on {'/'.join(LORA['targets'])}, batch {args.batch_size}, "
           f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} thread(s)")
     print(f"work dir: {root}{' (kept)' if args.keep else ' (removed at the end; --keep keeps it)'}; "
-          f"load average {_load()}", flush=True)
+          f"load average {machine_load()}", flush=True)
 
     variants = {"hfadapt": run_hfadapt, "hand-written": run_hand}
     counter = 0
@@ -360,7 +335,7 @@ def bench(args: argparse.Namespace, root: Path) -> int:
         h, b = med["hfadapt"], med["hand-written"]
         print(f"ratio hfadapt/hand-written, {label}, {steps} steps: loop {h['loop'] / b['loop']:.3f}, loop cpu {h['loop_cpu'] / b['loop_cpu']:.3f}, "
               f"total {h['total'] / b['total']:.3f}")
-    print(f"load average at the end {_load()} (a load above the core count means other jobs competed for the CPU)")
+    print(f"load average at the end {machine_load()} (a load above the core count means other jobs competed for the CPU)")
     return 0
 
 
