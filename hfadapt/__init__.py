@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import tasks  # noqa: F401  (registers every task and its recipe model; no torch)
 from .errors import HfadaptError
+from .loading import load_recipe
 from .recipe import Recipe
 
 __all__ = [
-    "Recipe", "HfadaptError", "train", "predict", "evaluate_run", "list_targets", "push", "merge", "TrainResult", "__version__",
+    "Recipe", "load_recipe", "HfadaptError", "train", "predict", "evaluate_run", "list_targets", "push", "merge",
+    "TrainResult", "__version__",
 ]
 __version__ = "0.1.0"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .catalog import shipped_dir
+from .shipped import model_cards_dir
 from .run import RunDir
 
 # owner/name, or a legacy canonical name such as "bert-base-uncased"
@@ -99,13 +99,13 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
         reproduce += f"\n# originally: {info['command']}"
     usage = ""
     if not merged:
-        task_template = shipped_dir("model_cards") / "tasks" / f"{recipe.task}.md"
+        task_template = model_cards_dir() / "tasks" / f"{recipe.task}.md"
         usage = Template(task_template.read_text()).render(
             repo_id=repo_id, base_model=base or "PATH/TO/BASE_MODEL", example=EXAMPLES.get(recipe.task, "input")
         )
     card = ModelCard.from_template(
         card_data,
-        template_str=(shipped_dir("model_cards") / template).read_text(),
+        template_str=(model_cards_dir() / template).read_text(),
         model_name=repo_id.split("/")[-1],
         summary=summary,
         base_note=base_note,

@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HfadaptError
-
-STATE_FILE = "trainer_state.json"
-TRAINABLE_FILE = "trainable.safetensors"
+from .run import STATE_FILE, TRAINABLE_FILE, RunDir
 
 
 @dataclass
@@ -75,12 +73,8 @@ def load_trainable(model: Any, path: Path) -> None:
     model.load_state_dict(weights, strict=False)
 
 
-def checkpoints_dir(run_dir: Path) -> Path:
-    return run_dir / "checkpoints"
-
-
 def complete_checkpoints(run_dir: Path) -> list[Path]:
-    root = checkpoints_dir(run_dir)
+    root = RunDir(run_dir).checkpoints_dir
     if not root.is_dir():
         return []
     found = [p for p in root.glob("checkpoint-*") if (p / STATE_FILE).is_file() and p.name.split("-")[-1].isdigit()]
@@ -93,7 +87,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def save_checkpoint(accelerator: Any, run_dir: Path, state: TrainerState, keep: int | None) -> Path:
-    root = checkpoints_dir(run_dir)
+    root = RunDir(run_dir).checkpoints_dir
     final = root / f"checkpoint-{state.global_step}"
     tmp = root / f".tmp-checkpoint-{state.global_step}"
     if accelerator.is_main_process:

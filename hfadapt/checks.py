@@ -1,22 +1,27 @@
-"""Cross-field recipe checks that need the registries but not torch (`hfadapt validate`)."""
+"""Cross-field recipe checks that every task shares: adapter method, metrics and best metric.
+
+They need the adapter and metric registries but not torch (`hfadapt validate`). Each task's
+recipe model runs them, then the task's own `check` (see hfadapt.tasks.base.register_task).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import metrics
+from .adapters import ADAPTERS
 from .errors import HfadaptError
+from .registry import did_you_mean
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
 
 
-def check_recipe(recipe: Any, where: str = "") -> None:
-    from . import metrics
-    from .adapters import ADAPTERS
-    from .tasks import TASKS
-
+def common_problems(recipe: "Recipe", task: Any) -> list[str]:
     try:
-        task = TASKS.get(recipe.task, field="task")
         method = ADAPTERS.get(recipe.adapter.method, field="adapter.method")
     except HfadaptError as e:
-        raise HfadaptError(where + str(e)) from None
+        return [str(e)]
     problems: list[str] = []
     a = recipe.adapter
     if task.modality not in method.modalities:
@@ -29,18 +34,12 @@ def check_recipe(recipe: Any, where: str = "") -> None:
     known = metrics.available()
     for name in names:
         if name not in known:
-            from .registry import did_you_mean
-
             problems.append(f"eval.metrics: unknown metric '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}")
     best = recipe.eval.best_metric
     if best is not None:
-        keys = ["loss", *getattr(task, "extra_result_keys", ())] + [k for n in names if n in known for k in metrics.result_keys(n)]
+        keys = ["loss", *task.extra_result_keys] + [k for n in names if n in known for k in metrics.result_keys(n)]
         if best not in keys:
-            from .registry import did_you_mean
-
             problems.append(f"eval.best_metric: '{best}' is not computed{did_you_mean(best, keys)}; choose from {', '.join(keys)}")
         if recipe.data.validation_split is None:
             problems.append("eval.best_metric: needs an evaluation split (data.validation_split)")
-    problems += task.check(recipe)
-    if problems:
-        raise HfadaptError(where + "; ".join(problems))
+    return problems

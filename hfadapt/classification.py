@@ -1,10 +1,36 @@
-"""Helpers shared by the classification tasks (text and image): labels, loss, metric inputs, outputs."""
+"""What the classification tasks (text and image) share: label fields, labels, loss, evaluation, outputs."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import Field, field_validator
+
+from . import metrics
 from .labels import LabelInfo, encode_label, infer_labels
+from .recipe import Section
+
+if TYPE_CHECKING:
+    from .tasks.base import EvalContext
+
+
+class LabelFields(Section):
+    """The label column of a classifier's data section, and how its labels are read."""
+
+    label_column: str = "label"
+    labels: list[str] | None = Field(None, description="label names in id order; read from the data when absent")
+    problem_type: Literal["single_label", "multi_label", "regression"] = "single_label"
+
+    @field_validator("labels")
+    @classmethod
+    def _unique(cls, labels: list[str] | None) -> list[str] | None:
+        if labels is not None:
+            repeated = sorted({n for n in labels if labels.count(n) > 1})
+            if repeated:
+                raise ValueError(f"data.labels: label names must be unique; repeated: {', '.join(repeated)}")
+            if not labels:
+                raise ValueError("data.labels: give at least one label name, or leave it out to read them from the data")
+        return labels
 
 CLASS_METRICS = ("accuracy", "f1", "precision", "recall", "matthews_correlation")
 REGRESSION_METRICS = ("mse", "pearsonr", "spearmanr")
@@ -12,16 +38,14 @@ REGRESSION_METRICS = ("mse", "pearsonr", "spearmanr")
 
 def check(recipe: Any) -> list[str]:
     problems = []
-    metrics = recipe.eval.metrics or []
+    names = recipe.eval.metrics or []
     allowed = REGRESSION_METRICS if recipe.data.problem_type == "regression" else CLASS_METRICS
-    from .metrics import available
-
-    for m in metrics:
-        if m in available() and m not in allowed:  # unknown names are reported once, by checks.py
+    for m in names:
+        if m in metrics.available() and m not in allowed:  # unknown names are reported once, by checks.py
             problems.append(
                 f"eval.metrics: '{m}' does not fit problem_type {recipe.data.problem_type}; use {', '.join(allowed)}"
             )
-    if recipe.data.problem_type == "multi_label" and "matthews_correlation" in metrics:
+    if recipe.data.problem_type == "multi_label" and "matthews_correlation" in names:
         problems.append("eval.metrics: matthews_correlation is not defined for multi_label")
     return problems
 
@@ -39,6 +63,29 @@ def label_info(train: Any, recipe: Any) -> LabelInfo:
 
 def encode_labels(values: list[Any], indices: list[int], labels: LabelInfo, column: str, split: str) -> list[Any]:
     return [encode_label(v, labels, column, i, split) for v, i in zip(values, indices)]
+
+
+def evaluate(ctx: "EvalContext", model: Any, dataloader: Any) -> dict[str, float]:
+    """Loss and metrics over a prepared dataloader: gathered once per example across processes, then scored."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    all_logits, all_targets = [], []
+    for batch in dataloader:
+        with torch.no_grad():
+            logits = model(**batch).logits
+        # gather_for_metrics drops the samples Accelerate repeated to even out the last batch.
+        logits, targets = ctx.accelerator.gather_for_metrics((logits.contiguous(), batch["labels"]))
+        all_logits.append(logits.detach().cpu())
+        all_targets.append(targets.detach().cpu())
+    model.train(was_training)
+    labels: LabelInfo = ctx.info
+    logits, targets = torch.cat(all_logits), torch.cat(all_targets)
+    loss, preds, refs = loss_and_predictions(logits, targets, labels)
+    results = {"loss": loss, "samples": int(targets.shape[0])}
+    results.update(metrics.compute(list(ctx.metric_names), preds, refs, multilabel=labels.problem_type == "multi_label"))
+    return results
 
 
 def loss_and_predictions(logits: Any, targets: Any, labels: LabelInfo) -> tuple[float, Any, Any]:

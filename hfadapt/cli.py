@@ -90,26 +90,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .recipe import Recipe
+    from .loading import load_recipe
 
     if args.command == "validate":
-        recipe = Recipe.from_yaml(args.recipe, overrides=args.overrides)
+        recipe = load_recipe(args.recipe, overrides=args.overrides)
         print(f"{recipe.source}: ok ({recipe.task}, {recipe.model.name_or_path}, {recipe.adapter.method})")
         return 0
     if args.command == "recipes":
-        from .catalog import recipes_dir, shipped_recipes
+        from .shipped import recipes_dir, shipped_recipes
 
         for name in shipped_recipes():
             print(name)
         print(f"({recipes_dir()})", file=sys.stderr)
         return 0
     if args.command == "schema":
-        print(json.dumps(Recipe.model_json_schema(), indent=2))
+        from .recipe import recipe_json_schema
+
+        print(json.dumps(recipe_json_schema(), indent=2))
         return 0
     if args.command == "train":
         from .training import train
 
-        recipe = Recipe.from_yaml(args.recipe, overrides=args.overrides)
+        recipe = load_recipe(args.recipe, overrides=args.overrides)
         result = train(recipe, resume=args.resume)
         _print_metrics(result.metrics, result.output_dir)
         return 0

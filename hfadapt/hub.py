@@ -11,10 +11,10 @@ import tempfile
 from pathlib import Path
 
 from .errors import HfadaptError
-from .run import METRICS_FILE, RECIPE_FILE, STATE_FILE, RunDir
+from .run import INFO_FILE, METRICS_FILE, RECIPE_FILE, STATE_FILE, RunDir
 
 # What a pushed repo holds besides the adapter folder's files. Weights go as safetensors only.
-RUN_FILES = (RECIPE_FILE, METRICS_FILE, STATE_FILE, "run_info.json")
+RUN_FILES = (RECIPE_FILE, METRICS_FILE, STATE_FILE, INFO_FILE)
 NEVER_PUSHED = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.yaml", "*.txt", "*.model", "*.md", "*.tiktoken", "*.jinja"]
 

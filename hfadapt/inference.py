@@ -52,6 +52,7 @@ def evaluate_run(run_dir: str | Path, split: str = "validation") -> dict[str, fl
     from torch.utils.data import DataLoader
 
     from .data import load_raw
+    from .tasks import EvalContext
 
     run = resolve_run(run_dir)
     recipe, task = run.recipe, run.task
@@ -64,5 +65,9 @@ def evaluate_run(run_dir: str | Path, split: str = "validation") -> dict[str, fl
     accelerator = Accelerator()
     dl = DataLoader(prepared, batch_size=recipe.train.eval_batch_size or recipe.train.batch_size, collate_fn=task.collator(processor))
     model, dl = accelerator.prepare(model, dl)
-    names = recipe.eval.metrics or task.default_metrics(recipe)
-    return {f"{split}/{k}": v for k, v in task.evaluate(accelerator, model, dl, info, names).items()}
+    ctx = EvalContext(
+        accelerator=accelerator, recipe=recipe, processor=processor, info=info, dataset=prepared, split=split,
+        metric_names=tuple(recipe.eval.metrics or task.default_metrics(recipe)),
+        run_dir=None if run.from_hub else run.path,
+    )
+    return {f"{split}/{k}": v for k, v in task.evaluate(ctx, model, dl).items()}

@@ -1,18 +1,21 @@
 """The recipe schema: typed, validated sections loaded from YAML with dotted overrides.
 
-This module must stay importable without torch: `hfadapt validate` and `hfadapt schema` use it.
+The ground floor of the house: it imports no task, no Hub client and no torch (`hfadapt validate`
+and `hfadapt schema` use it). Tasks register their recipe model here (`register_task_recipe`);
+Hub references are resolved above, by `hfadapt.loading.load_recipe`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Callable, ClassVar, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, create_model, model_validator
 
 from .errors import HfadaptError
 from .registry import did_you_mean
+from .shipped import resolve_recipe_path
 
 # transformers.SchedulerType values, repeated here so validation needs no torch import;
 # tests check the list against transformers.
@@ -56,7 +59,11 @@ class ModelSection(Section):
 
 
 class DataSection(Section):
-    """Where the examples come from and which columns mean what."""
+    """Where the examples come from: the fields every task shares.
+
+    Each task extends this with its own columns and settings (its `data_model`, defined in the
+    task module), and the recipe picks that model by `task`.
+    """
 
     dataset: str | None = Field(None, description="Hub dataset id, or a local folder (an image folder)")
     config_name: str | None = Field(None, description="Hub dataset configuration name")
@@ -71,42 +78,8 @@ class DataSection(Section):
     test_split: str | None = None
     validation_size: float = Field(0.1, gt=0, lt=1, description="share of train held out when no validation split")
     split_seed: int = 42
-    text_column: str = "text"
-    text_pair_column: str | None = None
-    label_column: str = "label"
-    image_column: str = "image"
-    labels: list[str] | None = Field(None, description="label names in id order; read from the data when absent")
-    problem_type: Literal["single_label", "multi_label", "regression"] = "single_label"
-    max_length: int = Field(128, gt=0, description="tokenizer truncation length")
     max_train_samples: int | None = Field(None, gt=0)
     max_eval_samples: int | None = Field(None, gt=0)
-    augment: bool = Field(False, description="random train-time image augmentation (image tasks)")
-    # ---- causal-lm ----
-    lm_format: Literal["auto", "text", "prompt_completion", "chat"] = Field(
-        "auto", description="causal-lm data: plain text_column, prompt/completion columns, or chat messages"
-    )
-    prompt_column: str = "prompt"
-    completion_column: str = "completion"
-    messages_column: str = "messages"
-    chat_template: str | None = Field(None, description="Jinja chat template for tokenizers without one")
-    completion_only_loss: bool = Field(True, description="causal-lm: loss on completions / assistant turns only")
-    packing: bool = Field(False, description="causal-lm: pack examples into max_length blocks without cross-attention")
-    truncation: bool = Field(True, description="false: a sequence longer than max_length is an error, not cut")
-    # ---- seq2seq ----
-    target_column: str = Field("target", description="seq2seq: the summary / translation column")
-    source_prefix: str | None = Field(None, description="seq2seq: text put before every source (T5: 'summarize: ')")
-    max_target_length: int = Field(128, gt=0)
-    # ---- token-classification ----
-    tokens_column: str = Field("tokens", description="token-classification: list of words per example")
-    tags_column: str = Field("ner_tags", description="token-classification: one tag per word")
-    label_all_subtokens: bool = Field(False, description="label every sub-token, not only the first of each word")
-    # ---- question-answering ----
-    question_column: str = "question"
-    context_column: str = "context"
-    answers_column: str = Field("answers", description="SQuAD-style {text: [...], answer_start: [...]}")
-    doc_stride: int = Field(128, gt=0, description="overlap between the windows of a long context")
-    version_2_with_negative: bool = Field(False, description="SQuAD v2: questions may have no answer")
-    max_answer_length: int = Field(30, gt=0)
     num_proc: int | None = Field(None, gt=0, description="processes for datasets.map")
 
     @model_validator(mode="before")
@@ -122,6 +95,8 @@ class DataSection(Section):
     def _one_source(self) -> "DataSection":
         if (self.dataset is None) == (self.train_files is None):
             raise ValueError("give exactly one of data.dataset or data.train_files")
+        if self.train_files is not None and not self.train_files:
+            raise ValueError("data.train_files: the list is empty; name at least one file")
         return self
 
 
@@ -231,7 +206,12 @@ class HubSection(Section):
 
 
 class Recipe(Section):
-    """A whole fine-tune: task, base model, data, adapter, training, evaluation and output."""
+    """A whole fine-tune: task, base model, data, adapter, training, evaluation and output.
+
+    `Recipe.from_yaml` / `Recipe.from_dict` return the subclass registered for the recipe's task
+    (see `register_task_recipe`): its `data` is that task's own data model, and its `problems()`
+    runs the task's cross-field checks.
+    """
 
     name: str | None = Field(None, description="run name; the recipe file's stem when absent")
     task: str
@@ -245,28 +225,20 @@ class Recipe(Section):
     hub: HubSection = Field(default_factory=HubSection)
 
     _source: str | None = PrivateAttr(None)
+    # Set on each task's subclass by register_task_recipe: cross-field problems ("field: message").
+    _checker: ClassVar[Callable[["Recipe"], list[str]] | None] = None
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "Recipe":
-        """Load a recipe file (or a shipped recipe name such as 'text/sst2-bert-lora')."""
-        from .catalog import resolve_recipe_path
+        """Load a recipe file, or a shipped recipe by name ('text/sst2-bert-lora').
 
-        file = resolve_recipe_path(str(path))
-        try:
-            raw = yaml.safe_load(file.read_text())
-        except yaml.YAMLError as e:
-            raise HfadaptError(f"{file}: not valid YAML: {e}".replace("\n", " ")) from None
-        if not isinstance(raw, dict):
-            raise HfadaptError(f"{file}: a recipe must be a YAML mapping")
-        raw.setdefault("name", file.stem)
+        `hub:user/adapter` references are resolved by `hfadapt.load_recipe`, which downloads them.
+        """
         if str(path).startswith("hub:"):
-            # Someone else's recipe: it may not run code, push to its author's repo, or pick our output dir.
-            # The user's own overrides below can still opt in.
-            raw.setdefault("model", {})["trust_remote_code"] = False
-            raw.setdefault("hub", {})["push"] = False
-            raw.setdefault("output", {})["dir"] = None
-        return cls.from_dict(raw, overrides=overrides, source=file)
+            raise HfadaptError(f"{path}: a Hub recipe; load it with hfadapt.load_recipe('{path}')")
+        file = resolve_recipe_path(str(path))
+        return cls.from_dict(read_recipe_file(file), overrides=overrides, source=file)
 
     @classmethod
     def from_dict(
@@ -276,17 +248,23 @@ class Recipe(Section):
         for item in overrides or []:
             apply_override(raw, item)
         where = f"{source}: " if source else ""
+        model = _task_recipe_class(raw, where)
         try:
-            recipe = cls.model_validate(raw)
+            recipe = model.model_validate(raw)
         except ValidationError as e:
-            raise HfadaptError(where + format_validation_error(e, cls)) from None
+            raise HfadaptError(where + format_validation_error(e, model)) from None
         recipe._source = str(source) if source else None
         if source is not None:
             recipe._resolve_relative_paths(Path(source).resolve().parent)
-        from .checks import check_recipe
-
-        check_recipe(recipe, where)
+        problems = recipe.problems()
+        if problems:
+            raise HfadaptError(where + "; ".join(problems))
         return recipe
+
+    def problems(self) -> list[str]:
+        """What is wrong across fields, each as 'field.path: message' (empty when all is well)."""
+        checker = type(self)._checker
+        return checker(self) if checker is not None else []
 
     def _resolve_relative_paths(self, base: Path) -> None:
         """'./x' and '../x' in path fields are relative to the recipe file, so shipped recipes work anywhere."""
@@ -321,6 +299,80 @@ class Recipe(Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---- one recipe model per task ------------------------------------------------------------------
+_TASK_RECIPES: dict[str, type[Recipe]] = {}
+
+
+def register_task_recipe(
+    task: str, data_model: type[DataSection], checker: Callable[[Recipe], list[str]]
+) -> type[Recipe]:
+    """The recipe model of one task: `task` fixed to its name, `data` its own data model.
+
+    Called by the task registry (hfadapt.tasks), so this schema module never imports a task.
+    """
+    if task in _TASK_RECIPES:
+        raise ValueError(f"task '{task}' already has a recipe model")
+    stem = "".join(part.capitalize() for part in task.replace("_", "-").split("-"))
+    model = create_model(
+        f"{stem}Recipe",
+        __base__=Recipe,
+        __doc__=f"A {task} fine-tune.",
+        task=(Literal[task], Field(description="what is trained")),  # type: ignore[valid-type]
+        data=(data_model, Field(description=f"{task} data")),
+    )
+    model._checker = checker
+    _TASK_RECIPES[task] = model
+    return model
+
+
+def task_names() -> list[str]:
+    return sorted(_TASK_RECIPES)
+
+
+def data_model_of(task: str) -> type[DataSection]:
+    return _TASK_RECIPES[task].model_fields["data"].annotation  # type: ignore[return-value]
+
+
+def recipe_json_schema() -> dict[str, Any]:
+    """JSON Schema of a recipe: one variant per task, chosen by `task`, each with its own data fields."""
+    variants = tuple(_TASK_RECIPES[name] for name in task_names())
+    union = Annotated[Union[variants], Field(discriminator="task")]  # type: ignore[valid-type]
+    schema = TypeAdapter(union).json_schema()
+    schema["title"] = "hfadapt recipe"
+    return schema
+
+
+def _task_recipe_class(raw: Any, where: str) -> type[Recipe]:
+    if not isinstance(raw, dict):
+        raise HfadaptError(f"{where}a recipe must be a mapping of sections")
+    task = raw.get("task")
+    if task is None:
+        raise HfadaptError(f"{where}task: required field missing; known tasks: {', '.join(task_names())}")
+    if task not in _TASK_RECIPES:
+        raise HfadaptError(
+            f"{where}task: unknown task '{task}'{did_you_mean(str(task), task_names())}; known: {', '.join(task_names())}"
+        )
+    return _TASK_RECIPES[task]
+
+
+def read_recipe_file(file: Path) -> dict[str, Any]:
+    """A recipe file's YAML mapping, with `name` defaulting to the file's stem."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise HfadaptError(f"{file}: not a recipe (not UTF-8 text)") from None
+    except OSError as e:
+        raise HfadaptError(f"{file}: cannot read the recipe: {e.strerror or e}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise HfadaptError(f"{file}: not valid YAML: {e}".replace("\n", " ")) from None
+    if not isinstance(raw, dict):
+        raise HfadaptError(f"{file}: a recipe must be a YAML mapping")
+    raw.setdefault("name", file.stem)
+    return raw
 
 
 # ---- overrides ------------------------------------------------------------------------------
@@ -366,14 +418,24 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(getattr(current, "model_fields", {}))
 
 
+def _tasks_with_data_field(name: str) -> list[str]:
+    return [task for task in task_names() if name in data_model_of(task).model_fields]
+
+
 def format_validation_error(err: ValidationError, model: type[BaseModel]) -> str:
     msgs = []
     for e in err.errors():
         loc = tuple(p for p in e["loc"])
         path = ".".join(str(p) for p in loc) or "recipe"
         if e["type"] == "extra_forbidden":
-            hint = did_you_mean(str(loc[-1]), _fields_at(model, loc))
-            msgs.append(f"{path}: unknown field{hint}")
+            owners = _tasks_with_data_field(str(loc[-1])) if loc[:1] == ("data",) and len(loc) == 2 else []
+            if owners:
+                task = model.model_fields["task"].annotation.__args__[0]  # type: ignore[union-attr]
+                named = owners[0] if len(owners) == 1 else f"{', '.join(owners[:-1])} and {owners[-1]}"
+                msgs.append(f"{path}: a field of {named}, not of {task}")
+            else:
+                hint = did_you_mean(str(loc[-1]), _fields_at(model, loc))
+                msgs.append(f"{path}: unknown field{hint}")
         elif e["type"] == "missing":
             msgs.append(f"{path}: required field missing")
         else:

@@ -11,7 +11,9 @@ from .errors import HfadaptError
 
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.json"
-STATE_FILE = "trainer_state.json"
+STATE_FILE = "trainer_state.json"  # the run's, and each checkpoint's: its presence marks a checkpoint complete
+INFO_FILE = "run_info.json"
+TRAINABLE_FILE = "trainable.safetensors"  # trainable weights only (the adapter), in best/ and checkpoints
 
 
 class RunDir:
@@ -24,8 +26,9 @@ class RunDir:
     metrics.json         final evaluation
     trainer_state.json   per-step losses and log history
     checkpoints/         checkpoint-N folders for --resume
-    best/                trainable weights of the best evaluation so far
+    best/                trainable weights of the best evaluation so far (+ best.json: its step and value)
     logs/                tracker output (TensorBoard)
+    generations.jsonl    causal-lm: generation.prompts completed at each evaluation
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -47,7 +50,7 @@ class RunDir:
 
     @property
     def info_file(self) -> Path:
-        return self.path / "run_info.json"
+        return self.path / INFO_FILE
 
     @property
     def base_model_dir(self) -> Path:
@@ -56,6 +59,22 @@ class RunDir:
     @property
     def best_dir(self) -> Path:
         return self.path / "best"
+
+    @property
+    def best_weights(self) -> Path:
+        return self.best_dir / TRAINABLE_FILE
+
+    @property
+    def best_info_file(self) -> Path:
+        return self.best_dir / "best.json"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def saved_model_dir(self, peft: bool) -> Path:
+        """Where training saves the result: adapter/ for peft methods, model/ for full and freeze."""
+        return self.path / ("adapter" if peft else "model")
 
     @property
     def logs_dir(self) -> Path:
@@ -67,7 +86,7 @@ class RunDir:
 
         if (self.path / "adapter_config.json").is_file() or (self.path / "config.json").is_file():
             return self.path  # a pulled Hub repo: the adapter sits at the root, where plain peft looks
-        return self.path / ("adapter" if is_peft(self.recipe.adapter.method) else "model")
+        return self.saved_model_dir(is_peft(self.recipe.adapter.method))
 
     # ---- reading ---------------------------------------------------------------------------
     @classmethod

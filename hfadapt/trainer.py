@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
-from .checkpoint import TRAINABLE_FILE, TrainerState, save_checkpoint, save_trainable, write_json_atomic
+from . import metrics
+from .checkpoint import TrainerState, save_checkpoint, save_trainable, write_json_atomic
+from .run import RunDir
 
 
 @dataclass
@@ -22,8 +23,8 @@ class LoopParts:
     optimizer: Any
     scheduler: Any
     make_train_loader: Callable[[int], Any]  # epoch -> that epoch's prepared dataloader (fixed shuffle)
-    evaluate: Callable[[], dict[str, float]] | None
-    run_dir: Path
+    evaluate: Callable[[int], dict[str, float]] | None  # optimizer step -> validation results
+    run: RunDir
     on_step_end: Callable[[Any, TrainerState], None] | None = None  # AdaLoRA's rank update
 
 
@@ -37,7 +38,7 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
     best_metric = recipe.eval.best_metric
     greater = recipe.eval.greater_is_better
     if greater is None and best_metric is not None:
-        greater = best_metric not in ("loss", "mse", "perplexity")
+        greater = not metrics.lower_is_better(best_metric)
     num_epochs = math.ceil(state.total_steps / steps_per_epoch)
 
     progress = tqdm(total=state.total_steps, initial=state.global_step, disable=not acc.is_local_main_process, desc="train")
@@ -78,7 +79,7 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
             if parts.evaluate is not None and t.eval_steps and state.global_step % t.eval_steps == 0:
                 _evaluate_and_track(parts, state, best_metric, greater, t.early_stopping_patience)
             if t.save_steps and state.global_step % t.save_steps == 0:
-                save_checkpoint(acc, parts.run_dir, state, t.save_total_limit)
+                save_checkpoint(acc, parts.run.path, state, t.save_total_limit)
             for cb in callbacks:
                 cb(state)
             if state.global_step >= state.total_steps or state.stopped_early:
@@ -94,7 +95,7 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
 
 def _evaluate_and_track(parts: LoopParts, state: TrainerState, key: str | None, greater: bool | None, patience: int | None) -> None:
     acc = parts.accelerator
-    results = parts.evaluate()  # type: ignore[misc]
+    results = parts.evaluate(state.global_step)  # type: ignore[misc]
     logs = {f"eval/{k}": v for k, v in results.items()}
     acc.log(logs, step=state.global_step)
     state.log_history.append({"step": state.global_step, **logs})
@@ -105,9 +106,9 @@ def _evaluate_and_track(parts: LoopParts, state: TrainerState, key: str | None, 
     if improved:
         state.best_metric, state.best_step, state.evals_without_improvement = value, state.global_step, 0
         if acc.is_main_process:
-            parts.run_dir.joinpath("best").mkdir(exist_ok=True)
-            save_trainable(acc.unwrap_model(parts.model), parts.run_dir / "best" / TRAINABLE_FILE)
-            write_json_atomic(parts.run_dir / "best" / "best.json", {"step": state.global_step, key: value})
+            parts.run.best_dir.mkdir(exist_ok=True)
+            save_trainable(acc.unwrap_model(parts.model), parts.run.best_weights)
+            write_json_atomic(parts.run.best_info_file, {"step": state.global_step, key: value})
         acc.wait_for_everyone()
     else:
         state.evals_without_improvement += 1

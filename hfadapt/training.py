@@ -1,19 +1,26 @@
-"""`train(recipe)`: setup -> fit -> save. The CLI and the Python API both come through here."""
+"""`train(recipe)`: setup steps -> fit -> finish. The CLI and the Python API both come through here.
+
+Reading order: `train` names the steps; each `_setup_*` function builds one thing (accelerator,
+data, model + adapter, optimizer + scheduler); `trainer.fit` runs the loop; `_finish` restores
+the best weights, evaluates, saves and pushes.
+"""
 
 from __future__ import annotations
 
 import math
 import os
 import shutil
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import yaml
 
-from .checkpoint import STATE_FILE, TRAINABLE_FILE, TrainerState, latest_checkpoint, load_trainable, write_json_atomic
-from .errors import HfadaptError
-from .run import RunDir
+from .checkpoint import TrainerState, latest_checkpoint, load_trainable, write_json_atomic
+from .errors import HfadaptError, first_line
+from .run import STATE_FILE, RunDir
+from .tasks import TASKS, EvalContext, Task
 
 # Fields a resumed run may change: how long to train, and where the run lives.
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "max_steps"), ("output", "overwrite"), ("output", "dir")}
@@ -30,43 +37,101 @@ class TrainResult:
         return self.state.losses
 
 
+@dataclass
+class Splits:
+    """The preprocessed data of a run and what the task learned from it."""
+
+    processor: Any
+    info: Any  # label names for classifiers (task.label_info), or None
+    train: Any
+    validation: Any | None
+    test: Any | None
+    collate: Callable[[list[dict]], dict]
+
+
+@dataclass
+class Evaluator:
+    """One split's evaluation during training: the task's evaluate() with an explicit context."""
+
+    task: Task
+    ctx: EvalContext
+    model: Any
+    dataloader: Any
+    count: int = 0
+
+    def __call__(self, step: int) -> dict[str, float]:
+        self.count += 1
+        return self.task.evaluate(replace(self.ctx, step=step, evaluation=self.count), self.model, self.dataloader)
+
+
+@dataclass
+class Session:
+    """Everything setup built, prepared by Accelerate, ready for `fit`."""
+
+    accelerator: Any
+    splits: Splits
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    make_train_loader: Callable[[int], Any]
+    steps_per_epoch: int
+    validate: Evaluator | None
+    test: Evaluator | None
+    state: TrainerState
+
+
 def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerState], None]] = ()) -> TrainResult:
     """Train the recipe's adapter; with resume=True continue from the run's latest checkpoint.
 
     `callbacks` are called with the trainer state after every optimizer step.
     """
-    from .tasks import TASKS
+    from .trainer import LoopParts, fit
 
-    run = RunDir(recipe.output_dir)
     task = TASKS.get(recipe.task, field="task")
+    run = RunDir(recipe.output_dir)
     checkpoint = _check_run_dir(run, recipe, resume)
-    created = not run.path.exists()
-    progress = {"training": False}
-    try:
-        return _train(recipe, resume, callbacks, run, task, checkpoint, progress)
-    except BaseException:
-        # A run that failed while setting up (bad data, a model that won't load) leaves nothing
-        # behind, so fixing the recipe and running again is not refused as "already holds a run".
-        if created and not progress["training"] and int(os.environ.get("RANK", "0")) == 0:
-            shutil.rmtree(run.path, ignore_errors=True)
-        raise
+    with _kept_unless_setup_fails(run, recipe):
+        session = _setup(recipe, task, run, checkpoint)
+    on_step_end = None
+    if recipe.adapter.method == "adalora":
+        on_step_end = lambda m, s: session.accelerator.unwrap_model(m).base_model.update_and_allocate(s.global_step)  # noqa: E731
+    parts = LoopParts(
+        session.accelerator, session.model, session.optimizer, session.scheduler,
+        session.make_train_loader, session.validate, run, on_step_end,
+    )
+    state = fit(parts, recipe, session.state, session.steps_per_epoch, list(callbacks))
+    return _finish(recipe, run, session, state)
 
 
-def _train(recipe: Any, resume: bool, callbacks: Any, run: RunDir, task: Any, checkpoint: Path | None, progress: dict) -> TrainResult:
+# ---- setup ---------------------------------------------------------------------------------------
+def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Session:
+    accelerator = _setup_accelerator(recipe, run)
+    splits = _setup_data(recipe, task, accelerator)
+    make_train_loader = _train_loader_factory(recipe, splits, accelerator)
+    steps_per_epoch = math.ceil(len(make_train_loader(0)) / recipe.train.gradient_accumulation_steps)
+    total_steps = recipe.train.max_steps or recipe.train.epochs * steps_per_epoch
+    model, trainable, total = _setup_model(recipe, task, run, splits, accelerator, total_steps)
+    optimizer, scheduler = _setup_optimizer(recipe, model, total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    validate = _evaluator(recipe, task, run, splits, accelerator, model, "validation")
+    test = _evaluator(recipe, task, run, splits, accelerator, model, "test")
+    state = _setup_state(accelerator, checkpoint, total_steps)
+    if accelerator.is_main_process:
+        print(
+            f"hfadapt: {recipe.task} | {recipe.model.name_or_path} | {recipe.adapter.method} | "
+            f"trainable {trainable:,} / {total:,} ({100 * trainable / total:.3f}%) | {len(splits.train)} train examples | "
+            f"{total_steps} steps on {accelerator.num_processes} process(es)"
+            + (f" | resuming from {checkpoint.name}" if checkpoint else "")
+        )
+    accelerator.init_trackers(recipe.run_name, config=_flat_config(recipe.to_dict()))
+    return Session(accelerator, splits, model, optimizer, scheduler, make_train_loader, steps_per_epoch, validate, test, state)
+
+
+def _setup_accelerator(recipe: Any, run: RunDir) -> Any:
     import torch
     from accelerate import Accelerator
-    from accelerate.data_loader import prepare_data_loader
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import ProjectConfiguration, set_seed
-    from torch.utils.data import DataLoader
-    from transformers import get_scheduler
-
-    from .adapters import apply_adapter, count_parameters, is_peft
-    from .checkpoint import register_trainable_hooks
-    from .data import load_raw
-    from .modeling import load_base_model
-    from .runinfo import collect as collect_run_info
-    from .trainer import LoopParts, fit
 
     t = recipe.train
     # Accelerate keeps its state in process-wide singletons; a second train() in the same
@@ -88,7 +153,7 @@ def _train(recipe: Any, resume: bool, callbacks: Any, run: RunDir, task: Any, ch
             step_scheduler_with_optimizer=False,  # stepped once per optimizer step, whatever the process count
         )
     except (ValueError, ImportError) as e:
-        raise HfadaptError(f"train: {str(e).splitlines()[0]} (train.mixed_precision={t.mixed_precision}, train.log_with={t.log_with})") from e
+        raise HfadaptError(f"train: {first_line(e)} (train.mixed_precision={t.mixed_precision}, train.log_with={t.log_with})") from e
     if accelerator.num_processes != world:
         raise HfadaptError(f"train: launched with WORLD_SIZE={world} but Accelerate set up {accelerator.num_processes} process(es)")
     set_seed(t.seed)
@@ -96,24 +161,41 @@ def _train(recipe: Any, resume: bool, callbacks: Any, run: RunDir, task: Any, ch
         run.path.mkdir(parents=True, exist_ok=True)
         run.recipe_file.write_text(recipe.to_yaml())
     accelerator.wait_for_everyone()
+    return accelerator
 
-    # ---- data ----
+
+def _setup_data(recipe: Any, task: Task, accelerator: Any) -> Splits:
+    from .data import load_raw
+
     processor = task.load_processor(recipe)
+    # The main process fills the datasets cache first; the others then read it.
     with accelerator.main_process_first():
         raw = load_raw(recipe, task)
-        info = task.label_info(raw.train, recipe)  # label names for classifiers; what a task needs from the data
-        train_ds = task.preprocess(raw.train, "train", processor, recipe, info, train=True)
-        eval_ds = task.preprocess(raw.validation, "validation", processor, recipe, info, train=False) if raw.validation is not None else None
-        test_ds = task.preprocess(raw.test, "test", processor, recipe, info, train=False) if raw.test is not None else None
-    collate = task.collator(processor)
+        info = task.label_info(raw.train, recipe)
+
+        def prepare(ds: Any, split: str, train: bool) -> Any:
+            return task.preprocess(ds, split, processor, recipe, info, train=train) if ds is not None else None
+
+        train = prepare(raw.train, "train", True)
+        validation = prepare(raw.validation, "validation", False)
+        test = prepare(raw.test, "test", False)
+    return Splits(processor, info, train, validation, test, task.collator(processor))
+
+
+def _train_loader_factory(recipe: Any, splits: Splits, accelerator: Any) -> Callable[[int], Any]:
+    import torch
+    from accelerate.data_loader import prepare_data_loader
+    from torch.utils.data import DataLoader
+
+    t = recipe.train
 
     def make_train_loader(epoch: int) -> Any:
         # The shuffle of each epoch is a pure function of (seed, epoch): a resumed run sees the
         # same order, and every process agrees on it. The loader's own generator keeps
         # iterator creation from drawing on the global RNG that dropout uses.
-        order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(t.seed + epoch)).tolist()
+        order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(t.seed + epoch)).tolist()
         dl = DataLoader(
-            train_ds, batch_size=t.batch_size, sampler=order, collate_fn=collate,
+            splits.train, batch_size=t.batch_size, sampler=order, collate_fn=splits.collate,
             num_workers=t.num_workers, generator=torch.Generator().manual_seed(t.seed),
         )
         return prepare_data_loader(
@@ -121,77 +203,91 @@ def _train(recipe: Any, resume: bool, callbacks: Any, run: RunDir, task: Any, ch
             process_index=accelerator.process_index, put_on_device=True, rng_types=[],
         )
 
-    steps_per_epoch = math.ceil(len(make_train_loader(0)) / t.gradient_accumulation_steps)
-    total_steps = t.max_steps or t.epochs * steps_per_epoch
+    return make_train_loader
 
-    # ---- model ----
-    base_path = str(run.base_model_dir) if recipe.model.init == "config" and run.base_model_dir.is_dir() else None
-    model = load_base_model(recipe, task, info, processor, path=base_path)
-    if recipe.model.init == "config" and base_path is None and accelerator.is_main_process:
+
+def _setup_model(recipe: Any, task: Task, run: RunDir, splits: Splits, accelerator: Any, total_steps: int) -> tuple[Any, int, int]:
+    """The base model with the adapter applied; returns it with its trainable and total parameter counts."""
+    from .adapters import apply_adapter, count_parameters
+    from .modeling import load_base_model
+
+    saved_random_base = recipe.model.init == "config" and run.base_model_dir.is_dir()
+    model = load_base_model(recipe, task, splits.info, splits.processor, path=str(run.base_model_dir) if saved_random_base else None)
+    if recipe.model.init == "config" and not saved_random_base and accelerator.is_main_process:
         # Random weights: keep them, or the adapter could never be loaded onto its base again.
         model.save_pretrained(run.base_model_dir)
-        processor.save_pretrained(run.base_model_dir)
-    if t.gradient_checkpointing:
+        splits.processor.save_pretrained(run.base_model_dir)
+    if recipe.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = apply_adapter(model, recipe, task, num_training_steps=total_steps)
     trainable, total = count_parameters(model)
     if trainable == 0:
         raise HfadaptError(f"adapter: {recipe.adapter.method} left no trainable parameters in {recipe.model.name_or_path}")
+    return model, trainable, total
 
+
+def _setup_optimizer(recipe: Any, model: Any, total_steps: int) -> tuple[Any, Any]:
+    import torch
+    from transformers import get_scheduler
+
+    t = recipe.train
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=t.learning_rate, weight_decay=t.weight_decay
     )
     warmup = t.warmup_steps if t.warmup_steps is not None else int((t.warmup_ratio or 0.0) * total_steps)
     scheduler = get_scheduler(t.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
-    eval_bs = t.eval_batch_size or t.batch_size
-    eval_dl = DataLoader(eval_ds, batch_size=eval_bs, collate_fn=collate) if eval_ds is not None else None
-    test_dl = DataLoader(test_ds, batch_size=eval_bs, collate_fn=collate) if test_ds is not None else None
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    if eval_dl is not None:
-        eval_dl = accelerator.prepare_data_loader(eval_dl)
-    if test_dl is not None:
-        test_dl = accelerator.prepare_data_loader(test_dl)
+    return optimizer, scheduler
+
+
+def _evaluator(recipe: Any, task: Task, run: RunDir, splits: Splits, accelerator: Any, model: Any, split: str) -> Evaluator | None:
+    from torch.utils.data import DataLoader
+
+    dataset = splits.validation if split == "validation" else splits.test
+    if dataset is None:
+        return None
+    batch_size = recipe.train.eval_batch_size or recipe.train.batch_size
+    loader = accelerator.prepare_data_loader(DataLoader(dataset, batch_size=batch_size, collate_fn=splits.collate))
+    ctx = EvalContext(
+        accelerator=accelerator, recipe=recipe, processor=splits.processor, info=splits.info, dataset=dataset,
+        split=split, metric_names=tuple(recipe.eval.metrics or task.default_metrics(recipe)), run_dir=run.path,
+    )
+    return Evaluator(task, ctx, model, loader)
+
+
+def _setup_state(accelerator: Any, checkpoint: Path | None, total_steps: int) -> TrainerState:
+    from .checkpoint import register_trainable_hooks
+
     register_trainable_hooks(accelerator)
+    if checkpoint is None:
+        return TrainerState(total_steps=total_steps)
+    accelerator.load_state(str(checkpoint))
+    state = TrainerState.load(checkpoint / STATE_FILE)
+    state.total_steps = total_steps
+    state.stopped_early = False
+    return state
 
-    state = TrainerState(total_steps=total_steps)
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        state = TrainerState.load(checkpoint / STATE_FILE)
-        state.total_steps = total_steps
-        state.stopped_early = False
-    if accelerator.is_main_process:
-        print(
-            f"hfadapt: {recipe.task} | {recipe.model.name_or_path} | {recipe.adapter.method} | "
-            f"trainable {trainable:,} / {total:,} ({100 * trainable / total:.3f}%) | {len(train_ds)} train examples | "
-            f"{total_steps} steps on {accelerator.num_processes} process(es)"
-            + (f" | resuming from {checkpoint.name}" if checkpoint else "")
-        )
-    accelerator.init_trackers(recipe.run_name, config=_flat_config(recipe.to_dict()))
 
-    metric_names = recipe.eval.metrics or task.default_metrics(recipe)
-    evaluate = (lambda: task.evaluate(accelerator, model, eval_dl, info, metric_names)) if eval_dl is not None else None
-    on_step_end = None
-    if recipe.adapter.method == "adalora":
-        on_step_end = lambda m, s: accelerator.unwrap_model(m).base_model.update_and_allocate(s.global_step)  # noqa: E731
-    parts = LoopParts(accelerator, model, optimizer, scheduler, make_train_loader, evaluate, run.path, on_step_end)
-    progress["training"] = True
-    state = fit(parts, recipe, state, steps_per_epoch, list(callbacks))
+# ---- finish --------------------------------------------------------------------------------------
+def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState) -> TrainResult:
+    """Best weights back, final evaluation (and test), the saved model, run info; then push."""
+    from .adapters import is_peft
+    from .runinfo import collect as collect_run_info
 
-    # ---- finish: best weights, final metrics, the saved adapter ----
-    unwrapped = accelerator.unwrap_model(model)
-    if state.best_step is not None and (run.best_dir / TRAINABLE_FILE).is_file():
-        load_trainable(unwrapped, run.best_dir / TRAINABLE_FILE)
+    accelerator = session.accelerator
+    unwrapped = accelerator.unwrap_model(session.model)
+    if state.best_step is not None and run.best_weights.is_file():
+        load_trainable(unwrapped, run.best_weights)
     final: dict[str, float] = {"train/loss": state.losses[-1] if state.losses else float("nan"), "train/steps": state.global_step}
-    if evaluate is not None:
-        final.update({f"eval/{k}": v for k, v in evaluate().items()})
-    if test_dl is not None:
-        final.update({f"test/{k}": v for k, v in task.evaluate(accelerator, model, test_dl, info, metric_names).items()})
+    if session.validate is not None:
+        final.update({f"eval/{k}": v for k, v in session.validate(state.global_step).items()})
+    if session.test is not None:
+        final.update({f"test/{k}": v for k, v in session.test(state.global_step).items()})
     if state.best_step is not None:
         final["best/step"] = state.best_step
     accelerator.log({k: v for k, v in final.items() if not k.startswith("train/")}, step=state.global_step)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _save_model(unwrapped, processor, run, recipe, is_peft(recipe.adapter.method))
+        _save_model(unwrapped, session.splits.processor, run, recipe, is_peft(recipe.adapter.method))
         write_json_atomic(run.metrics_file, final)
         write_json_atomic(run.info_file, collect_run_info(accelerator))
         state.save(run.state_file)
@@ -205,45 +301,8 @@ def _train(recipe: Any, resume: bool, callbacks: Any, run: RunDir, task: Any, ch
     return TrainResult(run.path, final, state)
 
 
-def _check_run_dir(run: RunDir, recipe: Any, resume: bool) -> Path | None:
-    """Never silently overwrite a run; on resume, find the checkpoint and refuse a changed recipe."""
-    if resume:
-        checkpoint = latest_checkpoint(run.path)
-        if checkpoint is None:
-            raise HfadaptError(f"--resume: no complete checkpoint in {run.path / 'checkpoints'} (set train.save_steps to write them)")
-        if run.recipe_file.is_file():
-            saved = yaml.safe_load(run.recipe_file.read_text())
-            changed = _differences(saved, recipe.to_dict())
-            if changed:
-                raise HfadaptError(
-                    f"--resume: the recipe differs from the one {run.path} was started with at {', '.join(changed)}; "
-                    "only train.epochs and train.max_steps may change"
-                )
-        return checkpoint
-    if run.is_started():
-        if not recipe.output.overwrite:
-            raise HfadaptError(
-                f"output.dir: {run.path} already holds a run; pass --resume to continue it, "
-                "set output.overwrite=true to replace it, or choose another output.dir"
-            )
-        if int(os.environ.get("RANK", "0")) == 0:
-            shutil.rmtree(run.path)
-    return None
-
-
-def _differences(a: Any, b: Any, path: tuple[str, ...] = ()) -> list[str]:
-    if path in RESUMABLE_CHANGES:
-        return []
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for k in sorted(set(a) | set(b)):
-            out += _differences(a.get(k), b.get(k), path + (k,))
-        return out
-    return [] if a == b else [".".join(path)]
-
-
 def _save_model(model: Any, processor: Any, run: RunDir, recipe: Any, peft: bool) -> None:
-    target = run.path / ("adapter" if peft else "model")
+    target = run.saved_model_dir(peft)
     tmp = run.path / f".tmp-{target.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     if peft:
@@ -258,6 +317,68 @@ def _save_model(model: Any, processor: Any, run: RunDir, recipe: Any, peft: bool
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
+
+
+# ---- the run directory before training -------------------------------------------------------------
+def _check_run_dir(run: RunDir, recipe: Any, resume: bool) -> Path | None:
+    """Never silently overwrite a run; on resume, find the checkpoint and refuse a changed recipe."""
+    if resume:
+        checkpoint = latest_checkpoint(run.path)
+        if checkpoint is None:
+            raise HfadaptError(f"--resume: no complete checkpoint in {run.checkpoints_dir} (set train.save_steps to write them)")
+        if run.recipe_file.is_file():
+            saved = yaml.safe_load(run.recipe_file.read_text())
+            changed = _differences(saved, recipe.to_dict())
+            if changed:
+                raise HfadaptError(
+                    f"--resume: the recipe differs from the one {run.path} was started with at {', '.join(changed)}; "
+                    "only train.epochs and train.max_steps may change"
+                )
+        return checkpoint
+    if run.is_started() and not recipe.output.overwrite:
+        raise HfadaptError(
+            f"output.dir: {run.path} already holds a run; pass --resume to continue it, "
+            "set output.overwrite=true to replace it, or choose another output.dir"
+        )
+    return None
+
+
+@contextmanager
+def _kept_unless_setup_fails(run: RunDir, recipe: Any) -> Iterator[None]:
+    """Setup may fail on the user's data or model; then the run directory is as it was before.
+
+    A new run directory is removed again. With output.overwrite, the previous run is moved aside
+    first and deleted only once setup has succeeded; a failed setup puts it back.
+    """
+    main = int(os.environ.get("RANK", "0")) == 0
+    created = not run.path.exists()
+    aside = None
+    if recipe.output.overwrite and run.is_started():
+        aside, created = run.path.with_name(f".{run.path.name}.replaced"), True
+        if main:
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(run.path, aside)
+    try:
+        yield
+    except BaseException:
+        if main and created:
+            shutil.rmtree(run.path, ignore_errors=True)
+        if main and aside is not None:
+            os.replace(aside, run.path)
+        raise
+    if main and aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _differences(a: Any, b: Any, path: tuple[str, ...] = ()) -> list[str]:
+    if path in RESUMABLE_CHANGES:
+        return []
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += _differences(a.get(k), b.get(k), path + (k,))
+        return out
+    return [] if a == b else [".".join(path)]
 
 
 def _flat_config(d: dict, prefix: str = "") -> dict[str, Any]:

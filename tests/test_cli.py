@@ -20,7 +20,7 @@ import pytest
 import yaml
 from tests.conftest import sentiment_rows, vocabulary, write_csv, write_jsonl
 
-from hfadapt.catalog import shipped_recipes
+from hfadapt.shipped import shipped_recipes
 from hfadapt.cli import main
 
 HEAVY = ("torch", "transformers", "peft", "accelerate", "datasets", "evaluate")
@@ -186,7 +186,8 @@ def test_validate_shipped_recipe_by_name(tmp_path: Path, capsys) -> None:
         (True, {"task": "text-clasification"}, [], ["task", "unknown task 'text-clasification'", "did you mean 'text-classification'"]),
         (False, {}, ["adapter.dropuot=0.1"], ["adapter.dropuot", "did you mean 'dropout'"]),  # unknown key by override
         (False, {"model": {"dtype": "float64"}}, [], ["model.dtype", "'float64'"]),  # bad value in the file
-        (False, {"adapter": {"method": "prefix"}, "task": "image-classification"}, [], ["adapter.method", "prefix"]),
+        (False, {"adapter": {"method": "prefix"}, "task": "image-classification", "data": {"dataset": "beans"}}, [], ["adapter.method", "prefix"]),
+        (False, {"task": "image-classification"}, [], ["data.max_length: a field of", "text-classification", "not of image-classification"]),
         (False, {"eval": {"metrics": ["acuracy"]}}, [], ["eval.metrics", "did you mean 'accuracy'"]),
         (False, {}, ["train.warmup_steps=5", "train.warmup_ratio=0.1"], ["train.warmup_steps", "train.warmup_ratio"]),
     ],
@@ -196,7 +197,8 @@ def test_validate_broken_recipe(
 ) -> None:
     raw = text_recipe(tmp_path, "google-bert/bert-base-uncased", "./train.csv")
     for key, value in edit.items():
-        raw[key] = {**raw[key], **value} if isinstance(value, dict) and key in raw else value
+        # an edit's data section replaces the text one (its fields belong to another task); others merge
+        raw[key] = {**raw[key], **value} if isinstance(value, dict) and key in raw and key != "data" else value
     path = write_recipe(tmp_path, raw, "broken.yaml")
     if subprocess_:
         r = cli("validate", str(path), *overrides, cwd=tmp_path)
@@ -237,8 +239,10 @@ def test_schema_prints_json(tmp_path: Path) -> None:
     r = cli("schema", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     schema = json.loads(r.stdout)
-    assert {"task", "model", "data", "adapter", "train", "eval", "output"} <= set(schema["properties"])
-    assert "TrainSection" in schema["$defs"]
+    assert schema["discriminator"]["propertyName"] == "task" and "text-classification" in schema["discriminator"]["mapping"]
+    variant = schema["$defs"]["TextClassificationRecipe"]
+    assert {"task", "model", "data", "adapter", "train", "eval", "output"} <= set(variant["properties"])
+    assert "TrainSection" in schema["$defs"] and "TextClassificationData" in schema["$defs"]
 
 
 # ---- train: data errors before training ----------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from hfadapt import HfadaptError, Recipe, evaluate_run, predict, train
+from hfadapt import HfadaptError, Recipe, evaluate_run, load_recipe, predict, train
 from hfadapt.cli import main
 
 BASE_REPO = "tiny-org/tiny-bert"
@@ -137,7 +137,7 @@ def test_train_hub_recipe_cannot_run_code_or_push(make_recipe, hub_base, hub_ser
     recipe.hub.repo_id = "test-user/reproduce"
     result = train(recipe)
     assert main(["push", str(result.output_dir), "test-user/reproduce"]) == 0
-    again = Recipe.from_yaml("hub:test-user/reproduce", overrides=[f"output.dir={tmp_path / 'again'}"])
+    again = load_recipe("hub:test-user/reproduce", overrides=[f"output.dir={tmp_path / 'again'}"])
     assert again.model.trust_remote_code is False and again.hub.push is False
     assert again.model.name_or_path == hub_base and again.train.max_steps == 2
     rerun = train(again)
@@ -197,7 +197,7 @@ def test_merge_refuses_a_quantized_base(make_recipe, tmp_path, monkeypatch):
 
 
 def test_every_task_has_a_model_card_section():
-    from hfadapt.catalog import shipped_dir
+    from hfadapt.shipped import shipped_dir
     from hfadapt.tasks import TASKS
 
     for name in TASKS.names():

@@ -196,3 +196,11 @@ def test_unknown_metric_raises_with_suggestion() -> None:
     assert "known: accuracy, bleu, chrf, f1" in msg
     with pytest.raises(HfadaptError, match="did you mean 'spearmanr'"):
         metrics.compute(["spearman"], [1.0, 2.0], [1.0, 2.0])
+
+
+def test_every_metric_module_is_declared_once() -> None:
+    """A metric is declared (name, result keys) where it is registered, and its module ships with it."""
+    folders = sorted(p.name for p in metrics.METRICS_DIR.iterdir() if (p / f"{p.name}.py").is_file())
+    assert folders == metrics.available()
+    assert metrics.lower_is_better("mse") and metrics.lower_is_better("loss") and metrics.lower_is_better("perplexity")
+    assert not metrics.lower_is_better("accuracy") and not metrics.lower_is_better("f1_macro")

@@ -13,7 +13,7 @@ import torch
 
 from hfadapt import HfadaptError, Recipe, metrics, predict, train
 from hfadapt.inference import evaluate_run
-from hfadapt.tasks import TASKS
+from hfadapt.tasks import TASKS, EvalContext
 from tests.conftest import POSITIVE, vocabulary, write_csv, write_jsonl
 
 TASK = TASKS.get("question-answering")
@@ -180,7 +180,7 @@ def test_evaluation_maps_windows_back_to_character_spans(tmp_path, word_tokenize
     })
     accelerator = Accelerator(cpu=True)
     dl = accelerator.prepare_data_loader(DataLoader(ev, batch_size=batch_size, collate_fn=TASK.collator(word_tokenizer)))
-    got = TASK.evaluate(accelerator, model, dl, None, ["squad_v2"])
+    got = TASK.evaluate(EvalContext(accelerator, recipe, word_tokenizer, None, ev, "validation", ("squad_v2",)), model, dl)
     assert got["samples"] == 4
     assert got["exact_match"] == 75.0 and got["f1"] == 75.0
     assert got["HasAns_exact_match"] == pytest.approx(200 / 3) and got["NoAns_exact_match"] == 100.0
@@ -247,7 +247,10 @@ def test_recipe_checks() -> None:
             "data": {"dataset": "d", "max_length": 384, "version_2_with_negative": True}, "eval": {"metrics": ["accuracy"]},
         })
     with pytest.raises(HfadaptError, match=r"data.doc_stride: 128 must be smaller than data.max_length 128"):
-        Recipe.from_dict({"task": "question-answering", "model": {"name_or_path": "m"}, "data": {"dataset": "d"}})
+        Recipe.from_dict({"task": "question-answering", "model": {"name_or_path": "m"}, "data": {"dataset": "d", "max_length": 128}})
+    # The defaults are SQuAD's: windows of 384 tokens overlapping by 128.
+    squad = Recipe.from_dict({"task": "question-answering", "model": {"name_or_path": "m"}, "data": {"dataset": "d"}})
+    assert (squad.data.max_length, squad.data.doc_stride) == (384, 128)
     r = Recipe.from_dict({
         "task": "question-answering", "model": {"name_or_path": "m"},
         "data": {"dataset": "d", "max_length": 384, "version_2_with_negative": True}, "eval": {"best_metric": "HasAns_f1"},
@@ -341,6 +344,7 @@ from torch.utils.data import DataLoader
 from hfadapt.data import load_raw
 from hfadapt.inference import load_model_and_processor
 from hfadapt.run import RunDir
+from hfadapt.tasks import EvalContext
 
 torch.set_num_threads(1)
 run = RunDir(sys.argv[1])
@@ -349,7 +353,7 @@ model, processor, info = load_model_and_processor(run)
 accelerator = Accelerator(cpu=True)
 ds = task.preprocess(load_raw(run.recipe, task).validation, "validation", processor, run.recipe, info, train=False)
 dl = accelerator.prepare_data_loader(DataLoader(ds, batch_size=int(sys.argv[2]), collate_fn=task.collator(processor)))
-results = task.evaluate(accelerator, model, dl, info, ["squad"])
+results = task.evaluate(EvalContext(accelerator, run.recipe, processor, info, ds, "validation", ("squad",)), model, dl)
 if accelerator.is_main_process:
     print("RESULTS " + json.dumps({"processes": accelerator.num_processes, "windows": len(ds), **results}))
 """

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from hfadapt import HfadaptError, Recipe
-from hfadapt.catalog import recipes_dir, shipped_recipes
+from hfadapt.shipped import recipes_dir, shipped_recipes
 from hfadapt.recipe import SCHEDULERS
 
 BASE: dict[str, Any] = {
@@ -273,8 +273,11 @@ def test_data_needs_exactly_one_source(base: Path) -> None:
         (["data.problem_type=multi_label", "eval.metrics=[matthews_correlation]"], ["matthews_correlation is not defined for multi_label"]),
         (["train.early_stopping_patience=2"], ["train.early_stopping_patience needs train.eval_steps"]),
         (["train.scheduler=cosin"], ["train.scheduler", "unknown scheduler 'cosin'", "did you mean 'cosine'"]),
-        (["data.augment=true"], ["data.augment", "image tasks"]),
-        (["task=image-classification", "data.text_pair_column=b"], ["data.text_pair_column", "image-classification"]),
+        (["data.augment=true"], ["data.augment: a field of image-classification, not of text-classification"]),
+        (["task=image-classification", "data.text_pair_column=b"], ["data.text_pair_column: a field of text-classification, not of image-classification"]),
+        (["data.tags_column=ner"], ["data.tags_column: a field of token-classification, not of text-classification"]),
+        (["data.labels=[a, b, a]"], ["data.labels: label names must be unique; repeated: a"]),
+        (["data.train_files=[]"], ["data.train_files: the list is empty"]),
     ],
 )
 def test_cross_field_errors(base: Path, overrides: list[str], expected: list[str]) -> None:
@@ -382,7 +385,7 @@ def test_every_shipped_recipe_validates(name: str) -> None:
 
 
 def test_shipped_recipes_under_a_folder_named_assets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import hfadapt.catalog as catalog
+    import hfadapt.shipped as catalog
 
     root = tmp_path / "assets" / "hfadapt" / "recipes"
     write(root / "text", BASE, "demo.yaml")
@@ -392,17 +395,33 @@ def test_shipped_recipes_under_a_folder_named_assets(tmp_path: Path, monkeypatch
 
 
 # ---- schema ------------------------------------------------------------------------------------
-def test_json_schema_has_the_sections() -> None:
-    schema = Recipe.model_json_schema()
+def test_json_schema_has_one_variant_per_task() -> None:
+    from hfadapt.recipe import recipe_json_schema
+    from hfadapt.tasks import TASKS
+
+    schema = recipe_json_schema()
     json.dumps(schema)
-    assert set(schema["properties"]) == {"name", "task", "model", "data", "adapter", "train", "eval", "generation", "output", "hub"}
-    assert set(schema["required"]) == {"task", "model", "data"}
-    for section in ("ModelSection", "DataSection", "AdapterSection", "TrainSection", "EvalSection", "OutputSection", "HubSection", "GenerationSection"):
-        assert section in schema["$defs"], section
-        assert schema["$defs"][section]["additionalProperties"] is False
-    assert "epochs" in schema["$defs"]["TrainSection"]["properties"]
-    assert "target_modules" in schema["$defs"]["AdapterSection"]["properties"]
-    assert schema["$defs"]["ModelSection"]["properties"]["name_or_path"]["description"]
+    mapping = schema["discriminator"]["mapping"]
+    assert schema["discriminator"]["propertyName"] == "task"
+    assert set(mapping) == set(TASKS.names())  # editors pick the variant by `task`
+    defs = schema["$defs"]
+    text = defs[mapping["text-classification"].rsplit("/", 1)[-1]]
+    assert set(text["properties"]) == {"name", "task", "model", "data", "adapter", "train", "eval", "generation", "output", "hub"}
+    assert set(text["required"]) == {"task", "model", "data"}
+    assert text["properties"]["task"]["const"] == "text-classification"
+    for section in ("ModelSection", "AdapterSection", "TrainSection", "EvalSection", "OutputSection", "HubSection", "GenerationSection"):
+        assert section in defs, section
+        assert defs[section]["additionalProperties"] is False
+    # Each task's data section carries its own fields and only those.
+    data = {task: defs[defs[ref.rsplit("/", 1)[-1]]["properties"]["data"]["$ref"].rsplit("/", 1)[-1]] for task, ref in mapping.items()}
+    assert "text_column" in data["text-classification"]["properties"] and "tags_column" not in data["text-classification"]["properties"]
+    assert "tags_column" in data["token-classification"]["properties"]
+    assert "image_column" in data["image-classification"]["properties"] and "augment" in data["image-classification"]["properties"]
+    assert "packing" in data["causal-lm"]["properties"] and "packing" not in data["seq2seq"]["properties"]
+    assert all(d["additionalProperties"] is False for d in data.values())
+    assert "epochs" in defs["TrainSection"]["properties"]
+    assert "target_modules" in defs["AdapterSection"]["properties"]
+    assert defs["ModelSection"]["properties"]["name_or_path"]["description"]
 
 
 def test_schedulers_match_transformers() -> None:

@@ -177,8 +177,8 @@ def test_predict_matches_evaluation(trained: Any, data: dict[str, str]) -> None:
     assert rouge["rouge2"] == pytest.approx(trained.metrics["eval/rouge2"])
 
 
-def _validation_setup(trained: Any) -> tuple[Any, Any, Any, Any, Any]:
-    """The run's model reloaded as `hfadapt predict` does, its task and processor, and the prepared validation set."""
+def _validation_setup(trained: Any) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """The run's model reloaded as `hfadapt predict` does, its task and processor, the prepared validation set and the recipe."""
     from hfadapt.data import load_raw
     from hfadapt.inference import load_model_and_processor
     from hfadapt.run import RunDir
@@ -186,23 +186,25 @@ def _validation_setup(trained: Any) -> tuple[Any, Any, Any, Any, Any]:
     run = RunDir(trained.output_dir)
     model, processor, info = load_model_and_processor(run)
     ds = run.task.preprocess(load_raw(run.recipe, run.task).validation, "validation", processor, run.recipe, info, train=False)
-    return run.task, model, processor, info, ds
+    return run.task, model, processor, info, ds, run.recipe
 
 
-def _evaluate(task: Any, model: Any, processor: Any, info: Any, ds: Any, batch_size: int, names: list[str]) -> dict:
+def _evaluate(task: Any, model: Any, processor: Any, info: Any, ds: Any, recipe: Any, batch_size: int, names: list[str]) -> dict:
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
 
+    from hfadapt.tasks import EvalContext
+
     accelerator = Accelerator(cpu=True)
     dl = accelerator.prepare_data_loader(DataLoader(ds, batch_size=batch_size, collate_fn=task.collator(processor)))
-    return task.evaluate(accelerator, model, dl, info, names)
+    return task.evaluate(EvalContext(accelerator, recipe, processor, info, ds, "validation", tuple(names)), model, dl)
 
 
 def test_eval_loss_is_token_weighted_whatever_the_batch_size(trained: Any) -> None:
     """Loss = sum of token losses / number of target tokens over the whole set, not a mean of batch means."""
     import torch
 
-    task, model, processor, info, ds = _validation_setup(trained)
+    task, model, processor, info, ds, recipe = _validation_setup(trained)
     assert len({len(x) for x in ds["labels"]}) > 1  # targets of different lengths, so weighting matters
     # By hand: each example alone (the model's own mean loss over its tokens) weighted by its token count.
     total, tokens = 0.0, 0
@@ -212,7 +214,7 @@ def test_eval_loss_is_token_weighted_whatever_the_batch_size(trained: Any) -> No
             total += model(**batch).loss.item() * len(ex["labels"])
             tokens += len(ex["labels"])
     for bs in (1, 4, N_VALIDATION):
-        got = _evaluate(task, model, processor, info, ds, bs, [])  # no metrics: loss only, no generation
+        got = _evaluate(task, model, processor, info, ds, recipe, bs, [])  # no metrics: loss only, no generation
         assert got == {"loss": pytest.approx(total / tokens, rel=1e-5), "samples": N_VALIDATION}, bs
     # The reloaded adapter scores like the trained one did at the end of training.
     assert total / tokens == pytest.approx(trained.metrics["eval/loss"], rel=1e-5)
@@ -306,6 +308,7 @@ from torch.utils.data import DataLoader
 from hfadapt.data import load_raw
 from hfadapt.inference import load_model_and_processor
 from hfadapt.run import RunDir
+from hfadapt.tasks import EvalContext
 
 run = RunDir(sys.argv[1])
 task = run.task
@@ -313,7 +316,7 @@ model, processor, info = load_model_and_processor(run)
 accelerator = Accelerator(cpu=True)
 ds = task.preprocess(load_raw(run.recipe, task).validation, "validation", processor, run.recipe, info, train=False)
 dl = accelerator.prepare_data_loader(DataLoader(ds, batch_size=4, collate_fn=task.collator(processor)))
-results = task.evaluate(accelerator, model, dl, info, ["rouge", "bleu", "chrf"])
+results = task.evaluate(EvalContext(accelerator, run.recipe, processor, info, ds, "validation", ("rouge", "bleu", "chrf")), model, dl)
 if accelerator.is_main_process:
     print("RESULTS " + json.dumps({"processes": accelerator.num_processes, **results}))
 '''

@@ -310,7 +310,7 @@ from torch.utils.data import DataLoader
 from hfadapt import Recipe
 from hfadapt.data import load_raw
 from hfadapt.modeling import load_base_model
-from hfadapt.tasks import TASKS
+from hfadapt.tasks import TASKS, EvalContext
 
 recipe = Recipe.from_yaml(sys.argv[1])
 task = TASKS.get(recipe.task)
@@ -323,7 +323,7 @@ torch.manual_seed(0)  # the same random head in every process and every run
 model = load_base_model(recipe, task, info, tok)
 dl = DataLoader(ds, batch_size=int(sys.argv[2]), collate_fn=task.collator(tok))
 model, dl = accelerator.prepare(model, dl)
-results = task.evaluate(accelerator, model, dl, info, ["seqeval"])
+results = task.evaluate(EvalContext(accelerator, recipe, tok, info, ds, "validation", ("seqeval",)), model, dl)
 if accelerator.is_main_process:
     print("RESULT " + json.dumps(results))
 """

@@ -1,6 +1,6 @@
 """Tasks register themselves on import; adding a task is adding a module here."""
 
-from .base import TASKS, Task
+from .base import TASKS, EvalContext, Task, register_task
 from . import (  # noqa: F401  (registration)
     causal_lm,
     image_classification,
@@ -10,4 +10,4 @@ from . import (  # noqa: F401  (registration)
     token_classification,
 )
 
-__all__ = ["TASKS", "Task"]
+__all__ = ["TASKS", "EvalContext", "Task", "register_task"]

@@ -1,4 +1,4 @@
-"""What a task module provides, and the registry tasks add themselves to.
+"""What a task module provides, the context its evaluation receives, and the task registry.
 
 Task modules must not import torch/transformers at module level: `hfadapt validate` loads them
 to check a recipe without importing torch.
@@ -6,12 +6,32 @@ to check a recipe without importing torch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from ..checks import common_problems
+from ..recipe import DataSection, register_task_recipe
 from ..registry import Registry
 
 if TYPE_CHECKING:
     from ..recipe import Recipe
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """Everything a task's evaluation may need besides the model and the batches."""
+
+    accelerator: Any
+    recipe: "Recipe"
+    processor: Any  # tokenizer / image processor the split was preprocessed with
+    info: Any  # the task's label information (LabelInfo), or None
+    dataset: Any  # the preprocessed split the dataloader iterates, whole (not one process's shard)
+    split: str  # "validation" or "test"
+    metric_names: tuple[str, ...]
+    run_dir: Path | None = None  # where evaluation artefacts go (causal-lm generations); None: nowhere
+    step: int | None = None  # optimizer step of this evaluation, None outside training
+    evaluation: int = 0  # 1, 2, ... for the evaluations of one training process; 0 outside training
 
 
 class Task(Protocol):
@@ -19,11 +39,11 @@ class Task(Protocol):
     modality: str  # "text" or "image": decides which adapter methods fit
     auto_class: str  # the transformers Auto* class of the model head
     peft_task_type: str | None  # peft TaskType name (SEQ_CLS, CAUSAL_LM, ...), None where peft has none
-    # Optional: result keys the task computes itself besides metric modules (e.g. "perplexity"),
-    # accepted by eval.best_metric: extra_result_keys: tuple[str, ...]
+    data_model: type[DataSection]  # the task's `data` section: its columns and settings
+    extra_result_keys: tuple[str, ...]  # result keys computed besides metric modules (e.g. "perplexity")
 
     def check(self, recipe: "Recipe") -> list[str]:
-        """Recipe problems this task can see without loading anything (field path: message)."""
+        """Recipe problems across sections this task can see without loading anything (field path: message)."""
 
     def columns(self, recipe: "Recipe", with_labels: bool = True) -> dict[str, str]:
         """Dataset columns the task reads -> the recipe field that names each (for error messages)."""
@@ -42,7 +62,7 @@ class Task(Protocol):
     def model_kwargs(self, info: Any) -> dict:
         """Extra from_pretrained/from_config arguments (num_labels, id2label, ...)."""
 
-    def evaluate(self, accelerator: Any, model: Any, dataloader: Any, info: Any, metric_names: list[str]) -> dict:
+    def evaluate(self, ctx: EvalContext, model: Any, dataloader: Any) -> dict:
         """Loss and metrics over a prepared dataloader, each example counted once across processes."""
 
     def predict(self, model: Any, processor: Any, items: list[str], recipe: "Recipe", info: Any) -> list[dict]:
@@ -58,3 +78,11 @@ class Task(Protocol):
 
 
 TASKS: Registry[Task] = Registry("task")
+
+
+def register_task(task: Task) -> Task:
+    """Add a task to the registry and give it a recipe model of its own (task-owned data fields,
+    the shared cross-field checks, then the task's own)."""
+    TASKS.register(task.name)(task)
+    register_task_recipe(task.name, task.data_model, lambda recipe: common_problems(recipe, task) + task.check(recipe))
+    return task

@@ -14,17 +14,35 @@ from __future__ import annotations
 import json
 import math
 import os
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from .. import packing
 from ..data import ROW_COLUMN
-from ..errors import HfadaptError
-from .base import TASKS
+from ..errors import HfadaptError, first_line
+from ..recipe import DataSection
+from .base import EvalContext, register_task
 
 FORMAT_KEY = "hfadapt_lm_format"  # tokenizer_config.json entry: the data format a run was trained on
-GENERATION_ATTR = "_hfadapt_generation"  # set on evaluation datasets: what evaluate() needs to generate
 GENERATIONS_FILE = "generations.jsonl"
+
+
+class CausalLMData(DataSection):
+    """Plain text, prompt/completion pairs or chat conversations."""
+
+    lm_format: Literal["auto", "text", "prompt_completion", "chat"] = Field(
+        "auto", description="plain text_column, prompt/completion columns, or chat messages; auto looks at the columns"
+    )
+    text_column: str = "text"
+    prompt_column: str = "prompt"
+    completion_column: str = "completion"
+    messages_column: str = Field("messages", description="a list of {role, content} per example")
+    chat_template: str | None = Field(None, description="Jinja chat template for tokenizers without one")
+    completion_only_loss: bool = Field(True, description="loss on completions / assistant turns only")
+    packing: bool = Field(False, description="pack examples into max_length blocks without cross-attention")
+    max_length: int = Field(128, gt=0, description="tokens per example (per block with packing)")
+    truncation: bool = Field(True, description="false: a sequence longer than max_length is an error, not cut")
 
 
 class CausalLM:
@@ -32,19 +50,12 @@ class CausalLM:
     modality = "text"
     peft_task_type = "CAUSAL_LM"
     auto_class = "AutoModelForCausalLM"
+    data_model = CausalLMData
     extra_result_keys = ("perplexity",)
 
     # ---- recipe -----------------------------------------------------------------------------
     def check(self, recipe: Any) -> list[str]:
         d, problems = recipe.data, []
-        if d.problem_type != "single_label":
-            problems.append(f"data.problem_type: {d.problem_type} is for classifiers; causal-lm has no labels")
-        if d.augment:
-            problems.append("data.augment: augmentation is for image tasks")
-        if d.labels is not None:
-            problems.append("data.labels: causal-lm has no label names")
-        if d.text_pair_column:
-            problems.append("data.text_pair_column: causal-lm reads one text; use lm_format prompt_completion for pairs")
         if recipe.eval.metrics:
             problems.append("eval.metrics: causal-lm computes loss and perplexity itself; remove eval.metrics")
         if d.packing and recipe.adapter.method in ("prompt", "prefix"):
@@ -157,8 +168,6 @@ class CausalLM:
                 )
         elif train and main:
             print(f"hfadapt: causal-lm {split}: non-pad tokens {100 * unpacked_share:.1f}% per batch of {bs} (data.packing=true packs them)")
-        if not train:
-            setattr(result, GENERATION_ATTR, {"recipe": recipe, "processor": processor, "evaluations": 0})
         return result
 
     def collator(self, processor: Any) -> Any:
@@ -185,7 +194,7 @@ class CausalLM:
         return {"input_ids": input_ids, "attention_mask": attention_mask}
 
     # ---- evaluation and prediction ----------------------------------------------------------
-    def evaluate(self, accelerator: Any, model: Any, dataloader: Any, info: Any, metric_names: list[str]) -> dict:
+    def evaluate(self, ctx: EvalContext, model: Any, dataloader: Any) -> dict:
         import torch
         import torch.nn.functional as F
 
@@ -201,15 +210,14 @@ class CausalLM:
             token_loss = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=-100, reduction="none")
             mask = shift_labels != -100
             # Per-example sums: gather_for_metrics drops the examples Accelerate repeated in the last batch.
-            s, c = accelerator.gather_for_metrics(((token_loss * mask).sum(1), mask.sum(1)))
+            s, c = ctx.accelerator.gather_for_metrics(((token_loss * mask).sum(1), mask.sum(1)))
             sums.append(s.detach().double().cpu())
             counts.append(c.detach().cpu())
         total_loss, tokens = torch.cat(sums).sum().item(), int(torch.cat(counts).sum().item())
         loss = total_loss / tokens if tokens else float("nan")
         results = {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": tokens, "samples": int(sum(x.shape[0] for x in counts))}
-        ctx = getattr(getattr(dataloader, "dataset", None), GENERATION_ATTR, None)
-        if ctx is not None and ctx["recipe"].generation.prompts:
-            _generate_and_save(accelerator, model, ctx)
+        if ctx.recipe.generation.prompts and ctx.run_dir is not None:
+            _generate_and_save(ctx, model)
         model.train(was_training)
         return results
 
@@ -285,7 +293,7 @@ def encode_chat(tok: Any, messages: Any, completion_only: bool, column: str, spl
     try:
         full = render(messages, False)
     except Exception as e:  # noqa: BLE001 - Jinja errors: name the template and the row
-        raise HfadaptError(f"data.chat_template: cannot render {split} row {row}: {_first_line(e)}") from e
+        raise HfadaptError(f"data.chat_template: cannot render {split} row {row}: {first_line(e)}") from e
     if not completion_only:
         ids = tok(full, add_special_tokens=False)["input_ids"]
         return ids, list(ids)
@@ -330,18 +338,16 @@ def generate(model: Any, processor: Any, prompts: list[str], recipe: Any) -> lis
     return [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]
 
 
-def _generate_and_save(accelerator: Any, model: Any, ctx: dict) -> None:
+def _generate_and_save(ctx: EvalContext, model: Any) -> None:
     """recipe.generation.prompts at this evaluation -> one JSON line each in RUN_DIR/generations.jsonl (main process)."""
-    ctx["evaluations"] += 1
-    if accelerator.is_main_process:
-        recipe = ctx["recipe"]
-        texts = generate(accelerator.unwrap_model(model), ctx["processor"], recipe.generation.prompts, recipe)
-        run_dir = Path(recipe.output_dir)
-        if run_dir.is_dir():
-            with open(run_dir / GENERATIONS_FILE, "a") as f:
-                for prompt, text in zip(recipe.generation.prompts, texts):
-                    f.write(json.dumps({"evaluation": ctx["evaluations"], "prompt": prompt, "generated_text": text}) + "\n")
-    accelerator.wait_for_everyone()
+    if ctx.accelerator.is_main_process and ctx.run_dir is not None and ctx.run_dir.is_dir():
+        prompts = ctx.recipe.generation.prompts
+        texts = generate(ctx.accelerator.unwrap_model(model), ctx.processor, prompts, ctx.recipe)
+        with open(ctx.run_dir / GENERATIONS_FILE, "a") as f:
+            for prompt, text in zip(prompts, texts):
+                row = {"evaluation": ctx.evaluation, "step": ctx.step, "prompt": prompt, "generated_text": text}
+                f.write(json.dumps(row) + "\n")
+    ctx.accelerator.wait_for_everyone()
 
 
 def _eos(eos: int | None) -> list[int]:
@@ -359,8 +365,4 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _first_line(e: Exception) -> str:
-    return (str(e).strip() or type(e).__name__).splitlines()[0]
-
-
-TASKS.register(CausalLM.name)(CausalLM())
+register_task(CausalLM())

@@ -12,10 +12,20 @@ import io
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from .. import classification
 from ..data import ROW_COLUMN
-from ..errors import HfadaptError
-from .base import TASKS
+from ..errors import HfadaptError, first_line
+from ..recipe import DataSection
+from .base import EvalContext, register_task
+
+
+class ImageClassificationData(classification.LabelFields, DataSection):
+    """Images (an image feature, or paths relative to the data file) and their labels."""
+
+    image_column: str = "image"
+    augment: bool = Field(False, description="random train-time augmentation (random resized crop, horizontal flip)")
 
 
 class ImageClassification:
@@ -23,12 +33,11 @@ class ImageClassification:
     modality = "image"
     peft_task_type = None  # peft has no image task type; the head goes to modules_to_save
     auto_class = "AutoModelForImageClassification"
+    data_model = ImageClassificationData
+    extra_result_keys: tuple[str, ...] = ()
 
     def check(self, recipe: Any) -> list[str]:
-        problems = classification.check(recipe)
-        if recipe.data.text_pair_column:
-            problems.append("data.text_pair_column: not used by image-classification")
-        return problems
+        return classification.check(recipe)
 
     def columns(self, recipe: Any, with_labels: bool = True) -> dict[str, str]:
         d = recipe.data
@@ -46,8 +55,7 @@ class ImageClassification:
                 path or m.name_or_path, revision=None if path else m.revision, trust_remote_code=m.trust_remote_code
             )
         except Exception as e:  # noqa: BLE001
-            first = (str(e).strip() or type(e).__name__).splitlines()[0]
-            raise HfadaptError(f"model.name_or_path: cannot load an image processor from '{path or m.name_or_path}': {first}") from e
+            raise HfadaptError(f"model.name_or_path: cannot load an image processor from '{path or m.name_or_path}': {first_line(e)}") from e
 
     def label_info(self, train: Any, recipe: Any) -> Any:
         return classification.label_info(train, recipe)
@@ -60,10 +68,8 @@ class ImageClassification:
     def model_kwargs(self, info: Any) -> dict:
         return classification.model_kwargs(info)
 
-    def evaluate(self, accelerator: Any, model: Any, dataloader: Any, info: Any, metric_names: list[str]) -> dict:
-        from ..evaluation import evaluate_classification
-
-        return evaluate_classification(accelerator, model, dataloader, info, metric_names)
+    def evaluate(self, ctx: EvalContext, model: Any, dataloader: Any) -> dict:
+        return classification.evaluate(ctx, model, dataloader)
 
     def predict(self, model: Any, processor: Any, items: list[str], recipe: Any, info: Any) -> list[dict]:
         return classification.predict_batch(model, self.encode_inputs(items, processor, recipe), info)
@@ -178,4 +184,4 @@ def _augmenting_transform(processor: Any) -> Any:
     return T.Compose([T.RandomResizedCrop(crop), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
 
 
-TASKS.register(ImageClassification.name)(ImageClassification())
+register_task(ImageClassification())

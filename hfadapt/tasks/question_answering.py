@@ -15,9 +15,8 @@ offsets of its context tokens, the context and the gold answers. The evaluation 
 them as columns named `qa_*` (one row per window); the collator drops them from the model batch
 except `qa_window`, the window's row number, which evaluate() pops before calling the model,
 gathers with the logits (gather_for_metrics, so each window counts exactly once across
-processes) and uses to read the other `qa_*` columns from the dataloader's dataset
-(`dataloader.dataset`: Accelerate's prepared loaders forward attribute access to their
-`base_dataloader`, whose dataset is the one preprocess() returned).
+processes) and uses to read the other `qa_*` columns from the evaluated dataset, which it
+receives in its context (`EvalContext.dataset`, the whole split preprocess() returned).
 
 An example's answer is the best span over all its windows (highest start + end logit, start <=
 end, inside the context, at most data.max_answer_length tokens); with
@@ -34,15 +33,30 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic import Field
+
 from ..data import ROW_COLUMN
 from ..errors import HfadaptError
-from .base import TASKS
+from ..recipe import DataSection
+from .base import EvalContext, register_task
 
 QA_METRICS = ("squad", "squad_v2")
 WINDOW = "qa_window"  # the only qa_* key that reaches the batch; popped before model(**batch)
 # Per-window columns evaluate() reads back from the dataset.
-META_COLUMNS = ("qa_example", "qa_offsets", "qa_context", "qa_answers", "qa_answer_starts", "qa_cls", "qa_v2", "qa_max_answer_length")
+META_COLUMNS = ("qa_example", "qa_offsets", "qa_context", "qa_answers", "qa_answer_starts", "qa_cls")
 NEG = -1e9  # logit padding across processes: never a best span, adds nothing to a softmax
+
+
+class QuestionAnsweringData(DataSection):
+    """Questions, contexts and SQuAD-style answers."""
+
+    question_column: str = "question"
+    context_column: str = "context"
+    answers_column: str = Field("answers", description="SQuAD-style {text: [...], answer_start: [...]}")
+    max_length: int = Field(384, gt=0, description="tokens per window (question + a slice of the context)")
+    doc_stride: int = Field(128, gt=0, description="overlap between the windows of a long context")
+    version_2_with_negative: bool = Field(False, description="SQuAD v2: questions may have no answer")
+    max_answer_length: int = Field(30, gt=0, description="tokens of the longest answer predicted")
 
 
 class QuestionAnswering:
@@ -50,6 +64,8 @@ class QuestionAnswering:
     modality = "text"
     auto_class = "AutoModelForQuestionAnswering"
     peft_task_type = "QUESTION_ANS"
+    data_model = QuestionAnsweringData
+    extra_result_keys: tuple[str, ...] = ()
 
     # ---- recipe -----------------------------------------------------------------------------
     def check(self, recipe: Any) -> list[str]:
@@ -67,8 +83,6 @@ class QuestionAnswering:
                 f"data.doc_stride: {d.doc_stride} must be smaller than data.max_length {d.max_length} "
                 "(windows overlap by doc_stride tokens; SQuAD uses max_length 384, doc_stride 128)"
             )
-        if d.augment:
-            problems.append("data.augment: augmentation is for image tasks")
         return problems
 
     def columns(self, recipe: Any, with_labels: bool = True) -> dict[str, str]:
@@ -139,8 +153,6 @@ class QuestionAnswering:
                     out["qa_answers"].append(texts)
                     out["qa_answer_starts"].append(starts)
                     out["qa_cls"].append(cls)
-                    out["qa_v2"].append(v2)
-                    out["qa_max_answer_length"].append(d.max_answer_length)
             return out
 
         processed = ds.map(
@@ -168,13 +180,14 @@ class QuestionAnswering:
         return dict(processor.pad(dict(enc), return_tensors="pt"))
 
     # ---- evaluation and prediction -------------------------------------------------------------------
-    def evaluate(self, accelerator: Any, model: Any, dataloader: Any, info: Any, metric_names: list[str]) -> dict:
+    def evaluate(self, ctx: EvalContext, model: Any, dataloader: Any) -> dict:
         import torch
         import torch.nn.functional as F
 
         from .. import metrics
 
-        ds = dataset_of(dataloader)
+        accelerator, ds = ctx.accelerator, ctx.dataset
+        v2, max_answer_length = ctx.recipe.data.version_2_with_negative, ctx.recipe.data.max_answer_length
         missing = [c for c in (WINDOW, *META_COLUMNS) if c not in ds.column_names]
         if missing:
             raise HfadaptError(f"question-answering: the evaluation dataset lacks {', '.join(missing)}; build it with preprocess(train=False)")
@@ -185,7 +198,6 @@ class QuestionAnswering:
         best: dict[int, tuple] = {}  # example -> (span score, char start, char end, start token, end token)
         null: dict[int, float] = {}  # example -> lowest CLS score over its windows
         examples: dict[int, dict] = {}
-        v2 = False
         for batch in dataloader:
             batch = dict(batch)
             window = batch.pop(WINDOW)
@@ -207,11 +219,10 @@ class QuestionAnswering:
                     loss_sum += float((F.cross_entropy(sk[None], sp[None]) + F.cross_entropy(ek[None], ep[None])) / 2)
                 windows_seen += 1
                 ex = rows["qa_example"][k]
-                v2 = v2 or rows["qa_v2"][k]
                 cls = rows["qa_cls"][k]
                 null_score = float(sk[cls] + ek[cls])
                 null[ex] = min(null.get(ex, null_score), null_score)
-                span = best_span(sk, ek, offs, rows["qa_max_answer_length"][k])
+                span = best_span(sk, ek, offs, max_answer_length)
                 if span is not None and (ex not in best or span[0] > best[ex][0]):
                     best[ex] = span
                 if ex not in examples:
@@ -230,7 +241,7 @@ class QuestionAnswering:
             predictions.append({"id": str(ex), "prediction_text": text})
             references.append({"id": str(ex), "answers": examples[ex]["answers"]})
         results: dict[str, float] = {"loss": loss_sum / windows_seen if windows_seen else float("nan"), "samples": len(examples)}
-        for name in metric_names:
+        for name in ctx.metric_names:
             preds = [dict(p, no_answer_probability=0.0) for p in predictions] if name == "squad_v2" else predictions
             results.update(metrics.compute([name], preds, references))
         return results
@@ -396,15 +407,6 @@ def parse_answers(value: Any, context: str, row: int, split: str, column: str, c
     return list(texts), list(starts)
 
 
-def dataset_of(dataloader: Any) -> Any:
-    """The dataset behind a (possibly Accelerate-prepared) dataloader."""
-    for obj in (dataloader, getattr(dataloader, "base_dataloader", None)):
-        ds = getattr(obj, "dataset", None)
-        if ds is not None and hasattr(ds, "column_names"):
-            return ds
-    raise HfadaptError("question-answering: evaluation needs a dataloader over the dataset preprocess() returned")
-
-
 def _split_inputs(items: list[str]) -> tuple[list[str], list[str]]:
     parts = [item.split("\t", 1) for item in items]
     for n, p in enumerate(parts, 1):
@@ -425,4 +427,4 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-TASKS.register(QuestionAnswering.name)(QuestionAnswering())
+register_task(QuestionAnswering())

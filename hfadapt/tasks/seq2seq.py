@@ -9,27 +9,27 @@ generation.predict_with_generate, the recipe's metrics (rouge; bleu, chrf) on ge
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+from pydantic import Field
 
 from ..data import ROW_COLUMN
 from ..errors import HfadaptError
-from .base import TASKS
+from ..recipe import DataSection
+from .base import EvalContext, register_task
 
 METRICS = ("rouge", "bleu", "chrf")
-# Attribute of the tokenizer (set by load_processor) holding the recipe's generation settings: evaluate()
-# receives no recipe, and the tokenizer reaches it through the dataloader's collator (see _settings_of).
-SETTINGS_ATTR = "hfadapt_seq2seq"
 
 
-@dataclass(frozen=True)
-class GenerationSettings:
-    predict_with_generate: bool
-    generate_kwargs: dict
+class Seq2SeqData(DataSection):
+    """Sources and targets (summaries, translations); a dotted name reads a field of a dict column."""
 
-    @classmethod
-    def from_recipe(cls, recipe: Any) -> "GenerationSettings":
-        return cls(recipe.generation.predict_with_generate, generate_kwargs(recipe.generation))
+    text_column: str = Field("text", description="the source; 'translation.en' reads a field of a dict column")
+    target_column: str = Field("target", description="the summary / translation; 'translation.de' for a dict column")
+    source_prefix: str | None = Field(None, description="text put before every source (T5: 'summarize: ')")
+    max_length: int = Field(128, gt=0, description="source tokens")
+    max_target_length: int = Field(128, gt=0, description="target tokens")
+    truncation: bool = Field(True, description="false: a sequence longer than its limit is an error, not cut")
 
 
 def generate_kwargs(g: Any) -> dict:
@@ -44,6 +44,8 @@ class Seq2Seq:
     modality = "text"
     auto_class = "AutoModelForSeq2SeqLM"
     peft_task_type = "SEQ_2_SEQ_LM"
+    data_model = Seq2SeqData
+    extra_result_keys: tuple[str, ...] = ()
 
     def check(self, recipe: Any) -> list[str]:
         from .. import metrics
@@ -62,8 +64,6 @@ class Seq2Seq:
             )
         if d.text_column == d.target_column:
             problems.append(f"data.target_column: '{d.target_column}' is also data.text_column (the source)")
-        if d.augment:
-            problems.append("data.augment: augmentation is for image tasks")
         if recipe.generation.prompts:
             problems.append("generation.prompts: prompts are for causal-lm; seq2seq generates from the evaluation sources")
         return problems
@@ -82,9 +82,7 @@ class Seq2Seq:
     def load_processor(self, recipe: Any, path: str | None = None) -> Any:
         from ..tokenization import load_tokenizer
 
-        tok = load_tokenizer(recipe, path)
-        setattr(tok, SETTINGS_ATTR, GenerationSettings.from_recipe(recipe))
-        return tok
+        return load_tokenizer(recipe, path)
 
     def label_info(self, train: Any, recipe: Any) -> Any:
         return None
@@ -155,14 +153,15 @@ class Seq2Seq:
             out = model.generate(**batch, **generate_kwargs(recipe.generation))
         return [{"generated_text": text.strip()} for text in processor.batch_decode(out, skip_special_tokens=True)]
 
-    def evaluate(self, accelerator: Any, model: Any, dataloader: Any, info: Any, metric_names: list[str]) -> dict:
+    def evaluate(self, ctx: EvalContext, model: Any, dataloader: Any) -> dict:
         import torch
         import torch.nn.functional as F
 
         from .. import metrics
 
-        tokenizer, settings = _settings_of(dataloader)
-        generate = settings.predict_with_generate and bool(metric_names)
+        accelerator, tokenizer, metric_names = ctx.accelerator, ctx.processor, list(ctx.metric_names)
+        generate = ctx.recipe.generation.predict_with_generate and bool(metric_names)
+        settings = generate_kwargs(ctx.recipe.generation)
         was_training = model.training
         model.eval()
         loss_sum, tokens, samples = 0.0, 0, 0
@@ -182,7 +181,7 @@ class Seq2Seq:
             if generate:
                 with torch.no_grad():
                     generated = accelerator.unwrap_model(model).generate(
-                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **settings.generate_kwargs
+                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **settings
                     )
                 # Processes generate different lengths: pad to a common width before gathering.
                 generated = accelerator.pad_across_processes(generated.contiguous(), dim=1, pad_index=tokenizer.pad_token_id)
@@ -196,20 +195,6 @@ class Seq2Seq:
         if generate and predictions:
             results.update(metrics.compute(metric_names, predictions, references))
         return results
-
-
-def _settings_of(dataloader: Any) -> tuple[Any, GenerationSettings]:
-    """The tokenizer (from the dataloader's collator) and the recipe's generation settings it carries."""
-    from ..recipe import GenerationSection
-
-    tokenizer = getattr(getattr(dataloader, "collate_fn", None), "tokenizer", None)
-    if tokenizer is None:
-        raise HfadaptError("seq2seq evaluation needs the dataloader built with the task's collator (DataCollatorForSeq2Seq)")
-    settings = getattr(tokenizer, SETTINGS_ATTR, None)
-    if settings is None:  # a tokenizer not loaded through load_processor: the recipe defaults
-        g = GenerationSection()
-        settings = GenerationSettings(g.predict_with_generate, generate_kwargs(g))
-    return tokenizer, settings
 
 
 def _top(column: str) -> str:
@@ -247,4 +232,4 @@ def _check_lengths(ids: list[list[int]], indices: list[int], limit: int, field: 
             )
 
 
-TASKS.register(Seq2Seq.name)(Seq2Seq())
+register_task(Seq2Seq())

@@ -7,10 +7,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from .. import classification
 from ..data import ROW_COLUMN
 from ..errors import HfadaptError
-from .base import TASKS
+from ..recipe import DataSection
+from .base import EvalContext, register_task
+
+
+class TextClassificationData(classification.LabelFields, DataSection):
+    """Texts (or text pairs) and their labels."""
+
+    text_column: str = "text"
+    text_pair_column: str | None = Field(None, description="second text of a pair (NLI, paraphrase)")
+    max_length: int = Field(128, gt=0, description="tokenizer truncation length")
 
 
 class TextClassification:
@@ -18,12 +29,11 @@ class TextClassification:
     modality = "text"
     peft_task_type = "SEQ_CLS"
     auto_class = "AutoModelForSequenceClassification"
+    data_model = TextClassificationData
+    extra_result_keys: tuple[str, ...] = ()
 
     def check(self, recipe: Any) -> list[str]:
-        problems = classification.check(recipe)
-        if recipe.data.augment:
-            problems.append("data.augment: augmentation is for image tasks")
-        return problems
+        return classification.check(recipe)
 
     def columns(self, recipe: Any, with_labels: bool = True) -> dict[str, str]:
         d = recipe.data
@@ -53,10 +63,8 @@ class TextClassification:
     def model_kwargs(self, info: Any) -> dict:
         return classification.model_kwargs(info)
 
-    def evaluate(self, accelerator: Any, model: Any, dataloader: Any, info: Any, metric_names: list[str]) -> dict:
-        from ..evaluation import evaluate_classification
-
-        return evaluate_classification(accelerator, model, dataloader, info, metric_names)
+    def evaluate(self, ctx: EvalContext, model: Any, dataloader: Any) -> dict:
+        return classification.evaluate(ctx, model, dataloader)
 
     def predict(self, model: Any, processor: Any, items: list[str], recipe: Any, info: Any) -> list[dict]:
         return classification.predict_batch(model, self.encode_inputs(items, processor, recipe), info)
@@ -107,4 +115,4 @@ def _texts(values: list[Any], indices: list[int], field: str, column: str, split
     return values
 
 
-TASKS.register(TextClassification.name)(TextClassification())
+register_task(TextClassification())

@@ -19,13 +19,34 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field, field_validator
+
 from ..data import ROW_COLUMN
 from ..errors import HfadaptError
 from ..labels import LabelInfo
-from .base import TASKS
+from ..recipe import DataSection
+from .base import EvalContext, register_task
 
 IGNORE = -100  # label of positions that take no loss and no score
 INSIDE, END = ("I", "E", "L"), ("E", "L", "S", "U")  # chunk prefixes: continue one, close one
+
+
+class TokenClassificationData(DataSection):
+    """Pre-split words and one tag per word."""
+
+    tokens_column: str = Field("tokens", description="a list of words per example")
+    tags_column: str = Field("ner_tags", description="one tag per word: ClassLabel ids, ints or tag strings")
+    labels: list[str] | None = Field(None, description="tag names in id order; read from the data when absent")
+    label_all_subtokens: bool = Field(False, description="label every sub-token, not only the first of each word")
+    max_length: int = Field(128, gt=0, description="tokenizer truncation length")
+
+    @field_validator("labels")
+    @classmethod
+    def _unique(cls, labels: list[str] | None) -> list[str] | None:
+        if labels is not None and len(set(labels)) != len(labels):
+            repeated = sorted({n for n in labels if labels.count(n) > 1})
+            raise ValueError(f"data.labels: tag names must be unique; repeated: {', '.join(repeated)}")
+        return labels
 
 
 class TokenClassification:
@@ -33,6 +54,8 @@ class TokenClassification:
     modality = "text"
     peft_task_type = "TOKEN_CLS"
     auto_class = "AutoModelForTokenClassification"
+    data_model = TokenClassificationData
+    extra_result_keys: tuple[str, ...] = ()
 
     def check(self, recipe: Any) -> list[str]:
         d = recipe.data
@@ -40,10 +63,6 @@ class TokenClassification:
         for m in recipe.eval.metrics or []:
             if m != "seqeval":
                 problems.append(f"eval.metrics: '{m}' does not fit token-classification; use seqeval")
-        if d.problem_type != "single_label":
-            problems.append("data.problem_type: token-classification gives every word exactly one tag; use single_label")
-        if d.augment:
-            problems.append("data.augment: augmentation is for image tasks")
         if d.tokens_column == d.tags_column:
             problems.append(f"data.tags_column: '{d.tags_column}' is also data.tokens_column")
         return problems
@@ -145,11 +164,13 @@ class TokenClassification:
         return dict(processor(items, truncation=True, max_length=recipe.data.max_length, padding=True, return_tensors="pt"))
 
     # ---- evaluation -----------------------------------------------------------------------------
-    def evaluate(self, accelerator: Any, model: Any, dataloader: Any, info: Any, metric_names: list[str]) -> dict:
+    def evaluate(self, ctx: EvalContext, model: Any, dataloader: Any) -> dict:
         import torch
         import torch.nn.functional as F
 
         from .. import metrics
+
+        accelerator, info = ctx.accelerator, ctx.info
 
         was_training = model.training
         model.eval()
@@ -180,7 +201,7 @@ class TokenClassification:
                 references.append([info.names[t] for _, t in keep])
         model.train(was_training)
         results: dict[str, Any] = {"loss": loss_sum / tokens if tokens else float("nan"), "samples": samples}
-        for name in metric_names:
+        for name in ctx.metric_names:
             if name == "seqeval":
                 scores = metrics.load("seqeval").compute(predictions=predictions, references=references, per_entity=True)
                 for key, value in scores.items():
@@ -330,4 +351,4 @@ def _encode_tags(tags: Any, words: list[str], info: LabelInfo, where: str) -> li
     return ids
 
 
-TASKS.register(TokenClassification.name)(TokenClassification())
+register_task(TokenClassification())

@@ -1,11 +1,13 @@
-"""Shipped recipes: found in the source checkout's top-level recipes/ or, after a wheel
-install, inside the package (hfadapt/_recipes)."""
+"""What ships with hfadapt: recipes and model-card templates, found in the source checkout's
+top-level recipes/ and model_cards/ or, after a wheel install, inside the package
+(hfadapt/_recipes, hfadapt/_model_cards)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from .errors import HfadaptError
+from .registry import did_you_mean
 
 
 def shipped_dir(name: str) -> Path:
@@ -26,13 +28,12 @@ def shipped_recipes() -> list[str]:
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml") if "assets" not in p.relative_to(root).parts)
 
 
-def resolve_recipe_path(name: str) -> Path:
-    """A path to a recipe file, the name of a shipped recipe ('text/sst2-bert-lora'), or
-    'hub:user/adapter' for the recipe stored with a pushed adapter."""
-    if name.startswith("hub:"):
-        from .hub import download_recipe
+def model_cards_dir() -> Path:
+    return shipped_dir("model_cards")
 
-        return download_recipe(name[4:])
+
+def resolve_recipe_path(name: str) -> Path:
+    """A path to a recipe file, or the name of a shipped recipe ('text/sst2-bert-lora')."""
     path = Path(name)
     if path.is_file():
         return path
@@ -41,8 +42,6 @@ def resolve_recipe_path(name: str) -> Path:
     shipped = _shipped(name)
     if shipped is not None:
         return shipped
-    from .registry import did_you_mean
-
     raise HfadaptError(
         f"{name}: no such recipe file or shipped recipe{did_you_mean(name, shipped_recipes())} "
         "(`hfadapt recipes` lists the shipped ones)"

@@ -1,0 +1,171 @@
+"""The contract every registered task keeps, checked for each entry of the task registry.
+
+A tiny model trains two steps, evaluates, predicts, saves, and its adapter reloads with plain
+`transformers` + `peft` to the same outputs as hfadapt's own reload; re-evaluating the saved run
+gives the evaluation it ended training with. A task that registers without a case here fails
+`test_every_registered_task_has_a_contract_case`, so new tasks are covered the moment they exist.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from hfadapt.tasks import TASKS
+from tests.conftest import sentiment_rows, vocabulary, write_jsonl
+
+
+@dataclass(frozen=True)
+class Case:
+    model: str  # fixture name of the tiny base model
+    data: Callable[[Path, Any], dict[str, Any]]  # (tmp dir, request) -> the recipe's data section
+    inputs: Callable[[Any], list[str]]  # request -> `hfadapt predict` inputs
+
+
+def _sentences(n: int = 24) -> list[dict[str, Any]]:
+    return sentiment_rows(n, seed=1)
+
+
+def _text_classification(tmp: Path, request: Any) -> dict[str, Any]:
+    return {"train_files": [request.getfixturevalue("sentiment_csv")], "max_length": 16}
+
+
+def _token_classification(tmp: Path, request: Any) -> dict[str, Any]:
+    from tests.conftest import POSITIVE
+
+    rows = []
+    for r in _sentences():
+        words = r["text"].split()
+        rows.append({"tokens": words, "ner_tags": ["B-POS" if w in POSITIVE else "O" for w in words]})
+    return {"train_files": [str(write_jsonl(tmp / "ner.jsonl", rows))], "max_length": 16}
+
+
+def _question_answering(tmp: Path, request: Any) -> dict[str, Any]:
+    rows = []
+    for r in _sentences():
+        answer = r["text"].split()[-1]
+        rows.append({"question": "the film", "context": r["text"], "answers": {"text": [answer], "answer_start": [r["text"].rindex(answer)]}})
+    return {"train_files": [str(write_jsonl(tmp / "qa.jsonl", rows))], "max_length": 24, "doc_stride": 4}
+
+
+def _causal_lm(tmp: Path, request: Any) -> dict[str, Any]:
+    rows = [{"text": r["text"]} for r in _sentences()]
+    return {"train_files": [str(write_jsonl(tmp / "lm.jsonl", rows))], "max_length": 16}
+
+
+def _seq2seq(tmp: Path, request: Any) -> dict[str, Any]:
+    rows = [{"text": r["text"], "target": " ".join(reversed(r["text"].split()))} for r in _sentences()]
+    return {"train_files": [str(write_jsonl(tmp / "pairs.jsonl", rows))], "max_length": 16, "max_target_length": 16}
+
+
+def _image_classification(tmp: Path, request: Any) -> dict[str, Any]:
+    return {"dataset": request.getfixturevalue("image_folder")}
+
+
+def _first_image(request: Any) -> list[str]:
+    folder = Path(request.getfixturevalue("image_folder"))
+    return [str(sorted((folder / "validation" / "red").glob("*.png"))[0]), str(sorted((folder / "validation" / "blue").glob("*.png"))[0])]
+
+
+CASES: dict[str, Case] = {
+    "text-classification": Case("tiny_bert", _text_classification, lambda r: ["the film was good", "the plot was dull"]),
+    "token-classification": Case("tiny_bert", _token_classification, lambda r: ["the film was good", "the plot was dull"]),
+    "question-answering": Case("tiny_bert", _question_answering, lambda r: ["the film\tthe film was good", "the plot\tthe plot was dull"]),
+    "causal-lm": Case("tiny_gpt2", _causal_lm, lambda r: ["the film", "the plot was"]),
+    "seq2seq": Case("tiny_seq2seq", _seq2seq, lambda r: ["the film was good", "the plot was dull"]),
+    "image-classification": Case("tiny_vit", _image_classification, _first_image),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_seq2seq(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 1+1-layer T5 with a word-level tokenizer that appends </s>, saved like a Hub checkpoint."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    root = tmp_path_factory.mktemp("tiny-seq2seq")
+    words = ["<pad>", "</s>", "<unk>"] + vocabulary()[5:]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    config = T5Config(
+        vocab_size=len(words), d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=1, num_decoder_layers=1,
+        relative_attention_num_buckets=8, dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(config).save_pretrained(root)
+    tok.save_pretrained(root)
+    return str(root)
+
+
+def test_every_registered_task_has_a_contract_case() -> None:
+    missing = [name for name in TASKS.names() if name not in CASES]
+    assert not missing, f"add a contract case for {missing} to {__file__}"
+
+
+def _outputs(model: Any, batch: dict[str, Any]) -> list[Any]:
+    import torch
+
+    batch = dict(batch)
+    if model.config.is_encoder_decoder:
+        start = model.config.decoder_start_token_id
+        batch["decoder_input_ids"] = torch.full((batch["input_ids"].shape[0], 1), start, dtype=torch.long)
+    with torch.no_grad():
+        out = model(**batch)
+    return [out[k] for k in ("logits", "start_logits", "end_logits") if k in out]
+
+
+@pytest.mark.parametrize("task_name", TASKS.names())
+def test_task_trains_evaluates_predicts_saves_and_reloads_with_plain_peft(task_name: str, tmp_path: Path, request: Any) -> None:
+    import torch
+    import transformers
+    from peft import PeftConfig, PeftModel
+
+    from hfadapt import Recipe, evaluate_run, predict, train
+    from hfadapt.inference import load_model_and_processor
+    from hfadapt.run import RunDir
+
+    case = CASES[task_name]
+    recipe = Recipe.from_dict({
+        "name": f"contract-{task_name}",
+        "task": task_name,
+        "model": {"name_or_path": request.getfixturevalue(case.model)},
+        "data": {"validation_size": 0.25, "max_eval_samples": 4, **case.data(tmp_path, request)},
+        "adapter": {"method": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
+        "train": {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-2, "logging_steps": 1, "log_with": []},
+        "generation": {"max_new_tokens": 3},
+        "output": {"dir": str(tmp_path / "run")},
+    })
+    result = train(recipe)
+
+    # trains two steps and evaluates
+    assert result.state.global_step == 2 and len(result.losses) == 2 and all(math.isfinite(x) for x in result.losses)
+    assert math.isfinite(result.metrics["eval/loss"]) and result.metrics["eval/samples"] > 0
+    # saves: the run reloads and re-evaluates to the evaluation training ended with
+    again = evaluate_run(result.output_dir)
+    assert again["validation/loss"] == pytest.approx(result.metrics["eval/loss"], rel=1e-4, abs=1e-6)
+    # predicts, one answer per input
+    inputs = case.inputs(request)
+    predictions = predict(result.output_dir, inputs)
+    assert [p["input"] for p in predictions] == inputs and all(len(p) > 1 for p in predictions)
+
+    # reloads with plain transformers + peft to the same outputs as hfadapt's reload
+    run = RunDir.open(result.output_dir)
+    ours, processor, _ = load_model_and_processor(run)
+    adapter = str(run.model_dir)
+    base_path = PeftConfig.from_pretrained(adapter).base_model_name_or_path
+    auto = getattr(transformers, TASKS.get(task_name).auto_class)
+    base = auto.from_pretrained(base_path, config=transformers.AutoConfig.from_pretrained(adapter))
+    plain = PeftModel.from_pretrained(base, adapter).eval()
+    batch = run.task.encode_inputs(inputs, processor, run.recipe)
+    expected, got = _outputs(ours, batch), _outputs(plain, batch)
+    assert expected and len(expected) == len(got)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e)
