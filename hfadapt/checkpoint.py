@@ -1,8 +1,11 @@
 """Run-directory layout, atomic checkpoints that hold only trainable weights, exact resume.
 
 A checkpoint is written under a hidden temporary name and renamed into place only after
-every file, the trainer state last, is on disk: a crash mid-save leaves a `.tmp-*` folder
-that is ignored and cleaned up, never a `checkpoint-N` that fails to load.
+every file, the trainer state last, is on disk (fsynced, then the folder and its parent): a
+crash mid-save leaves a `.tmp-*` folder that is ignored and cleaned up, never a `checkpoint-N`
+that fails to load. Deleting goes the other way round: a checkpoint is first renamed to a
+hidden `.del-*` name, then removed, so a crash mid-delete never leaves a `checkpoint-N` that
+still has its trainer state but lost other files.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from .errors import HfadaptError
 
 STATE_FILE = "trainer_state.json"
 TRAINABLE_FILE = "trainable.safetensors"
+TMP_PREFIX = ".tmp-"  # a checkpoint being written
+DEL_PREFIX = ".del-"  # a checkpoint being deleted
 
 
 @dataclass
@@ -43,13 +48,49 @@ class TrainerState:
         return cls(**json.loads(path.read_text()))
 
 
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in `path` durable (POSIX; a no-op where directories can't be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file under `root`, then every folder, deepest first."""
+    for dirpath, _, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            fsync_file(Path(dirpath) / name)
+        fsync_dir(Path(dirpath))
+
+
+def replace_durably(src: Path, dst: Path) -> None:
+    """os.replace, then fsync the parent so the rename itself survives a power loss."""
+    os.replace(src, dst)
+    fsync_dir(dst.parent)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
         json.dump(data, f, indent=2)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    replace_durably(tmp, path)
 
 
 def trainable_state_dict(model: Any) -> dict[str, Any]:
@@ -61,7 +102,8 @@ def save_trainable(model: Any, path: Path) -> None:
 
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(trainable_state_dict(model), str(tmp))
-    os.replace(tmp, path)
+    fsync_file(tmp)
+    replace_durably(tmp, path)
 
 
 def load_trainable(model: Any, path: Path) -> None:
@@ -80,11 +122,28 @@ def checkpoints_dir(run_dir: Path) -> Path:
 
 
 def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """`checkpoint-N` folders, oldest first; `.tmp-*` (being written) and `.del-*` (being deleted) are not."""
     root = checkpoints_dir(run_dir)
     if not root.is_dir():
         return []
     found = [p for p in root.glob("checkpoint-*") if (p / STATE_FILE).is_file() and p.name.split("-")[-1].isdigit()]
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Rename out of the way first, then delete: a crash mid-delete leaves a `.del-*` folder,
+    which nothing loads and the next save removes, never a half-deleted `checkpoint-N`."""
+    doomed = path.with_name(f"{DEL_PREFIX}{path.name}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(path, doomed)
+    fsync_dir(path.parent)
+    shutil.rmtree(doomed, ignore_errors=True)  # what stays behind is removed by the next save
+
+
+def remove_leftovers(root: Path) -> None:
+    """Folders of an interrupted save or delete."""
+    for stale in [*root.glob(f"{TMP_PREFIX}checkpoint-*"), *root.glob(f"{DEL_PREFIX}checkpoint-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -95,22 +154,24 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def save_checkpoint(accelerator: Any, run_dir: Path, state: TrainerState, keep: int | None) -> Path:
     root = checkpoints_dir(run_dir)
     final = root / f"checkpoint-{state.global_step}"
-    tmp = root / f".tmp-checkpoint-{state.global_step}"
+    tmp = root / f"{TMP_PREFIX}checkpoint-{state.global_step}"
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_leftovers(root)  # of a save or delete that a crash interrupted
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))  # optimizer, scheduler, RNG of every process; weights via the hooks below
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        state.save(tmp / STATE_FILE)  # last: its presence marks the checkpoint complete
+        # Weights, optimizer and RNG files are on disk before the state file that marks the
+        # checkpoint complete, and all of it before the rename.
+        fsync_tree(tmp)
+        state.save(tmp / STATE_FILE)
+        fsync_dir(tmp)
         if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+            remove_checkpoint(final)
+        replace_durably(tmp, final)
         for old in complete_checkpoints(run_dir)[: -keep or None] if keep else []:
-            shutil.rmtree(old, ignore_errors=True)
-        for stale in root.glob(".tmp-checkpoint-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+            remove_checkpoint(old)
     accelerator.wait_for_everyone()
     return final
 
