@@ -158,7 +158,6 @@ def _train(recipe: Any, resume: bool, callbacks: Any, run: RunDir, task: Any, ch
         accelerator.load_state(str(checkpoint))
         state = TrainerState.load(checkpoint / STATE_FILE)
         state.total_steps = total_steps
-        state.stopped_early = False
     if accelerator.is_main_process:
         print(
             f"hfadapt: {recipe.task} | {recipe.model.name_or_path} | {recipe.adapter.method} | "
