@@ -151,6 +151,17 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def no_checkpoint_message(run_dir: Path, save_steps: int | None) -> str:
+    """Why --resume found nothing in `run_dir`, and exactly what to do instead."""
+    where = f"--resume: no complete checkpoint in {checkpoints_dir(run_dir)}"
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return f"{where}: no run was started in {run_dir}; start it without --resume"
+    start_over = f"start it over without --resume and with output.overwrite=true (which deletes {run_dir})"
+    if not save_steps:
+        return f"{where}: train.save_steps is not set, so this run writes no checkpoints and cannot be continued; {start_over}, setting train.save_steps to make the new run resumable"
+    return f"{where}: the run stopped before its first checkpoint (train.save_steps={save_steps}: at step {save_steps}) was complete; {start_over}"
+
+
 def save_checkpoint(accelerator: Any, run_dir: Path, state: TrainerState, keep: int | None) -> Path:
     root = checkpoints_dir(run_dir)
     final = root / f"checkpoint-{state.global_step}"

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .checkpoint import STATE_FILE, TRAINABLE_FILE, TrainerState, latest_checkpoint, load_trainable, write_json_atomic
+from .checkpoint import STATE_FILE, TRAINABLE_FILE, TrainerState, latest_checkpoint, load_trainable, no_checkpoint_message, write_json_atomic
 from .errors import HfadaptError
 from .run import RunDir
 
@@ -209,7 +209,7 @@ def _check_run_dir(run: RunDir, recipe: Any, resume: bool) -> Path | None:
     if resume:
         checkpoint = latest_checkpoint(run.path)
         if checkpoint is None:
-            raise HfadaptError(f"--resume: no complete checkpoint in {run.path / 'checkpoints'} (set train.save_steps to write them)")
+            raise HfadaptError(no_checkpoint_message(run.path, recipe.train.save_steps))
         if run.recipe_file.is_file():
             saved = yaml.safe_load(run.recipe_file.read_text())
             changed = _differences(saved, recipe.to_dict())

@@ -56,3 +56,40 @@ def test_resume_of_an_early_stopped_run(make_recipe, tmp_path, save_steps):
     assert resumed.metrics == pytest.approx(full.metrics)
     a, b = _adapter_weights(full.output_dir), _adapter_weights(resumed.output_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class Stop(Exception):
+    pass
+
+
+def _kill_at_step_2(state):
+    if state.global_step == 2:
+        raise Stop()
+
+
+def test_resume_of_nothing_says_no_run_was_started(make_recipe):
+    with pytest.raises(HfadaptError, match="no run was started in .*; start it without --resume$"):
+        train(make_recipe(), resume=True)
+
+
+@pytest.mark.parametrize("save_steps", [None, 3])
+def test_resume_before_the_first_checkpoint_says_what_to_do(make_recipe, save_steps):
+    recipe = make_recipe(train={"max_steps": 4, "save_steps": save_steps})
+    with pytest.raises(Stop):
+        train(recipe, callbacks=[_kill_at_step_2])
+    with pytest.raises(HfadaptError) as e:
+        train(recipe, resume=True)
+    message = str(e.value)
+    assert "start it over without --resume and with output.overwrite=true" in message, message
+    if save_steps is None:
+        assert "train.save_steps is not set" in message and "setting train.save_steps" in message, message
+    else:
+        # save_steps is set: don't tell the user to set it.
+        assert "set train.save_steps" not in message and "setting train.save_steps" not in message, message
+        assert "before its first checkpoint (train.save_steps=3: at step 3)" in message, message
+    # Without --resume the run directory is refused ...
+    with pytest.raises(HfadaptError, match="already holds a run"):
+        train(recipe)
+    # ... and doing exactly what the message says works.
+    again = make_recipe(train={"max_steps": 4, "save_steps": save_steps}, output={"overwrite": True})
+    assert train(again).state.global_step == 4
