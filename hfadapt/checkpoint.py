@@ -1,8 +1,11 @@
 """Run-directory layout, atomic checkpoints that hold only trainable weights, exact resume.
 
 A checkpoint is written under a hidden temporary name and renamed into place only after
-every file, the trainer state last, is on disk: a crash mid-save leaves a `.tmp-*` folder
-that is ignored and cleaned up, never a `checkpoint-N` that fails to load.
+every file, the trainer state last, is on disk (fsynced, then the folder and its parent): a
+crash mid-save leaves a `.tmp-*` folder that is ignored and cleaned up, never a `checkpoint-N`
+that fails to load. Deleting goes the other way round: a checkpoint is first renamed to a
+hidden `.del-*` name, then removed, so a crash mid-delete never leaves a `checkpoint-N` that
+still has its trainer state but lost other files.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from typing import Any
 
 from .errors import HfadaptError
 from .run import STATE_FILE, TRAINABLE_FILE, RunDir
+
+TMP_PREFIX = ".tmp-"  # a checkpoint being written
+DEL_PREFIX = ".del-"  # a checkpoint being deleted
 
 
 @dataclass
@@ -41,13 +47,49 @@ class TrainerState:
         return cls(**json.loads(path.read_text()))
 
 
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in `path` durable (POSIX; a no-op where directories can't be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file under `root`, then every folder, deepest first."""
+    for dirpath, _, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            fsync_file(Path(dirpath) / name)
+        fsync_dir(Path(dirpath))
+
+
+def replace_durably(src: Path, dst: Path) -> None:
+    """os.replace, then fsync the parent so the rename itself survives a power loss."""
+    os.replace(src, dst)
+    fsync_dir(dst.parent)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
         json.dump(data, f, indent=2)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    replace_durably(tmp, path)
 
 
 def trainable_state_dict(model: Any) -> dict[str, Any]:
@@ -59,7 +101,8 @@ def save_trainable(model: Any, path: Path) -> None:
 
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(trainable_state_dict(model), str(tmp))
-    os.replace(tmp, path)
+    fsync_file(tmp)
+    replace_durably(tmp, path)
 
 
 def load_trainable(model: Any, path: Path) -> None:
@@ -74,6 +117,7 @@ def load_trainable(model: Any, path: Path) -> None:
 
 
 def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """`checkpoint-N` folders, oldest first; `.tmp-*` (being written) and `.del-*` (being deleted) are not."""
     root = RunDir(run_dir).checkpoints_dir
     if not root.is_dir():
         return []
@@ -81,30 +125,59 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
+def remove_checkpoint(path: Path) -> None:
+    """Rename out of the way first, then delete: a crash mid-delete leaves a `.del-*` folder,
+    which nothing loads and the next save removes, never a half-deleted `checkpoint-N`."""
+    doomed = path.with_name(f"{DEL_PREFIX}{path.name}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(path, doomed)
+    fsync_dir(path.parent)
+    shutil.rmtree(doomed, ignore_errors=True)  # what stays behind is removed by the next save
+
+
+def remove_leftovers(root: Path) -> None:
+    """Folders of an interrupted save or delete."""
+    for stale in [*root.glob(f"{TMP_PREFIX}checkpoint-*"), *root.glob(f"{DEL_PREFIX}checkpoint-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = complete_checkpoints(run_dir)
     return found[-1] if found else None
 
 
+def no_checkpoint_message(run_dir: Path, save_steps: int | None) -> str:
+    """Why --resume found nothing in `run_dir`, and exactly what to do instead."""
+    where = f"--resume: no complete checkpoint in {RunDir(run_dir).checkpoints_dir}"
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return f"{where}: no run was started in {run_dir}; start it without --resume"
+    start_over = f"start it over without --resume and with output.overwrite=true (which deletes {run_dir})"
+    if not save_steps:
+        return f"{where}: train.save_steps is not set, so this run writes no checkpoints and cannot be continued; {start_over}, setting train.save_steps to make the new run resumable"
+    return f"{where}: the run stopped before its first checkpoint (train.save_steps={save_steps}: at step {save_steps}) was complete; {start_over}"
+
+
 def save_checkpoint(accelerator: Any, run_dir: Path, state: TrainerState, keep: int | None) -> Path:
     root = RunDir(run_dir).checkpoints_dir
     final = root / f"checkpoint-{state.global_step}"
-    tmp = root / f".tmp-checkpoint-{state.global_step}"
+    tmp = root / f"{TMP_PREFIX}checkpoint-{state.global_step}"
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_leftovers(root)  # of a save or delete that a crash interrupted
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))  # optimizer, scheduler, RNG of every process; weights via the hooks below
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        state.save(tmp / STATE_FILE)  # last: its presence marks the checkpoint complete
+        # Weights, optimizer and RNG files are on disk before the state file that marks the
+        # checkpoint complete, and all of it before the rename.
+        fsync_tree(tmp)
+        state.save(tmp / STATE_FILE)
+        fsync_dir(tmp)
         if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+            remove_checkpoint(final)
+        replace_durably(tmp, final)
         for old in complete_checkpoints(run_dir)[: -keep or None] if keep else []:
-            shutil.rmtree(old, ignore_errors=True)
-        for stale in root.glob(".tmp-checkpoint-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+            remove_checkpoint(old)
     accelerator.wait_for_everyone()
     return final
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
-from .checkpoint import TrainerState, latest_checkpoint, load_trainable, write_json_atomic
+from .checkpoint import TrainerState, latest_checkpoint, load_trainable, no_checkpoint_message, write_json_atomic
 from .errors import HfadaptError, first_line
 from .run import STATE_FILE, RunDir
 from .tasks import TASKS, EvalContext, Task
@@ -262,8 +262,7 @@ def _setup_state(accelerator: Any, checkpoint: Path | None, total_steps: int) ->
         return TrainerState(total_steps=total_steps)
     accelerator.load_state(str(checkpoint))
     state = TrainerState.load(checkpoint / STATE_FILE)
-    state.total_steps = total_steps
-    state.stopped_early = False
+    state.total_steps = total_steps  # may have changed (train.epochs / max_steps); an early stop stays stopped
     return state
 
 
@@ -325,7 +324,7 @@ def _check_run_dir(run: RunDir, recipe: Any, resume: bool) -> Path | None:
     if resume:
         checkpoint = latest_checkpoint(run.path)
         if checkpoint is None:
-            raise HfadaptError(f"--resume: no complete checkpoint in {run.checkpoints_dir} (set train.save_steps to write them)")
+            raise HfadaptError(no_checkpoint_message(run.path, recipe.train.save_steps))
         if run.recipe_file.is_file():
             saved = yaml.safe_load(run.recipe_file.read_text())
             changed = _differences(saved, recipe.to_dict())

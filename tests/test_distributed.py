@@ -52,7 +52,10 @@ def _torchrun() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "torch.distributed.run"]
 
 
-def _write_recipe(path: Path, tiny_bert: str, sentiment_csv: str, batch_size: int, run_dir: Path) -> Path:
+def _write_recipe(
+    path: Path, tiny_bert: str, sentiment_csv: str, batch_size: int, run_dir: Path,
+    train: dict[str, Any] | None = None, adapter: dict[str, Any] | None = None,
+) -> Path:
     recipe = {
         "name": path.stem,
         "task": "text-classification",
@@ -71,6 +74,8 @@ def _write_recipe(path: Path, tiny_bert: str, sentiment_csv: str, batch_size: in
         },
         "output": {"dir": str(run_dir)},
     }
+    recipe["train"].update(train or {})
+    recipe["adapter"].update(adapter or {})
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
 
@@ -214,3 +219,74 @@ def test_two_processes_match_one_process(runs: dict[str, dict[str, Any]]) -> Non
     assert m1["eval/samples"] == N_VALIDATION, m1
     assert m2["eval/samples"] == N_VALIDATION, m2  # accelerate's padding of the last eval batch dropped again
     _assert_metrics_close(m1, m2, "metrics.json")
+
+
+# ---- a 2-process run killed on one rank resumes exactly ---------------------------------------------
+
+SAVE_STEPS = 2
+KILL_STEP = 5  # rank 1 dies after step 5; rank 0 then blocks in step 6's all-reduce: resume from checkpoint-4
+
+# Run through torchrun like `-m hfadapt train`, plus a callback that SIGKILLs rank 1 (no cleanup,
+# no exception handler: as if the machine lost that process).
+KILLER = """
+import os, signal, sys
+from hfadapt import Recipe, train
+
+def kill_rank_1(state):
+    if os.environ["RANK"] == "1" and state.global_step == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+train(Recipe.from_yaml(sys.argv[1]), callbacks=[kill_rank_1])
+"""
+
+
+def _two_processes(*args: str) -> list[str]:
+    return _torchrun() + [
+        "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *args,
+    ]
+
+
+@pytest.mark.slow
+def test_two_processes_killed_on_one_rank_resume_exactly(tmp_path: Path, tiny_bert: str, sentiment_csv: str) -> None:
+    import torch
+
+    extra = {"train": {"save_steps": SAVE_STEPS}, "adapter": {"dropout": 0.1}}  # dropout: every rank's RNG must come back
+    full_recipe = _write_recipe(tmp_path / "full.yaml", tiny_bert, sentiment_csv, GLOBAL_BATCH // 2, tmp_path / "run-full", **extra)
+    killed_recipe = _write_recipe(tmp_path / "killed.yaml", tiny_bert, sentiment_csv, GLOBAL_BATCH // 2, tmp_path / "run-killed", **extra)
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILLER)
+
+    procs = [
+        _Proc("full", _two_processes("-m", "hfadapt", "train", str(full_recipe)), tmp_path, _env(tmp_path / "cache-full")),
+        _Proc("killed", _two_processes(str(killer), str(killed_recipe), str(KILL_STEP)), tmp_path, _env(tmp_path / "cache-killed")),
+    ]
+    deadline = time.perf_counter() + TIMEOUT_S
+    try:
+        results = {p.name: (p.cmd, *p.wait(deadline)) for p in procs}
+    finally:
+        for p in procs:
+            p.kill()
+    _check("full", *results["full"])
+    cmd, rc, out, err = results["killed"]
+    assert rc not in (0, None), f"the killed run exited with {rc}\n{out[-2000:]}\n{err[-4000:]}"
+    run = tmp_path / "run-killed"
+    assert not (run / "adapter").exists()
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert checkpoints == [f"checkpoint-{s}" for s in range(SAVE_STEPS, KILL_STEP + 1, SAVE_STEPS)], checkpoints
+
+    resume = _Proc("resumed", _two_processes("-m", "hfadapt", "train", str(killed_recipe), "--resume"), tmp_path, _env(tmp_path / "cache-killed"))
+    try:
+        rc, out, err = resume.wait(time.perf_counter() + TIMEOUT_S)
+    finally:
+        resume.kill()
+    _check("resumed", resume.cmd, rc, out, err)
+    assert "on 2 process(es) | resuming from checkpoint-4" in out, out[-3000:]
+
+    full, resumed = _read_run(tmp_path / "run-full"), _read_run(run)
+    assert resumed["state"]["global_step"] == MAX_STEPS
+    assert resumed["state"]["losses"] == full["state"]["losses"]  # bit-identical, dropout included
+    assert resumed["state"]["log_history"] == full["state"]["log_history"]
+    assert sorted(resumed["adapter"]) == sorted(full["adapter"])
+    for key, weight in full["adapter"].items():
+        assert torch.equal(resumed["adapter"][key], weight), key
+    assert resumed["metrics"] == full["metrics"]
