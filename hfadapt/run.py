@@ -115,7 +115,9 @@ class RunDir:
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise HfadaptError(f"{self.recipe_file}: not valid YAML: {e}".replace("\n", " ")) from None
+            mark = getattr(e, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark is not None else ""
+            raise HfadaptError(f"{self.recipe_file}: not valid YAML{at}: {getattr(e, 'problem', None) or e}".replace("\n", " ")) from None
         if not isinstance(raw, dict):
             raise HfadaptError(f"{self.recipe_file}: the run's recipe must be a YAML mapping")
         try:
