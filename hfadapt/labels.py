@@ -140,7 +140,7 @@ def _class_id(value: Any, info: LabelInfo, where: str) -> int:
             raise HfadaptError(f"{where}: unknown label {value!r}; known: {', '.join(info.names)}") from None
     value = _whole(value)
     if not _is_int(value):
-        raise HfadaptError(f"{where}: label {value!r} is neither a class name nor a whole number")
+        raise HfadaptError(f"{where}: label {value!r} is neither a class name nor an int")
     if not 0 <= value < len(info.names):
         raise HfadaptError(f"{where}: label {value} out of range [0, {len(info.names) - 1}]")
     return value
