@@ -8,6 +8,7 @@ metrics.json.
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,51 @@ def hub_id_or_none(value: str | None) -> str | None:
     if Path(value).exists() or not HUB_ID.match(value):
         return None
     return value
+
+
+RUN_PLACEHOLDER = "<run>"
+
+
+def publish_path(value: str, run_path: Path | None = None) -> str:
+    """How a path is shown outside this machine: Hub ids unchanged, the run directory as `<run>`
+    (paths inside it relative to it), any other local path as `<local>/NAME`."""
+    from .modeling import LOCAL_PLACEHOLDER
+
+    if hub_id_or_none(value) is not None:
+        return value
+    path = Path(value).expanduser()
+    if run_path is not None:
+        try:
+            rel = path.resolve().relative_to(Path(run_path).resolve())
+            return RUN_PLACEHOLDER if str(rel) == "." else f"{RUN_PLACEHOLDER}/{rel.as_posix()}"
+        except (ValueError, OSError):
+            pass
+    return f"{LOCAL_PLACEHOLDER}/{path.name or value.strip('/')}"
+
+
+def public_command(command: str, run_path: Path | None = None) -> str:
+    """The launch command with absolute local paths (arguments and key=value overrides) replaced."""
+    if not command:
+        return command
+    try:
+        words = shlex.split(command.split("  # ")[0])
+    except ValueError:
+        return ""
+    out = []
+    for w in words:
+        key, eq, value = w.partition("=")
+        if eq and not w.startswith("-") and _is_absolute(value):
+            out.append(f"{key}={publish_path(value, run_path)}")
+        elif _is_absolute(w):
+            out.append(publish_path(w, run_path))
+        else:
+            out.append(w)
+    # placeholders stay readable (unquoted): the line documents the run, it is not meant to be pasted as is
+    return " ".join(w if ("<local>" in w or RUN_PLACEHOLDER in w) else shlex.quote(w) for w in out)
+
+
+def _is_absolute(value: str) -> bool:
+    return value.startswith(("/", "~")) or bool(re.match(r"^[A-Za-z]:[\\/]", value))
 
 
 def render_adapter_card(run: RunDir, repo_id: str, license: str | None = None) -> str:
@@ -80,9 +126,11 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
     base_note = None
     if base is None:
         base_note = (
-            f"The base model was the local directory `{recipe.model.name_or_path}`"
+            f"The base model was the local directory `{publish_path(recipe.model.name_or_path, run.path)}`"
             + (" (random weights built from a config, saved in the training run as base_model/)" if recipe.model.init == "config" else "")
-            + ", so no `base_model` is declared; load the adapter onto the same weights."
+            + ", so no `base_model` is declared; load the adapter onto the same weights. "
+            "Local paths are not published: `<local>/NAME` stands for a local folder or file called NAME "
+            "(also in adapter_config.json and run_info.json), `<run>` for the training run's directory."
         )
     label = METHOD_LABELS.get(method, method)
     summary = (
@@ -96,7 +144,7 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
     versions = ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items()) or "unknown"
     reproduce = f"hfadapt train hub:{repo_id}"
     if info.get("command"):
-        reproduce += f"\n# originally: {info['command']}"
+        reproduce += f"\n# originally: {public_command(info['command'], run.path)}"
     usage = ""
     if not merged:
         task_template = model_cards_dir() / "tasks" / f"{recipe.task}.md"

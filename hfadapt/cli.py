@@ -84,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"hfadapt: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        # A file the user pointed at that the OS refuses (permissions, a file where a folder belongs):
+        # one line naming it. Without a file name it is no user error: show the traceback.
+        if args.debug or not e.filename:
+            raise
+        print(f"hfadapt: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("hfadapt: interrupted", file=sys.stderr)
         return 130
@@ -121,14 +128,13 @@ def _run(args: argparse.Namespace) -> int:
         _print_metrics(evaluate_run(args.run, split=args.split), Path(args.run))
         return 0
     if args.command == "predict":
-        from .inference import predict
-
+        if args.batch_size < 1:
+            raise HfadaptError(f"predict --batch-size: must be a positive integer, got {args.batch_size}")
         inputs = list(args.inputs)
         if args.file:
-            path = Path(args.file)
-            if not path.is_file():
-                raise HfadaptError(f"--file: not found: {path}")
-            inputs += [line for line in path.read_text().splitlines() if line.strip()]
+            inputs += _read_input_lines(Path(args.file))
+        from .inference import predict
+
         settings = ("max_new_tokens", "temperature", "top_p", "num_beams", "do_sample")
         generation = {k: getattr(args, k) for k in settings if getattr(args, k) is not None}
         for row in predict(args.run, inputs, batch_size=args.batch_size, generation=generation):
@@ -147,11 +153,26 @@ def _run(args: argparse.Namespace) -> int:
         print(f"merged model written to {merge(args.run, args.out, overwrite=args.overwrite, allow_quantized=args.allow_quantized)}")
         return 0
     if args.command == "targets":
+        if args.r < 1:
+            raise HfadaptError(f"targets --r: must be a positive integer, got {args.r}")
         from .targets import format_report, list_targets
 
         print(format_report(list_targets(args.model, task=args.task, r=args.r, revision=args.revision, trust_remote_code=args.trust_remote_code)))
         return 0
     raise HfadaptError(f"unknown command {args.command}")
+
+
+def _read_input_lines(path: Path) -> list[str]:
+    """predict --file: one input per line, UTF-8; a bad byte is reported with its line."""
+    if not path.is_file():
+        raise HfadaptError(f"predict --file: not found: {path}")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise HfadaptError(f"predict --file: line {line} of {path} is not UTF-8 (byte 0x{data[e.start]:02x}); save the file as UTF-8") from None
+    return [line for line in text.splitlines() if line.strip()]
 
 
 def _print_metrics(metrics: dict, where: Path) -> None:

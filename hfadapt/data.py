@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ class RawSplits:
 def load_raw(recipe: Any, task: Any) -> RawSplits:
     d = recipe.data
     ds = _load(d)
+    remember_data(d)  # lets row_location name files for callers that only know the split (see there)
     if d.train_split not in ds:
         raise HfadaptError(f"data.train_split: no split '{d.train_split}' in {_source(d)}; available: {', '.join(ds)}")
     train = ds[d.train_split]
@@ -62,8 +66,96 @@ def check_columns(ds: Any, needed: dict[str, str], split: str, d: Any) -> None:
     for col, field in needed.items():
         if col not in ds.column_names:
             raise HfadaptError(
-                f"{field}: column '{col}' not in the {split} split of {_source(d)}; columns: {', '.join(ds.column_names)}"
+                f"{field}: column '{col}' not in the {split} split of {_source(d)}; columns: {', '.join(user_columns(ds))}"
             )
+
+
+def user_columns(ds: Any) -> list[str]:
+    """The dataset's columns as the user wrote them (without hfadapt's internal row column)."""
+    return [c for c in ds.column_names if c != ROW_COLUMN]
+
+
+# ---- rows in messages: "line N of FILE" ---------------------------------------------------------
+_LAST_DATA: list[Any] = [None]  # the data section of the latest load_raw
+
+
+def remember_data(d: Any) -> None:
+    """Set (or, with None, forget) the data section row_location uses when none is passed."""
+    _LAST_DATA[0] = d
+
+
+def split_files(d: Any, split: str) -> list[str] | None:
+    """The local files whose rows a split's row index counts, or None for a Hub/folder dataset.
+
+    A validation split carved off the train files keeps the train files' row numbers (ROW_COLUMN).
+    """
+    if not getattr(d, "train_files", None):
+        return None
+    if split == "train":
+        return list(d.train_files)
+    if split == "validation":
+        return list(d.validation_files) if d.validation_files else list(d.train_files)
+    if split == "test":
+        return list(d.test_files) if d.test_files else None
+    return None
+
+
+def row_location(split: str, row: int, d: Any = None) -> str:
+    """Where 0-based row `row` of a split ('train', 'validation', 'test') is in the user's data:
+    "line N of FILE" (CSV/TSV with a header: row i is line i+2; JSON Lines: line i+1), "record N of FILE"
+    (a JSON array), "row N of FILE" (parquet), or "row i of the SPLIT split of DATASET" for a Hub dataset.
+
+    `d` is the recipe's data section; when None, the one of the latest load_raw is used (task code that
+    only knows the split name). Never fails: unknown sources fall back to "SPLIT row i".
+    """
+    d = d if d is not None else _LAST_DATA[0]
+    fallback = f"{split} row {row}"
+    if d is None:
+        return fallback
+    try:
+        files = split_files(d, split)
+        if files is None:
+            if getattr(d, "dataset", None):
+                return f"row {row} (0-based) of the {split} split of {d.dataset}"
+            return fallback
+        left = row
+        for f in files:
+            kind, positions = _record_positions(str(Path(f).resolve()), Path(f).stat().st_mtime_ns)
+            if left < len(positions):
+                return f"{kind} {positions[left]} of {f}"
+            left -= len(positions)
+    except Exception:  # noqa: BLE001 - a message helper must never hide the error it describes
+        pass
+    return fallback
+
+
+@lru_cache(maxsize=32)
+def _record_positions(path: str, mtime_ns: int) -> tuple[str, list[int]]:
+    """("line" | "record" | "row", 1-based position of every data record of the file)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        lines = []
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh, delimiter="\t" if suffix == ".tsv" else ",")
+            start, header_seen = 1, False
+            for record in reader:
+                if record and any(cell.strip() for cell in record):  # pandas skips blank lines
+                    if header_seen:
+                        lines.append(start)
+                    header_seen = True
+                start = reader.line_num + 1
+        return "line", lines
+    if suffix in (".json", ".jsonl"):
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        if text.lstrip().startswith("["):
+            return "record", list(range(1, len(json.loads(text)) + 1))
+        return "line", [i for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return "row", list(range(1, pq.ParquetFile(path).metadata.num_rows + 1))
+    return "row", []
 
 
 def _source(d: Any) -> str:
@@ -98,8 +190,93 @@ def _load(d: Any) -> Any:
     except HfadaptError:
         raise
     except Exception as e:  # noqa: BLE001 - datasets raises many types; the user needs one line
-        first = (str(e).strip() or type(e).__name__).splitlines()[0]
-        raise HfadaptError(f"data.dataset: cannot load {_source(d)}: {type(e).__name__}: {first}") from e
+        problem = _diagnose_files(d) if d.train_files else None
+        if problem:
+            raise HfadaptError(problem) from e
+        cause = root_cause(e)
+        first = (str(cause).strip() or type(cause).__name__).splitlines()[0]
+        field = "data.train_files" if d.train_files else "data.dataset"
+        raise HfadaptError(f"{field}: cannot load {_source(d)}: {type(cause).__name__}: {first}") from e
+
+
+def root_cause(e: BaseException) -> BaseException:
+    """The first exception in the __cause__/__context__ chain that is not datasets' generic wrapper
+    (DatasetGenerationError hides the pandas / pyarrow / UnicodeDecodeError / json error)."""
+    seen: set[int] = set()
+    chain = []
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    for exc in chain:
+        if not type(exc).__module__.startswith("datasets"):
+            return exc
+    return chain[-1]
+
+
+def _diagnose_files(d: Any) -> str | None:
+    """Read the local data files directly to say which file, which line and why loading failed."""
+    groups = [("data.train_files", d.train_files), ("data.validation_files", d.validation_files), ("data.test_files", d.test_files)]
+    for field, files in groups:
+        for f in files or []:
+            try:
+                problem = _diagnose_file(Path(f))
+            except Exception:  # noqa: BLE001 - the diagnosis is best effort; the caller falls back
+                problem = None
+            if problem:
+                return f"{field}: {problem}"
+    return None
+
+
+def _diagnose_file(path: Path) -> str | None:
+    data = path.read_bytes()
+    suffix = path.suffix.lower()
+    if not data.strip():
+        return f"{path} is empty"
+    if suffix == ".parquet":
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        return f"line {line} of {path} is not UTF-8 (byte 0x{data[e.start]:02x}); save the file as UTF-8"
+    if suffix in (".csv", ".tsv"):
+        reader = csv.reader(text.splitlines(keepends=True), delimiter="\t" if suffix == ".tsv" else ",")
+        header: list[str] | None = None
+        start, rows = 1, 0
+        try:
+            for record in reader:
+                if record and any(cell.strip() for cell in record):
+                    if header is None:
+                        header = record
+                    else:
+                        rows += 1
+                        if len(record) > len(header):
+                            return f"line {start} of {path} has {len(record)} fields, the header has {len(header)}"
+                start = reader.line_num + 1
+        except csv.Error as e:
+            return f"line {reader.line_num} of {path}: {e}"
+        if rows == 0:
+            return f"{path} has a header but no data rows"
+        return None
+    if suffix in (".json", ".jsonl"):
+        if text.lstrip().startswith("["):
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as e:
+                return f"line {e.lineno} of {path} is not valid JSON: {e.msg} (column {e.colno})"
+            return None
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as e:
+                return f"line {n} of {path} is not valid JSON: {e.msg} (column {e.colno})"
+            if not isinstance(value, dict):
+                return f"line {n} of {path} is not a JSON object (JSON Lines needs one object per line)"
+    return None
 
 
 def _existing(files: list[str], field: str) -> list[str]:

@@ -48,8 +48,30 @@ def stage(run: RunDir, repo_id: str, target: Path, license: str | None = None) -
         if (run.path / name).is_file():
             shutil.copy2(run.path / name, target / name)
             names.append(name)
+    _publish_local_paths(run, target)
     (target / "README.md").write_text(render_adapter_card(run, repo_id, license))
     return names + ["README.md"]
+
+
+def _publish_local_paths(run: RunDir, target: Path) -> None:
+    """Edit the staged copies (never the run's files) so no absolute local path is pushed:
+    the base model in adapter_config.json and the command in run_info.json (see cards.publish_path)."""
+    import json
+
+    from .cards import public_command, publish_path
+
+    config = target / "adapter_config.json"
+    if config.is_file():
+        data = json.loads(config.read_text())
+        if data.get("base_model_name_or_path"):
+            data["base_model_name_or_path"] = publish_path(data["base_model_name_or_path"], run.path)
+        config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    info = target / "run_info.json"
+    if info.is_file():
+        data = json.loads(info.read_text())
+        if data.get("command"):
+            data["command"] = public_command(data["command"], run.path)
+        info.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def validate_card(path: Path) -> None:
@@ -117,9 +139,7 @@ def resolve_run(ref: str | Path, revision: str | None = None) -> RunDir:
         path = snapshot_download(repo, revision=revision, allow_patterns=DOWNLOAD_PATTERNS, token=token)
     except Exception as e:  # noqa: BLE001
         raise HfadaptError(_scrub(f"{ref}: not a run directory, and the Hub repo could not be fetched: {type(e).__name__}: {_first_line(e)}", token)) from None
-    run = RunDir.open(path)
-    run.from_hub = True
-    return run
+    return RunDir.open(path, from_hub=True)
 
 
 def download_recipe(repo: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -44,8 +45,14 @@ class LabelInfo:
         return cls(names, problem)
 
 
-def infer_labels(dataset: Any, column: str, given: Sequence[str] | None, problem_type: str, source: str) -> LabelInfo:
-    """Decide the label names from the recipe, the column's ClassLabel feature, or its values."""
+def infer_labels(
+    dataset: Any, column: str, given: Sequence[str] | None, problem_type: str, source: str, split: str = "train"
+) -> LabelInfo:
+    """Decide the label names from the recipe, the column's ClassLabel feature, or its values.
+
+    A CSV column of ints with an empty cell is read as floats (1.0, NaN): whole floats count as ints;
+    empty cells are left to encode_label, which names their line.
+    """
     if problem_type == "regression":
         return LabelInfo((), problem_type)
     if given:
@@ -56,28 +63,43 @@ def infer_labels(dataset: Any, column: str, given: Sequence[str] | None, problem
     inner = getattr(feature, "feature", None) if problem_type == "multi_label" else feature
     if inner is not None and hasattr(inner, "names"):  # datasets.ClassLabel
         return LabelInfo(tuple(inner.names), problem_type)
-    values: set[Any] = set()
-    for v in dataset[column]:
-        if problem_type == "multi_label" and isinstance(v, (list, tuple)):
-            values.update(v)
-        elif v is not None:
-            values.add(v)
+    from .data import ROW_COLUMN, row_location
+
+    rows = dataset[ROW_COLUMN] if ROW_COLUMN in getattr(dataset, "column_names", ()) else None
+    values: dict[Any, int] = {}  # label -> first row holding it
+    for i, v in enumerate(dataset[column]):
+        items = v if problem_type == "multi_label" and isinstance(v, (list, tuple)) else [v]
+        for item in items:
+            if is_missing(item):
+                continue
+            item = _whole(item)
+            values.setdefault(item, rows[i] if rows is not None else i)
     if not values:
         raise HfadaptError(f"{source}: column '{column}' holds no labels")
     if all(isinstance(v, str) for v in values):
         return LabelInfo(tuple(sorted(values)), problem_type)
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+    if all(_is_int(v) for v in values):
         if min(values) < 0:
-            raise HfadaptError(f"{source}: column '{column}' has negative label {min(values)}; give data.labels")
+            low = min(values)
+            raise HfadaptError(
+                f"{source}: column '{column}' has negative label {low} at {row_location(split, values[low])}; give data.labels"
+            )
         return LabelInfo(tuple(str(i) for i in range(max(values) + 1)), problem_type)
-    raise HfadaptError(f"{source}: column '{column}' mixes label types; use all strings or all ints")
+    first = next(iter(values))
+    odd = next((v for v in values if type(v) is not type(first) or not isinstance(v, (str, int))), first)
+    raise HfadaptError(
+        f"{source}: column '{column}' mixes label types: {odd!r} at {row_location(split, values[odd])}, "
+        f"{first!r} at {row_location(split, values[first])}; use all strings or all whole numbers"
+    )
 
 
 def encode_label(value: Any, info: LabelInfo, column: str, row: int, split: str) -> Any:
     """One raw label -> the model's target (class id, multi-hot vector, or float)."""
-    where = f"data.label_column '{column}', {split} row {row}"
-    if value is None:
-        raise HfadaptError(f"{where}: label is missing")
+    from .data import row_location
+
+    where = f"data.label_column '{column}', {row_location(split, row)}"
+    if is_missing(value):
+        raise HfadaptError(f"{where}: label is missing (empty cell)")
     if info.problem_type == "regression":
         try:
             return float(value)
@@ -87,9 +109,27 @@ def encode_label(value: Any, info: LabelInfo, column: str, row: int, split: str)
         items = value if isinstance(value, (list, tuple)) else [value]
         hot = [0.0] * len(info.names)
         for item in items:
+            if is_missing(item):
+                raise HfadaptError(f"{where}: a label in {value!r} is missing")
             hot[_class_id(item, info, where)] = 1.0
         return hot
     return _class_id(value, info, where)
+
+
+def is_missing(value: Any) -> bool:
+    """An empty cell: None, or the NaN that CSV reading puts into a column of numbers."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _whole(value: Any) -> Any:
+    """1.0 -> 1: an int column with an empty cell is read as floats."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _class_id(value: Any, info: LabelInfo, where: str) -> int:
@@ -98,7 +138,8 @@ def _class_id(value: Any, info: LabelInfo, where: str) -> int:
             return info.label2id[value]
         except KeyError:
             raise HfadaptError(f"{where}: unknown label {value!r}; known: {', '.join(info.names)}") from None
-    if isinstance(value, bool) or not isinstance(value, int):
+    value = _whole(value)
+    if not _is_int(value):
         raise HfadaptError(f"{where}: label {value!r} is neither a class name nor an int")
     if not 0 <= value < len(info.names):
         raise HfadaptError(f"{where}: label {value} out of range [0, {len(info.names) - 1}]")

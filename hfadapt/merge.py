@@ -9,15 +9,29 @@ from pathlib import Path
 from .errors import HfadaptError
 
 
+def check_output_folder(out: Path) -> None:
+    """OUT must be a folder or not exist, under a folder that can be written; checked before any work."""
+    if out.exists() and not out.is_dir():
+        raise HfadaptError(f"merge: {out} is an existing file, not a folder; choose another output folder")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise HfadaptError(f"merge: cannot create {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise HfadaptError(f"merge: cannot write {out}: {parent} is not writable")
+
+
 def merge(run_ref: str | Path, out: str | Path, overwrite: bool = False, allow_quantized: bool = False) -> Path:
     from .adapters import is_peft
     from .cards import render_merged_card
     from .hub import resolve_run
     from .inference import load_model_and_processor
 
+    out = Path(out)
+    check_output_folder(out)
     run = resolve_run(run_ref)
     recipe = run.recipe
-    out = Path(out)
     if not is_peft(recipe.adapter.method):
         raise HfadaptError(f"merge: {run.path} was trained with adapter.method={recipe.adapter.method}; its model/ is already standalone")
     if recipe.adapter.method in ("prefix", "prompt"):

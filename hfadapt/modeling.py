@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .errors import HfadaptError
+
+# Published copies of a run (hub push) name a local base model as "<local>/NAME": its path stays in
+# the run directory only.
+LOCAL_PLACEHOLDER = "<local>"
 DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "auto": "auto"}
 
 
 def _first_line(e: Exception) -> str:
     return (str(e).strip() or type(e).__name__).splitlines()[0]
+
+
+def looks_local(source: str) -> bool:
+    """Whether a model reference means a local folder rather than a Hub id: absolute, ./ ../ ~, a
+    Windows path, more than one '/', or a path whose parent folder exists here."""
+    if source.startswith(("/", "./", "../", "~", ".\\")) or "\\" in source or source in (".", ".."):
+        return True
+    if len(source) > 2 and source[1] == ":" and source[0].isalpha():
+        return True
+    path = Path(source)
+    return path.exists() or source.count("/") > 1 or (len(path.parts) > 1 and path.parent.is_dir())
+
+
+def check_local_path(source: str, field: str) -> None:
+    """A local-looking model path must exist before from_pretrained turns it into a bad Hub repo id."""
+    if not looks_local(source):
+        return
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise HfadaptError(f"{field}: local path {source} does not exist")
+    if not path.is_dir():
+        raise HfadaptError(f"{field}: {source} is a file; give the model's folder or a Hub id")
 
 
 def quantization_config(mode: str) -> Any:
@@ -42,6 +69,7 @@ def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, pa
     m = recipe.model
     auto = getattr(transformers, task.auto_class)
     source = path or m.name_or_path
+    check_local_path(source, "model.name_or_path" if path is None else f"the run's base model {path}")
     quant = quantization_config(m.quantization)
     try:
         if m.init == "config" and path is None:
@@ -86,6 +114,13 @@ def load_run_model(run: Any) -> Any:
     from peft import PeftConfig, PeftModel
 
     peft_config = PeftConfig.from_pretrained(str(run.model_dir))
+    base_ref = peft_config.base_model_name_or_path or ""
+    if base_ref.startswith(LOCAL_PLACEHOLDER):
+        raise HfadaptError(
+            f"{run.model_dir}: the adapter was trained on a local base model ({base_ref}) that was not published; "
+            "load it with peft onto the same base weights (see the model card)"
+        )
+    check_local_path(base_ref, f"the base model of {run.model_dir}")
     config = transformers.AutoConfig.from_pretrained(run.model_dir, trust_remote_code=recipe.model.trust_remote_code)
     try:
         base = auto.from_pretrained(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -90,23 +91,58 @@ class RunDir:
 
     # ---- reading ---------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | Path) -> "RunDir":
+    def open(cls, path: str | Path, from_hub: bool = False) -> "RunDir":
         run = cls(path)
+        run.from_hub = from_hub  # before the recipe is read: a pulled recipe may not run remote code
         if not run.path.is_dir():
             raise HfadaptError(f"{path}: run directory not found")
         if not run.recipe_file.is_file():
             raise HfadaptError(f"{path}: not an hfadapt run (no {RECIPE_FILE})")
+        run.recipe  # noqa: B018 - a corrupt recipe.yaml is reported here, naming the file
         if not run.model_dir.is_dir():
             raise HfadaptError(f"{path}: the run has not finished (no {run.model_dir.name}/); resume it with `hfadapt train {run.recipe_file} --resume`")
+        run.check_weights()
         return run
+
+    def check_weights(self) -> None:
+        """The saved adapter (or model) files must be there; otherwise loading would look for a Hub repo."""
+        from .adapters import is_peft
+
+        folder = self.model_dir
+        if is_peft(self.recipe.adapter.method):
+            config, weights = "adapter_config.json", ("adapter_model.safetensors", "adapter_model.bin")
+        else:
+            config = "config.json"
+            weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+        missing = [config] if not (folder / config).is_file() else []
+        if not any((folder / w).is_file() for w in weights):
+            missing.append(weights[0])
+        if missing:
+            raise HfadaptError(
+                f"{folder}: the run's saved weights are incomplete (missing {', '.join(missing)}); "
+                "restore them or train the run again"
+            )
 
     @cached_property
     def recipe(self) -> Any:
         import yaml
 
+        from .catalog import read_recipe_text
         from .recipe import Recipe
 
-        recipe = Recipe.from_dict(yaml.safe_load(self.recipe_file.read_text()), source=None)
+        text = read_recipe_text(self.recipe_file)
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark is not None else ""
+            raise HfadaptError(f"{self.recipe_file}: not valid YAML{at}: {getattr(e, 'problem', None) or e}".replace("\n", " ")) from None
+        if not isinstance(raw, dict):
+            raise HfadaptError(f"{self.recipe_file}: the run's recipe must be a YAML mapping")
+        try:
+            recipe = Recipe.from_dict(raw, source=None)
+        except HfadaptError as e:
+            raise HfadaptError(f"{self.recipe_file}: {e}") from None
         if self.from_hub:
             recipe.model.trust_remote_code = False
         return recipe
@@ -119,11 +155,36 @@ class RunDir:
 
     @property
     def metrics(self) -> dict[str, float]:
-        return json.loads(self.metrics_file.read_text()) if self.metrics_file.is_file() else {}
+        return _read_json(self.metrics_file)
 
     @property
     def info(self) -> dict[str, Any]:
-        return json.loads(self.info_file.read_text()) if self.info_file.is_file() else {}
+        return _read_json(self.info_file)
 
     def is_started(self) -> bool:
+        self.check_output()
         return self.path.exists() and any(self.path.iterdir())
+
+    def check_output(self) -> None:
+        """output.dir must be a folder (or not exist yet) that can be written; checked before any work."""
+        if self.path.exists() and not self.path.is_dir():
+            raise HfadaptError(f"output.dir: {self.path} is an existing file, not a folder; choose another output.dir")
+        parent = self.path
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise HfadaptError(f"output.dir: cannot create {self.path}: {parent} is a file, not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise HfadaptError(f"output.dir: cannot write {self.path}: {parent} is not writable")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HfadaptError(f"{path}: not valid JSON ({e}); restore the file or delete it") from None
+    if not isinstance(data, dict):
+        raise HfadaptError(f"{path}: expected a JSON object")
+    return data

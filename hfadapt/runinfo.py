@@ -25,15 +25,41 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def launch_command(num_processes: int) -> str:
+def launcher(env: dict[str, str] | None = None) -> str:
+    """'accelerate', 'torchrun' or 'python': what started this process, from the launchers' variables.
+
+    `accelerate launch` sets ACCELERATE_MIXED_PRECISION / ACCELERATE_DYNAMO_BACKEND in its children
+    (also when it uses torch.distributed.run underneath, so it is checked first); torchrun (torch
+    elastic) sets TORCHELASTIC_RUN_ID.
+    """
+    env = os.environ if env is None else env
+    if "ACCELERATE_DYNAMO_BACKEND" in env or "ACCELERATE_MIXED_PRECISION" in env:
+        return "accelerate"
+    if "TORCHELASTIC_RUN_ID" in env:
+        return "torchrun"
+    return "python"
+
+
+def launch_command(num_processes: int, env: dict[str, str] | None = None, argv: list[str] | None = None) -> str:
     """The command line that started this run, as the user would type it."""
-    argv = list(sys.argv)
-    if argv and os.path.basename(argv[0]) in ("hfadapt", "__main__.py"):
-        cmd = "hfadapt " + shlex.join(argv[1:])
-    else:
-        cmd = ""  # started from Python: no command to show
-    if cmd and num_processes > 1:
-        cmd = f"accelerate launch --num_processes {num_processes} -m " + cmd
+    env = os.environ if env is None else env
+    argv = list(sys.argv if argv is None else argv)
+    if not argv or os.path.basename(argv[0]) not in ("hfadapt", "__main__.py"):
+        return ""  # started from Python: no command to show
+    cmd = "hfadapt " + shlex.join(argv[1:])
+    how = launcher(env)
+    module = "-m " + cmd  # launchers start the package as a module
+    if how == "accelerate":
+        machines = int(env.get("ACCELERATE_NUM_MACHINES", env.get("GROUP_WORLD_SIZE", "1")) or 1)
+        extra = f" --num_machines {machines}" if machines > 1 else ""
+        return f"accelerate launch --num_processes {num_processes}{extra} {module}"
+    if how == "torchrun":
+        local = int(env.get("LOCAL_WORLD_SIZE", num_processes) or num_processes)
+        nodes = max(1, num_processes // max(local, 1))
+        extra = f" --nnodes {nodes}" if nodes > 1 else ""
+        return f"torchrun --nproc_per_node {local}{extra} {module}"
+    if num_processes > 1:  # RANK/WORLD_SIZE set by hand or another launcher: say so rather than guess
+        return f"{cmd}  # {num_processes} processes, launcher unknown"
     return cmd
 
 

@@ -271,7 +271,7 @@ def test_train_label_out_of_range(tmp_path: Path, tiny_bert: str, capsys, quiet_
     raw = text_recipe(tmp_path, tiny_bert, "./train.jsonl", labels=["negative", "positive"], validation_split=None)
     rc, err = run_main(capsys, ["train", str(write_recipe(tmp_path, raw))])
     assert rc == 2
-    one_error_line(err, "data.label_column 'label'", "train row 5", "label 7 out of range [0, 1]")
+    one_error_line(err, "data.label_column 'label'", f"line 6 of {tmp_path / 'train.jsonl'}", "label 7 out of range [0, 1]")
 
 
 def test_train_unknown_string_label(tmp_path: Path, tiny_bert: str, capsys, quiet_datasets) -> None:
@@ -281,7 +281,7 @@ def test_train_unknown_string_label(tmp_path: Path, tiny_bert: str, capsys, quie
     raw = text_recipe(tmp_path, tiny_bert, "./train.csv", labels=["negative", "positive"], validation_split=None)
     rc, err = run_main(capsys, ["train", str(write_recipe(tmp_path, raw))])
     assert rc == 2
-    one_error_line(err, "data.label_column 'label'", "train row 3", "unknown label 'postive'")
+    one_error_line(err, "data.label_column 'label'", f"line 5 of {tmp_path / 'train.csv'}", "unknown label 'postive'")
 
 
 def test_train_error_row_is_the_file_row_when_validation_is_carved(tmp_path: Path, tiny_bert: str, capsys, quiet_datasets) -> None:
@@ -290,7 +290,7 @@ def test_train_error_row_is_the_file_row_when_validation_is_carved(tmp_path: Pat
     rc, err = run_main(capsys, ["train", str(write_recipe(tmp_path, raw))])
     assert rc == 2
     line = one_error_line(err, "label 7 out of range")
-    assert re.search(r"\brow 5\b", line), line
+    assert re.search(r"\bline 6 of \S*train.jsonl\b", line), line  # JSON Lines row 5 (0-based) is line 6
 
 
 def test_train_unreadable_image(tmp_path: Path, tiny_vit: str, capsys, quiet_datasets) -> None:

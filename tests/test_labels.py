@@ -11,6 +11,16 @@ from hfadapt.labels import LabelInfo, encode_label, infer_labels
 SOURCE = "data.label_column 'label'"
 
 
+@pytest.fixture(autouse=True)
+def no_loaded_data():
+    """Rows are named by the latest load_raw's files; these tests build datasets by hand."""
+    from hfadapt.data import remember_data
+
+    remember_data(None)
+    yield
+    remember_data(None)
+
+
 def _ds(values: list, feature=None) -> Dataset:
     features = Features({"label": feature}) if feature is not None else None
     return Dataset.from_dict({"label": values}, features=features)
@@ -90,7 +100,8 @@ def _infer_error(ds) -> str:
 
 def test_infer_errors_name_the_column() -> None:
     assert "column 'label' holds no labels" in _infer_error(_ds([None, None], Value("string")))
-    assert "column 'label' has negative label -1; give data.labels" in _infer_error(_ds([1, -1, 0]))
+    msg = _infer_error(_ds([1, -1, 0]))
+    assert "column 'label' has negative label -1" in msg and "row 1" in msg and "give data.labels" in msg
 
     class Mixed:  # Arrow can't hold a mixed column (a JSON list of dicts can); fake the two accessors used
         features = {"label": Value("string")}
@@ -169,3 +180,24 @@ def test_encode_wrong_types() -> None:
     assert "neither a class name nor an int" in _encode_error(1.5, SINGLE)
     assert "neither a class name nor an int" in _encode_error(True, SINGLE)  # a bool is not a class id
     assert "regression label 'high' is not a number" in _encode_error("high", REGRESSION, "score", 0, "test")
+
+
+# ---- CSV int columns with an empty cell arrive as floats ------------------------------------------
+def test_whole_floats_are_int_labels_and_the_empty_cell_names_its_line(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from hfadapt.data import remember_data
+
+    csv = tmp_path / "train.csv"
+    csv.write_text("text,label\na,1\nb,\nc,0\n")
+    ds = _ds([1.0, None, 0.0])
+    info = infer_labels(ds, "label", None, "single_label", SOURCE)
+    assert info.names == ("0", "1")
+    assert encode_label(1.0, info, "label", 0, "train") == 1
+    assert encode_label(1.0, LabelInfo(("neg", "pos"), "single_label"), "label", 0, "train") == 1  # data.labels set
+    remember_data(SimpleNamespace(train_files=[str(csv)], validation_files=None, test_files=None, dataset=None))
+    with pytest.raises(HfadaptError) as err:
+        encode_label(float("nan"), info, "label", 1, "train")
+    assert f"line 3 of {csv}" in str(err.value) and "label is missing" in str(err.value)
+    with pytest.raises(HfadaptError, match=r"label 0.5 is neither a class name nor an int"):
+        encode_label(0.5, info, "label", 0, "train")

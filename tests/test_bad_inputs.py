@@ -1,0 +1,261 @@
+"""A catalogue of inputs a user can get wrong: recipes, data files, run directories, CLI flags.
+
+Every case must end with exactly one `hfadapt: error:` line that names the field / file / line,
+a non-zero exit, no traceback, and every file that existed before left as it was (content and
+mtime). Cases run the CLI in-process (`main([...])`); one runs as a real process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+from tests.conftest import sentiment_rows, write_csv, write_jsonl
+
+from hfadapt.cli import main
+
+
+# ---- helpers ----------------------------------------------------------------------------------------
+def snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    return {
+        str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir", p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def check_one_error(rc: Any, err: str, parts: tuple[str, ...]) -> str:
+    assert rc not in (0, None), err
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("hfadapt: error:")]
+    assert len(errors) == 1, err
+    for part in parts:
+        assert part in errors[0], (part, errors[0])
+    return errors[0]
+
+
+def run_main(capsys: pytest.CaptureFixture, argv: list[str]) -> tuple[Any, str]:
+    try:
+        rc = main(argv)
+    except SystemExit as e:
+        rc = e.code
+    return rc, capsys.readouterr().err
+
+
+def text_recipe(folder: Path, model: str, data_file: str, **data: Any) -> Path:
+    raw = {
+        "task": "text-classification",
+        "model": {"name_or_path": model},
+        "data": {"train_files": data_file, "max_length": 16, "validation_split": None, **data},
+        "adapter": {"method": "lora", "r": 2},
+        "train": {"epochs": 1, "batch_size": 8, "log_with": []},
+        "output": {"dir": str(folder / "run")},
+    }
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def quiet_datasets():
+    import datasets
+
+    datasets.disable_progress_bars()
+    yield
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny_bert: str, sentiment_csv: str) -> Path:
+    """One tiny trained run for the module; cases copy it before breaking it."""
+    from hfadapt import Recipe, train
+
+    out = tmp_path_factory.mktemp("bad-inputs-run") / "run"
+    recipe = Recipe.from_dict({
+        "name": "bad-inputs", "task": "text-classification", "model": {"name_or_path": tiny_bert},
+        "data": {"train_files": [sentiment_csv], "validation_size": 0.25, "max_length": 16},
+        "adapter": {"method": "lora", "r": 2}, "train": {"max_steps": 2, "batch_size": 8, "log_with": []},
+        "output": {"dir": str(out)},
+    })
+    return train(recipe).output_dir
+
+
+# ---- cases: (name, setup(tmp_path, fixtures) -> (argv, expected parts)) -------------------------------
+Setup = Callable[[Path, dict], tuple[list[str], tuple[str, ...]]]
+
+
+def _binary_recipe(tmp: Path, fx: dict):
+    path = tmp / "model.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    return ["validate", str(path)], (str(path), "binary")
+
+
+def _latin1_recipe(tmp: Path, fx: dict):
+    path = tmp / "recipe.yaml"
+    path.write_bytes("task: text-classification\nname: caf\xe9\n".encode("latin-1"))
+    return ["validate", str(path)], (str(path), "line 2", "not UTF-8")
+
+
+def _data_case(content: bytes, name: str, *parts: str, **data: Any) -> Setup:
+    def setup(tmp: Path, fx: dict):
+        (tmp / name).write_bytes(content)
+        recipe = text_recipe(tmp, fx["tiny_bert"], f"./{name}", **data)
+        return ["train", str(recipe)], tuple(p.replace("FILE", str(tmp / name)) for p in parts)
+    return setup
+
+
+def _int_labels_with_empty_cell(with_names: bool) -> Setup:
+    def setup(tmp: Path, fx: dict):
+        rows = [{"text": r["text"], "label": "" if i == 4 else i % 2} for i, r in enumerate(sentiment_rows(16))]
+        write_csv(tmp / "train.csv", rows)
+        extra = {"labels": ["negative", "positive"]} if with_names else {}
+        recipe = text_recipe(tmp, fx["tiny_bert"], "./train.csv", **extra)
+        # data row 4 of a CSV with a header is line 6
+        return ["train", str(recipe)], ("data.label_column 'label'", f"line 6 of {tmp / 'train.csv'}", "label is missing")
+    return setup
+
+
+def _missing_model(tmp: Path, fx: dict):
+    write_csv(tmp / "train.csv", sentiment_rows(16))
+    return ["train", str(text_recipe(tmp, "./models/tiny", "./train.csv"))], ("model.name_or_path", "does not exist")
+
+
+def _model_without_tokenizer(tmp: Path, fx: dict):
+    model = tmp / "weights-only"
+    model.mkdir()
+    for f in Path(fx["tiny_bert"]).iterdir():
+        if f.name in ("config.json", "model.safetensors"):
+            shutil.copy2(f, model / f.name)
+    write_csv(tmp / "train.csv", sentiment_rows(16))
+    return ["train", str(text_recipe(tmp, "./weights-only", "./train.csv"))], ("model.name_or_path", str(model), "no tokenizer files")
+
+
+def _output_dir_is_a_file(tmp: Path, fx: dict):
+    write_csv(tmp / "train.csv", sentiment_rows(16))
+    recipe = text_recipe(tmp, fx["tiny_bert"], "./train.csv")
+    (tmp / "run").write_text("not a folder")
+    return ["train", str(recipe)], ("output.dir", str(tmp / "run"))
+
+
+def _run_case(break_it: Callable[[Path], None], argv: Callable[[Path], list[str]], *parts: str) -> Setup:
+    def setup(tmp: Path, fx: dict):
+        run = tmp / "run"
+        shutil.copytree(fx["finished_run"](), run)
+        break_it(run)
+        return argv(run), tuple(p.replace("RUN", str(run)) for p in parts)
+    return setup
+
+
+CASES: dict[str, Setup] = {
+    "recipe-binary": _binary_recipe,
+    "recipe-latin1": _latin1_recipe,
+    "csv-empty": _data_case(b"", "train.csv", "data.train_files", "FILE", "empty"),
+    "csv-header-only": _data_case(b"text,label\n", "train.csv", "data.train_files", "FILE", "no data rows"),
+    "csv-ragged-row": _data_case(
+        b"text,label\n" + b"".join(b"good film %d,positive\n" % i for i in range(10)) + b"bad, film,negative\n",
+        "train.csv", "data.train_files", "line 12 of FILE", "3 fields",
+    ),
+    "csv-latin1": _data_case("text,label\nthe film was good,positive\ncaf\xe9 was bad,negative\n".encode("latin-1"),
+                             "train.csv", "data.train_files", "line 3 of FILE", "not UTF-8"),
+    "jsonl-broken-line": _data_case(b'{"text": "good", "label": "positive"}\n{"text": "bad", "label": \n',
+                                    "train.jsonl", "data.train_files", "line 2 of FILE", "not valid JSON"),
+    "int-labels-empty-cell": _int_labels_with_empty_cell(with_names=False),
+    "int-labels-empty-cell-with-names": _int_labels_with_empty_cell(with_names=True),
+    "model-path-missing": _missing_model,
+    "model-without-tokenizer": _model_without_tokenizer,
+    "output-dir-is-a-file": _output_dir_is_a_file,
+    "run-recipe-corrupt": _run_case(lambda r: (r / "recipe.yaml").write_text("task: [unclosed\n"),
+                                    lambda r: ["predict", str(r), "a good film"], "RUN/recipe.yaml", "not valid YAML"),
+    "run-recipe-not-a-recipe": _run_case(lambda r: (r / "recipe.yaml").write_text("task: text-classification\n"),
+                                         lambda r: ["predict", str(r), "a good film"], "RUN/recipe.yaml"),
+    "run-adapter-weights-deleted": _run_case(lambda r: (r / "adapter" / "adapter_model.safetensors").unlink(),
+                                             lambda r: ["eval", str(r)], "RUN/adapter", "adapter_model.safetensors"),
+    "merge-into-existing-file": _run_case(lambda r: (r.parent / "merged.bin").write_text("x"),
+                                          lambda r: ["merge", str(r), str(r.parent / "merged.bin")], "merge:", "merged.bin"),
+    "predict-batch-size-0": _run_case(lambda r: None, lambda r: ["predict", str(r), "good", "--batch-size", "0"],
+                                      "--batch-size", "got 0"),
+    "predict-file-latin1": _run_case(lambda r: (r.parent / "inputs.txt").write_bytes("good\ncaf\xe9\n".encode("latin-1")),
+                                     lambda r: ["predict", str(r), "--file", str(r.parent / "inputs.txt")],
+                                     "--file", "line 2 of", "inputs.txt", "not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_error_line(case: str, tmp_path: Path, capsys, request) -> None:
+    fx = {"tiny_bert": request.getfixturevalue("tiny_bert"),
+          "finished_run": lambda: request.getfixturevalue("finished_run")}
+    work = tmp_path / "work"
+    work.mkdir()
+    argv, parts = CASES[case](work, fx)
+    capsys.readouterr()
+    before = snapshot(work)
+    rc, err = run_main(capsys, argv)
+    check_one_error(rc, err, parts)
+    after = snapshot(work)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert not (set(after) - set(before)), sorted(set(after) - set(before))
+
+
+def test_binary_recipe_as_a_real_process(tmp_path: Path) -> None:
+    path = tmp_path / "weights.yaml"
+    path.write_bytes(bytes(range(256)))
+    before = snapshot(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "hfadapt", "validate", str(path)], capture_output=True, text=True, timeout=120)
+    check_one_error(r.returncode, r.stderr, (str(path),))
+    assert snapshot(tmp_path) == before
+
+
+# ---- privacy of a push: the staged copies carry no absolute local path -------------------------------
+def test_staged_push_has_no_local_paths(finished_run: Path, tiny_bert: str, tmp_path: Path) -> None:
+    import json
+
+    from hfadapt.hub import stage
+    from hfadapt.run import RunDir
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    info = json.loads((run_dir / "run_info.json").read_text())
+    info["command"] = f"hfadapt train {tmp_path}/recipes/x.yaml output.dir={run_dir} train.max_steps=2"
+    (run_dir / "run_info.json").write_text(json.dumps(info))
+    before = snapshot(run_dir)
+    target = tmp_path / "staged"
+    target.mkdir()
+    stage(RunDir.open(run_dir), "user/x", target)
+    assert snapshot(run_dir) == before  # the run keeps its local values
+    for name in ("adapter_config.json", "run_info.json", "README.md"):
+        text = (target / name).read_text()
+        assert tiny_bert not in text and str(tmp_path) not in text, (name, text)
+    assert json.loads((target / "adapter_config.json").read_text())["base_model_name_or_path"] == f"<local>/{Path(tiny_bert).name}"
+    staged_info = json.loads((target / "run_info.json").read_text())
+    assert staged_info["command"] == "hfadapt train <local>/x.yaml output.dir=<run> train.max_steps=2"
+    card = (target / "README.md").read_text()
+    assert "# originally: hfadapt train <local>/x.yaml output.dir=<run>" in card and "`<local>/NAME`" in card
+    assert str(tmp_path) in (run_dir / "run_info.json").read_text()
+
+
+def test_launch_command_names_the_real_launcher() -> None:
+    from hfadapt.runinfo import launch_command
+
+    argv = ["/venv/bin/hfadapt", "train", "r.yaml"]
+    assert launch_command(1, {}, argv) == "hfadapt train r.yaml"
+    assert launch_command(2, {"TORCHELASTIC_RUN_ID": "1", "LOCAL_WORLD_SIZE": "2"}, argv) == "torchrun --nproc_per_node 2 -m hfadapt train r.yaml"
+    accel = {"ACCELERATE_MIXED_PRECISION": "no", "TORCHELASTIC_RUN_ID": "1"}  # accelerate runs torch elastic underneath
+    assert launch_command(2, accel, argv) == "accelerate launch --num_processes 2 -m hfadapt train r.yaml"
+
+
+def test_row_location_lines(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from hfadapt.data import row_location
+
+    csv = write_csv(tmp_path / "a.csv", [{"text": "x\ny", "label": 1}, {"text": "z", "label": 0}])  # a quoted newline
+    jsonl = write_jsonl(tmp_path / "b.jsonl", [{"text": "a"}, {"text": "b"}])
+    d = SimpleNamespace(train_files=[str(csv), str(jsonl)], validation_files=None, test_files=None, dataset=None)
+    assert row_location("train", 0, d) == f"line 2 of {csv}"
+    assert row_location("train", 1, d) == f"line 4 of {csv}"
+    assert row_location("validation", 2, d) == f"line 1 of {jsonl}"  # carved from the train files
+    assert row_location("train", 9, d) == "train row 9"
