@@ -9,7 +9,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .errors import HfadaptError
+from .errors import HfadaptError, first_line
 from .registry import Registry
 
 # Direct children of a *ForXClassification model that are its freshly initialised head.
@@ -214,9 +214,8 @@ def apply_adapter(model: Any, recipe: Any, task: Any, num_training_steps: int | 
     except HfadaptError:
         raise
     except Exception as e:  # noqa: BLE001 - peft raises ValueError/TypeError/KeyError for misfits
-        first = (str(e).strip() or type(e).__name__).splitlines()[0]
         raise HfadaptError(
-            f"adapter: {a.method} does not fit {type(model).__name__} ({recipe.model.name_or_path}): {first}"
+            f"adapter: {a.method} does not fit {type(model).__name__} ({recipe.model.name_or_path}): {first_line(e)}"
         ) from e
 
 

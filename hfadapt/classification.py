@@ -58,11 +58,11 @@ def default_metrics(recipe: Any) -> list[str]:
 
 def label_info(train: Any, recipe: Any) -> LabelInfo:
     d = recipe.data
-    return infer_labels(train, d.label_column, d.labels, d.problem_type, f"data.label_column '{d.label_column}'")
+    return infer_labels(train, d.label_column, d.labels, d.problem_type, f"data.label_column '{d.label_column}'", d)
 
 
-def encode_labels(values: list[Any], indices: list[int], labels: LabelInfo, column: str, split: str) -> list[Any]:
-    return [encode_label(v, labels, column, i, split) for v, i in zip(values, indices)]
+def encode_labels(values: list[Any], indices: list[int], labels: LabelInfo, split: str, data: Any) -> list[Any]:
+    return [encode_label(v, labels, data.label_column, i, split, data) for v, i in zip(values, indices)]
 
 
 def evaluate(ctx: "EvalContext", model: Any, dataloader: Any) -> dict[str, float]:

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import HfadaptError
+from .errors import HfadaptError, first_line
 
 ROW_COLUMN = "__hfadapt_row__"  # original row numbers, for error messages after a split is carved off
 BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -25,7 +25,6 @@ class RawSplits:
 def load_raw(recipe: Any, task: Any) -> RawSplits:
     d = recipe.data
     ds = _load(d)
-    remember_data(d)  # lets row_location name files for callers that only know the split (see there)
     if d.train_split not in ds:
         raise HfadaptError(f"data.train_split: no split '{d.train_split}' in {_source(d)}; available: {', '.join(ds)}")
     train = ds[d.train_split]
@@ -76,14 +75,6 @@ def user_columns(ds: Any) -> list[str]:
 
 
 # ---- rows in messages: "line N of FILE" ---------------------------------------------------------
-_LAST_DATA: list[Any] = [None]  # the data section of the latest load_raw
-
-
-def remember_data(d: Any) -> None:
-    """Set (or, with None, forget) the data section row_location uses when none is passed."""
-    _LAST_DATA[0] = d
-
-
 def split_files(d: Any, split: str) -> list[str] | None:
     """The local files whose rows a split's row index counts, or None for a Hub/folder dataset.
 
@@ -100,15 +91,13 @@ def split_files(d: Any, split: str) -> list[str] | None:
     return None
 
 
-def row_location(split: str, row: int, d: Any = None) -> str:
+def row_location(split: str, row: int, d: Any) -> str:
     """Where 0-based row `row` of a split ('train', 'validation', 'test') is in the user's data:
     "line N of FILE" (CSV/TSV with a header: row i is line i+2; JSON Lines: line i+1), "record N of FILE"
     (a JSON array), "row N of FILE" (parquet), or "row i of the SPLIT split of DATASET" for a Hub dataset.
 
-    `d` is the recipe's data section; when None, the one of the latest load_raw is used (task code that
-    only knows the split name). Never fails: unknown sources fall back to "SPLIT row i".
+    `d` is the recipe's data section. Never fails: unknown sources fall back to "SPLIT row i".
     """
-    d = d if d is not None else _LAST_DATA[0]
     fallback = f"{split} row {row}"
     if d is None:
         return fallback
@@ -194,9 +183,8 @@ def _load(d: Any) -> Any:
         if problem:
             raise HfadaptError(problem) from e
         cause = root_cause(e)
-        first = (str(cause).strip() or type(cause).__name__).splitlines()[0]
         field = "data.train_files" if d.train_files else "data.dataset"
-        raise HfadaptError(f"{field}: cannot load {_source(d)}: {type(cause).__name__}: {first}") from e
+        raise HfadaptError(f"{field}: cannot load {_source(d)}: {type(cause).__name__}: {first_line(cause)}") from e
 
 
 def root_cause(e: BaseException) -> BaseException:

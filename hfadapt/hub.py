@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import HfadaptError
+from .errors import HfadaptError, first_line
 from .run import INFO_FILE, METRICS_FILE, RECIPE_FILE, STATE_FILE, RunDir
 
 # What a pushed repo holds besides the adapter folder's files. Weights go as safetensors only.
@@ -29,8 +29,6 @@ def _scrub(text: str, token: str | None) -> str:
     return text.replace(token, "***") if token else text
 
 
-def _first_line(e: Exception) -> str:
-    return (str(e).strip() or type(e).__name__).splitlines()[0]
 
 
 def stage(run: RunDir, repo_id: str, target: Path, license: str | None = None) -> list[str]:
@@ -113,7 +111,7 @@ def push(
                 delete_patterns="*",  # a re-push replaces the repo's files in the same single commit
             )
         except Exception as e:  # noqa: BLE001 - network, auth and validation errors all end here
-            msg = f"push: could not push {run.path} to {repo_id}: {type(e).__name__}: {_first_line(e)}. The run directory is unchanged; retry with {retry}"
+            msg = f"push: could not push {run.path} to {repo_id}: {type(e).__name__}: {first_line(e)}. The run directory is unchanged; retry with {retry}"
             raise HfadaptError(_scrub(msg, token)) from None
     return str(info.commit_url)
 
@@ -138,7 +136,7 @@ def resolve_run(ref: str | Path, revision: str | None = None) -> RunDir:
     try:
         path = snapshot_download(repo, revision=revision, allow_patterns=DOWNLOAD_PATTERNS, token=token)
     except Exception as e:  # noqa: BLE001
-        raise HfadaptError(_scrub(f"{ref}: not a run directory, and the Hub repo could not be fetched: {type(e).__name__}: {_first_line(e)}", token)) from None
+        raise HfadaptError(_scrub(f"{ref}: not a run directory, and the Hub repo could not be fetched: {type(e).__name__}: {first_line(e)}", token)) from None
     return RunDir.open(path, from_hub=True)
 
 
@@ -150,4 +148,4 @@ def download_recipe(repo: str) -> Path:
     try:
         return Path(hf_hub_download(repo, RECIPE_FILE, token=token))
     except Exception as e:  # noqa: BLE001
-        raise HfadaptError(_scrub(f"hub:{repo}: could not fetch {RECIPE_FILE}: {type(e).__name__}: {_first_line(e)}", token)) from None
+        raise HfadaptError(_scrub(f"hub:{repo}: could not fetch {RECIPE_FILE}: {type(e).__name__}: {first_line(e)}", token)) from None

@@ -46,7 +46,7 @@ class LabelInfo:
 
 
 def infer_labels(
-    dataset: Any, column: str, given: Sequence[str] | None, problem_type: str, source: str, split: str = "train"
+    dataset: Any, column: str, given: Sequence[str] | None, problem_type: str, source: str, data: Any = None, split: str = "train"
 ) -> LabelInfo:
     """Decide the label names from the recipe, the column's ClassLabel feature, or its values.
 
@@ -82,22 +82,22 @@ def infer_labels(
         if min(values) < 0:
             low = min(values)
             raise HfadaptError(
-                f"{source}: column '{column}' has negative label {low} at {row_location(split, values[low])}; give data.labels"
+                f"{source}: column '{column}' has negative label {low} at {row_location(split, values[low], data)}; give data.labels"
             )
         return LabelInfo(tuple(str(i) for i in range(max(values) + 1)), problem_type)
     first = next(iter(values))
     odd = next((v for v in values if type(v) is not type(first) or not isinstance(v, (str, int))), first)
     raise HfadaptError(
-        f"{source}: column '{column}' mixes label types: {odd!r} at {row_location(split, values[odd])}, "
-        f"{first!r} at {row_location(split, values[first])}; use all strings or all whole numbers"
+        f"{source}: column '{column}' mixes label types: {odd!r} at {row_location(split, values[odd], data)}, "
+        f"{first!r} at {row_location(split, values[first], data)}; use all strings or all whole numbers"
     )
 
 
-def encode_label(value: Any, info: LabelInfo, column: str, row: int, split: str) -> Any:
+def encode_label(value: Any, info: LabelInfo, column: str, row: int, split: str, data: Any = None) -> Any:
     """One raw label -> the model's target (class id, multi-hot vector, or float)."""
     from .data import row_location
 
-    where = f"data.label_column '{column}', {row_location(split, row)}"
+    where = f"data.label_column '{column}', {row_location(split, row, data)}"
     if is_missing(value):
         raise HfadaptError(f"{where}: label is missing (empty cell)")
     if info.problem_type == "regression":

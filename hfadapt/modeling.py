@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import HfadaptError
+from .errors import HfadaptError, first_line
 
 # Published copies of a run (hub push) name a local base model as "<local>/NAME": its path stays in
 # the run directory only.
@@ -13,8 +13,6 @@ LOCAL_PLACEHOLDER = "<local>"
 DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "auto": "auto"}
 
 
-def _first_line(e: Exception) -> str:
-    return (str(e).strip() or type(e).__name__).splitlines()[0]
 
 
 def looks_local(source: str) -> bool:
@@ -90,7 +88,7 @@ def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, pa
                 **task.model_kwargs(info),
             )
     except Exception as e:  # noqa: BLE001 - any loading failure becomes one line naming the field
-        raise HfadaptError(f"model.name_or_path: cannot load {task.auto_class} from '{source}': {_first_line(e)}") from e
+        raise HfadaptError(f"model.name_or_path: cannot load {task.auto_class} from '{source}': {first_line(e)}") from e
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
@@ -131,5 +129,5 @@ def load_run_model(run: Any) -> Any:
             trust_remote_code=recipe.model.trust_remote_code,
         )
     except Exception as e:  # noqa: BLE001
-        raise HfadaptError(f"cannot load the base model '{peft_config.base_model_name_or_path}' of {run.model_dir}: {_first_line(e)}") from e
+        raise HfadaptError(f"cannot load the base model '{peft_config.base_model_name_or_path}' of {run.model_dir}: {first_line(e)}") from e
     return PeftModel.from_pretrained(base, str(run.model_dir))

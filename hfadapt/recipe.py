@@ -358,17 +358,26 @@ def _task_recipe_class(raw: Any, where: str) -> type[Recipe]:
 
 
 def read_recipe_file(file: Path) -> dict[str, Any]:
-    """A recipe file's YAML mapping, with `name` defaulting to the file's stem."""
+    """A recipe file's YAML mapping, with `name` defaulting to the file's stem; a binary, non-UTF-8,
+    unreadable or malformed file is one HfadaptError naming the file and line."""
     try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise HfadaptError(f"{file}: not a recipe (not UTF-8 text)") from None
+        data = file.read_bytes()
     except OSError as e:
         raise HfadaptError(f"{file}: cannot read the recipe: {e.strerror or e}") from None
+    if b"\0" in data:
+        line = data[: data.index(b"\0")].count(b"\n") + 1
+        raise HfadaptError(f"{file}: not a recipe: a binary file (NUL byte on line {line}); a recipe is a YAML text file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise HfadaptError(f"{file}: line {line} is not UTF-8 (byte 0x{data[e.start]:02x}); save the recipe as UTF-8") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise HfadaptError(f"{file}: not valid YAML: {e}".replace("\n", " ")) from None
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise HfadaptError(f"{file}: not valid YAML{at}: {getattr(e, 'problem', None) or e}".replace("\n", " ")) from None
     if not isinstance(raw, dict):
         raise HfadaptError(f"{file}: a recipe must be a YAML mapping")
     raw.setdefault("name", file.stem)

@@ -125,20 +125,9 @@ class RunDir:
 
     @cached_property
     def recipe(self) -> Any:
-        import yaml
+        from .recipe import Recipe, read_recipe_file
 
-        from .catalog import read_recipe_text
-        from .recipe import Recipe
-
-        text = read_recipe_text(self.recipe_file)
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            at = f" at line {mark.line + 1}" if mark is not None else ""
-            raise HfadaptError(f"{self.recipe_file}: not valid YAML{at}: {getattr(e, 'problem', None) or e}".replace("\n", " ")) from None
-        if not isinstance(raw, dict):
-            raise HfadaptError(f"{self.recipe_file}: the run's recipe must be a YAML mapping")
+        raw = read_recipe_file(self.recipe_file)
         try:
             recipe = Recipe.from_dict(raw, source=None)
         except HfadaptError as e:
@@ -162,7 +151,6 @@ class RunDir:
         return _read_json(self.info_file)
 
     def is_started(self) -> bool:
-        self.check_output()
         return self.path.exists() and any(self.path.iterdir())
 
     def check_output(self) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import HfadaptError
+from .errors import HfadaptError, first_line
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def list_targets(model: str, task: str | None = None, r: int = 8, revision: str 
         with init_empty_weights():
             skeleton = auto.from_config(config, trust_remote_code=trust_remote_code)
     except Exception as e:  # noqa: BLE001
-        raise HfadaptError(f"targets: cannot build '{model}' from its config: {(str(e) or type(e).__name__).splitlines()[0]}") from e
+        raise HfadaptError(f"targets: cannot build '{model}' from its config: {first_line(e)}") from e
     heads = head_modules(skeleton)
     found = linear_module_names(skeleton, exclude=heads)
     rows = tuple(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import HfadaptError
+from .errors import HfadaptError, first_line
 
 # A tokenizer folder needs one of these: without them transformers 5 builds a 5-token fallback
 # vocabulary and every word becomes [UNK].
@@ -69,8 +69,7 @@ def load_tokenizer(recipe: Any, path: str | None = None, need_fast: str | None =
             source, revision=None if path else m.revision, trust_remote_code=m.trust_remote_code, **kwargs
         )
     except Exception as e:  # noqa: BLE001 - any loading failure becomes one clear line
-        first = (str(e).strip() or type(e).__name__).splitlines()[0]
-        raise HfadaptError(f"model.name_or_path: cannot load a tokenizer from '{source}': {first}") from e
+        raise HfadaptError(f"model.name_or_path: cannot load a tokenizer from '{source}': {first_line(e)}") from e
     if need_fast and not getattr(tok, "is_fast", False):
         raise HfadaptError(
             f"model.name_or_path: {need_fast} needs a fast tokenizer (word ids, character offsets); "

@@ -321,6 +321,7 @@ def _save_model(model: Any, processor: Any, run: RunDir, recipe: Any, peft: bool
 # ---- the run directory before training -------------------------------------------------------------
 def _check_run_dir(run: RunDir, recipe: Any, resume: bool) -> Path | None:
     """Never silently overwrite a run; on resume, find the checkpoint and refuse a changed recipe."""
+    run.check_output()
     if resume:
         checkpoint = latest_checkpoint(run.path)
         if checkpoint is None:

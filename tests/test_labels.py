@@ -11,16 +11,6 @@ from hfadapt.labels import LabelInfo, encode_label, infer_labels
 SOURCE = "data.label_column 'label'"
 
 
-@pytest.fixture(autouse=True)
-def no_loaded_data():
-    """Rows are named by the latest load_raw's files; these tests build datasets by hand."""
-    from hfadapt.data import remember_data
-
-    remember_data(None)
-    yield
-    remember_data(None)
-
-
 def _ds(values: list, feature=None) -> Dataset:
     features = Features({"label": feature}) if feature is not None else None
     return Dataset.from_dict({"label": values}, features=features)
@@ -186,8 +176,6 @@ def test_encode_wrong_types() -> None:
 def test_whole_floats_are_int_labels_and_the_empty_cell_names_its_line(tmp_path) -> None:
     from types import SimpleNamespace
 
-    from hfadapt.data import remember_data
-
     csv = tmp_path / "train.csv"
     csv.write_text("text,label\na,1\nb,\nc,0\n")
     ds = _ds([1.0, None, 0.0])
@@ -195,9 +183,9 @@ def test_whole_floats_are_int_labels_and_the_empty_cell_names_its_line(tmp_path)
     assert info.names == ("0", "1")
     assert encode_label(1.0, info, "label", 0, "train") == 1
     assert encode_label(1.0, LabelInfo(("neg", "pos"), "single_label"), "label", 0, "train") == 1  # data.labels set
-    remember_data(SimpleNamespace(train_files=[str(csv)], validation_files=None, test_files=None, dataset=None))
+    data = SimpleNamespace(train_files=[str(csv)], validation_files=None, test_files=None, dataset=None)
     with pytest.raises(HfadaptError) as err:
-        encode_label(float("nan"), info, "label", 1, "train")
+        encode_label(float("nan"), info, "label", 1, "train", data)
     assert f"line 3 of {csv}" in str(err.value) and "label is missing" in str(err.value)
     with pytest.raises(HfadaptError, match=r"label 0.5 is neither a class name nor an int"):
         encode_label(0.5, info, "label", 0, "train")

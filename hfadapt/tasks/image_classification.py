@@ -49,13 +49,18 @@ class ImageClassification:
     def load_processor(self, recipe: Any, path: str | None = None) -> Any:
         from transformers import AutoImageProcessor
 
+        from ..modeling import check_local_path
+        from ..tokenization import require_processor_files
+
         m = recipe.model
+        source = path or m.name_or_path
+        field = "model.name_or_path" if path is None else f"the run's folder {path}"
+        check_local_path(source, field)
+        require_processor_files(source, "image processor", field)
         try:
-            return AutoImageProcessor.from_pretrained(
-                path or m.name_or_path, revision=None if path else m.revision, trust_remote_code=m.trust_remote_code
-            )
+            return AutoImageProcessor.from_pretrained(source, revision=None if path else m.revision, trust_remote_code=m.trust_remote_code)
         except Exception as e:  # noqa: BLE001
-            raise HfadaptError(f"model.name_or_path: cannot load an image processor from '{path or m.name_or_path}': {first_line(e)}") from e
+            raise HfadaptError(f"model.name_or_path: cannot load an image processor from '{source}': {first_line(e)}") from e
 
     def label_info(self, train: Any, recipe: Any) -> Any:
         return classification.label_info(train, recipe)
@@ -88,7 +93,7 @@ class ImageClassification:
             indices = batch.get(ROW_COLUMN, indices)
             out: dict[str, list] = {"image": [open_image(v, col, split, i, base_dir, verify=True) for v, i in zip(batch[col], indices)]}
             if has_labels:
-                out["labels"] = classification.encode_labels(batch[label_col], indices, labels, label_col, split)
+                out["labels"] = classification.encode_labels(batch[label_col], indices, labels, split, d)
             return out
 
         # The pass stores the encoded image bytes/paths in a cached arrow file; decoding is verified here.
@@ -159,7 +164,7 @@ def open_image(value: Any, column: str, split: str, row: int | None, base_dir: P
             rgb = im.convert("RGB")
     except Exception as e:  # noqa: BLE001
         name = value.get("path") if isinstance(value, dict) else value
-        raise HfadaptError(f"{where}: cannot read image {name}: {type(e).__name__}: {e}".splitlines()[0]) from None
+        raise HfadaptError(f"{where}: cannot read image {name}: {type(e).__name__}: {first_line(e)}") from None
     return value if verify else rgb
 
 

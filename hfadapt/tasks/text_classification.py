@@ -80,7 +80,7 @@ class TextClassification:
             pairs = _texts(batch[pair_col], indices, "data.text_pair_column", pair_col, split) if pair_col else None
             enc = processor(texts, pairs, truncation=True, max_length=d.max_length)
             if has_labels:
-                enc["labels"] = classification.encode_labels(batch[label_col], indices, labels, label_col, split)
+                enc["labels"] = classification.encode_labels(batch[label_col], indices, labels, split, d)
             return dict(enc)
 
         return ds.map(
