@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from .shipped import model_cards_dir
-from .run import RunDir
+from .run import RunDir, RunMetrics
 
 # owner/name, or a legacy canonical name such as "bert-base-uncased"
 HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
@@ -141,10 +141,10 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
         f"[{dataset}](https://huggingface.co/datasets/{dataset})" + (f" (config `{recipe.data.config_name}`)" if recipe.data.config_name else "")
         if dataset else "Local files (not published): " + ", ".join(f"`{Path(f).name}`" for f in (recipe.data.train_files or [recipe.data.dataset or ""]))
     )
-    versions = ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items()) or "unknown"
+    versions = ", ".join(f"{k} {v}" for k, v in info.versions.items()) or "unknown"
     reproduce = f"hfadapt train hub:{repo_id}"
-    if info.get("command"):
-        reproduce += f"\n# originally: {public_command(info['command'], run.path)}"
+    if info.command:
+        reproduce += f"\n# originally: {public_command(info.command, run.path)}"
     usage = ""
     if not merged:
         task_template = model_cards_dir() / "tasks" / f"{recipe.task}.md"
@@ -162,11 +162,11 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
         adapter_yaml=yaml.safe_dump(recipe.adapter.model_dump(mode="json"), sort_keys=False),
         modules_to_save=", ".join(recipe.adapter.modules_to_save or []) or ("task head" if is_peft(method) else ""),
         train_yaml=yaml.safe_dump(recipe.train.model_dump(mode="json"), sort_keys=False),
-        steps=int(metrics.get("train/steps", 0)),
-        hardware=info.get("hardware", "unknown"),
-        num_processes=info.get("num_processes", 1),
-        distributed_type=info.get("distributed_type", "NO"),
-        mixed_precision=info.get("mixed_precision", recipe.train.mixed_precision),
+        steps=int(metrics.train.get("steps", 0)),
+        hardware=info.hardware,
+        num_processes=info.num_processes,
+        distributed_type=info.distributed_type,
+        mixed_precision=info.mixed_precision or recipe.train.mixed_precision,
         versions=versions,
         reproduce=reproduce,
         usage=usage,
@@ -176,10 +176,10 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
     return str(card)
 
 
-def _results(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+def _results(metrics: RunMetrics) -> list[dict[str, Any]]:
     rows = []
-    for key, value in metrics.items():
-        split, _, name = key.partition("/")
-        if split in ("eval", "test") and name not in ("samples", "loss") and isinstance(value, (int, float)):
-            rows.append({"split": "validation" if split == "eval" else "test", "metric": name, "value": float(value)})
+    for split, results in (("validation", metrics.eval), ("test", metrics.test)):
+        for name, value in results.items():
+            if name not in ("samples", "loss") and isinstance(value, (int, float)):
+                rows.append({"split": split, "metric": name, "value": float(value)})
     return rows

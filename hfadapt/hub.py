@@ -64,7 +64,7 @@ def _publish_local_paths(run: RunDir, target: Path) -> None:
         if data.get("base_model_name_or_path"):
             data["base_model_name_or_path"] = publish_path(data["base_model_name_or_path"], run.path)
         config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    info = target / "run_info.json"
+    info = target / INFO_FILE
     if info.is_file():
         data = json.loads(info.read_text())
         if data.get("command"):

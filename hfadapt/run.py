@@ -4,17 +4,49 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from .errors import HfadaptError
+from .runinfo import RunInfo
 
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.json"
 STATE_FILE = "trainer_state.json"  # the run's, and each checkpoint's: its presence marks a checkpoint complete
 INFO_FILE = "run_info.json"
 TRAINABLE_FILE = "trainable.safetensors"  # trainable weights only (the adapter), in best/ and checkpoints
+
+
+@dataclass
+class RunMetrics:
+    """metrics.json: the final figures of a run by split. On disk (and in TrainResult.metrics) they are
+    flat "split/name" keys, as trackers log them: train/loss, eval/accuracy, test/f1, best/step."""
+
+    train: dict[str, float] = field(default_factory=dict)  # loss (last step), steps
+    eval: dict[str, float] = field(default_factory=dict)  # validation results; "loss" and "samples" included
+    test: dict[str, float] = field(default_factory=dict)
+    best_step: int | None = None
+
+    def to_json(self) -> dict[str, float]:
+        flat: dict[str, float] = {}
+        for split in ("train", "eval", "test"):
+            flat.update({f"{split}/{k}": v for k, v in getattr(self, split).items()})
+        if self.best_step is not None:
+            flat["best/step"] = self.best_step
+        return flat
+
+    @classmethod
+    def from_json(cls, flat: dict[str, Any]) -> "RunMetrics":
+        out = cls()
+        for key, value in flat.items():
+            split, _, name = key.partition("/")
+            if split in ("train", "eval", "test"):
+                getattr(out, split)[name] = value
+            elif key == "best/step":
+                out.best_step = int(value)
+        return out
 
 
 class RunDir:
@@ -143,12 +175,12 @@ class RunDir:
         return TASKS.get(self.recipe.task, field="task")
 
     @property
-    def metrics(self) -> dict[str, float]:
-        return _read_json(self.metrics_file)
+    def metrics(self) -> "RunMetrics":
+        return RunMetrics.from_json(_read_json(self.metrics_file))
 
     @property
-    def info(self) -> dict[str, Any]:
-        return _read_json(self.info_file)
+    def info(self) -> RunInfo:
+        return RunInfo.from_json(_read_json(self.info_file))
 
     def is_started(self) -> bool:
         return self.path.exists() and any(self.path.iterdir())

@@ -9,6 +9,7 @@ import os
 import platform
 import shlex
 import sys
+from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata
 from typing import Any
 
@@ -63,7 +64,28 @@ def launch_command(num_processes: int, env: dict[str, str] | None = None, argv: 
     return cmd
 
 
-def collect(accelerator: Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RunInfo:
+    """run_info.json: what a run ran on. Fields missing in an older file keep their defaults."""
+
+    versions: dict[str, str] = field(default_factory=dict)
+    python: str = ""
+    hardware: str = "unknown"
+    num_processes: int = 1
+    distributed_type: str = "NO"
+    mixed_precision: str | None = None
+    command: str = ""  # as the user would type it; "" when started from Python
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunInfo":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def collect(accelerator: Any) -> RunInfo:
     import torch
 
     device = accelerator.device
@@ -71,12 +93,12 @@ def collect(accelerator: Any) -> dict[str, Any]:
         hardware = torch.cuda.get_device_name(device)
     else:
         hardware = f"{device.type} ({platform.processor() or platform.machine()})"
-    return {
-        "versions": library_versions(),
-        "python": platform.python_version(),
-        "hardware": hardware,
-        "num_processes": accelerator.num_processes,
-        "distributed_type": str(accelerator.distributed_type).split(".")[-1],
-        "mixed_precision": accelerator.mixed_precision,
-        "command": launch_command(accelerator.num_processes),
-    }
+    return RunInfo(
+        versions=library_versions(),
+        python=platform.python_version(),
+        hardware=hardware,
+        num_processes=accelerator.num_processes,
+        distributed_type=str(accelerator.distributed_type).split(".")[-1],
+        mixed_precision=accelerator.mixed_precision,
+        command=launch_command(accelerator.num_processes),
+    )

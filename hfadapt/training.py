@@ -19,7 +19,7 @@ import yaml
 
 from .checkpoint import TrainerState, latest_checkpoint, load_trainable, no_checkpoint_message, write_json_atomic
 from .errors import HfadaptError, first_line
-from .run import STATE_FILE, RunDir
+from .run import STATE_FILE, RunDir, RunMetrics
 from .tasks import TASKS, EvalContext, Task
 
 # Fields a resumed run may change: how long to train, and where the run lives.
@@ -276,19 +276,18 @@ def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState) -> 
     unwrapped = accelerator.unwrap_model(session.model)
     if state.best_step is not None and run.best_weights.is_file():
         load_trainable(unwrapped, run.best_weights)
-    final: dict[str, float] = {"train/loss": state.losses[-1] if state.losses else float("nan"), "train/steps": state.global_step}
-    if session.validate is not None:
-        final.update({f"eval/{k}": v for k, v in session.validate(state.global_step).items()})
-    if session.test is not None:
-        final.update({f"test/{k}": v for k, v in session.test(state.global_step).items()})
-    if state.best_step is not None:
-        final["best/step"] = state.best_step
-    accelerator.log({k: v for k, v in final.items() if not k.startswith("train/")}, step=state.global_step)
+    final = RunMetrics(
+        train={"loss": state.losses[-1] if state.losses else float("nan"), "steps": state.global_step},
+        eval=session.validate(state.global_step) if session.validate is not None else {},
+        test=session.test(state.global_step) if session.test is not None else {},
+        best_step=state.best_step,
+    )
+    accelerator.log({k: v for k, v in final.to_json().items() if not k.startswith("train/")}, step=state.global_step)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _save_model(unwrapped, session.splits.processor, run, recipe, is_peft(recipe.adapter.method))
-        write_json_atomic(run.metrics_file, final)
-        write_json_atomic(run.info_file, collect_run_info(accelerator))
+        write_json_atomic(run.metrics_file, final.to_json())
+        write_json_atomic(run.info_file, collect_run_info(accelerator).to_json())
         state.save(run.state_file)
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -297,7 +296,7 @@ def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState) -> 
 
         push(run.path, recipe.hub.repo_id, private=recipe.hub.private, revision=recipe.hub.revision,
              commit_message=recipe.hub.commit_message)
-    return TrainResult(run.path, final, state)
+    return TrainResult(run.path, final.to_json(), state)
 
 
 def _save_model(model: Any, processor: Any, run: RunDir, recipe: Any, peft: bool) -> None:
