@@ -13,24 +13,33 @@ from .errors import HfadaptError
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hfadapt", description="Parameter-efficient fine-tuning from declarative recipes.")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    flags = {
+        "--debug": "show full tracebacks",
+        "--verbose": "also show the libraries' output: transformers/datasets/Hub progress bars, logs and warnings",
+    }
+    # The global flags are accepted after the subcommand too (`hfadapt train R --verbose`); default=SUPPRESS
+    # keeps a subcommand from resetting a flag given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    for flag, text in flags.items():
+        p.add_argument(flag, action="store_true", help=text)
+        common.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=text)
     p.add_argument("--version", action="version", version="hfadapt 0.1.0")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a recipe (file or shipped name) with optional key.sub=value overrides")
+    t = sub.add_parser("train", parents=[common], help="train a recipe (file or shipped name) with optional key.sub=value overrides")
     t.add_argument("recipe")
     t.add_argument("overrides", nargs="*", metavar="key.sub=value")
     t.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
 
-    v = sub.add_parser("validate", help="check a recipe without loading models or data")
+    v = sub.add_parser("validate", parents=[common], help="check a recipe without loading models or data")
     v.add_argument("recipe")
     v.add_argument("overrides", nargs="*", metavar="key.sub=value")
 
-    e = sub.add_parser("eval", help="evaluate a finished run (a run directory or a Hub adapter id)")
+    e = sub.add_parser("eval", parents=[common], help="evaluate a finished run (a run directory or a Hub adapter id)")
     e.add_argument("run")
     e.add_argument("--split", default="validation", choices=["validation", "test"])
 
-    pr = sub.add_parser("predict", help="predict with a finished run: text strings or image paths")
+    pr = sub.add_parser("predict", parents=[common], help="predict with a finished run: text strings or image paths")
     pr.add_argument("run", help="run directory or Hub adapter id (user/adapter)")
     pr.add_argument("inputs", nargs="*")
     pr.add_argument("--file", help="a file with one input per line (TEXT<TAB>PAIR for text pairs)")
@@ -42,14 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-beams", type=int)
     gen.add_argument("--do-sample", action="store_true", default=None, help="sample instead of greedy decoding")
 
-    tg = sub.add_parser("targets", help="list candidate adapter target modules of a model")
+    tg = sub.add_parser("targets", parents=[common], help="list candidate adapter target modules of a model")
     tg.add_argument("model", help="Hub id or local directory")
     tg.add_argument("--task", help="build the task's head model (e.g. text-classification)")
     tg.add_argument("--r", type=int, default=8, help="LoRA rank for the parameter counts")
     tg.add_argument("--revision")
     tg.add_argument("--trust-remote-code", action="store_true")
 
-    pu = sub.add_parser("push", help="push a run's adapter, recipe, metrics and model card to the Hub")
+    pu = sub.add_parser("push", parents=[common], help="push a run's adapter, recipe, metrics and model card to the Hub")
     pu.add_argument("run")
     pu.add_argument("repo_id", help="namespace/name")
     pu.add_argument("--private", action="store_true")
@@ -57,14 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     pu.add_argument("--commit-message")
     pu.add_argument("--license", help="license id for the model card, e.g. apache-2.0")
 
-    mg = sub.add_parser("merge", help="merge the adapter into the base model and save a standalone model")
+    mg = sub.add_parser("merge", parents=[common], help="merge the adapter into the base model and save a standalone model")
     mg.add_argument("run", help="run directory or Hub adapter id")
     mg.add_argument("out", help="output folder")
     mg.add_argument("--overwrite", action="store_true")
     mg.add_argument("--allow-quantized", action="store_true", help="merge even into a quantized base")
 
-    sub.add_parser("recipes", help="list the shipped recipes")
-    sub.add_parser("schema", help="print the recipe JSON Schema")
+    sub.add_parser("recipes", parents=[common], help="list the shipped recipes")
+    sub.add_parser("schema", parents=[common], help="print the recipe JSON Schema")
     return p
 
 
@@ -77,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides += extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from .verbosity import configure
+
+    configure(verbose=args.verbose)  # before any library is imported
     try:
         return _run(args)
     except HfadaptError as e:

@@ -160,23 +160,39 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(root)
 
 
+def sentiment_recipe(model: str, data_file: str, run_dir: Path) -> dict[str, Any]:
+    """The small text-classification recipe of `make_recipe` and `finished_run`."""
+    return {
+        "name": "test",
+        "task": "text-classification",
+        "model": {"name_or_path": model},
+        "data": {"train_files": [data_file], "validation_size": 0.25, "max_length": 16},
+        "adapter": {"method": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
+        "train": {"epochs": 1, "batch_size": 8, "learning_rate": 5e-3, "logging_steps": 1, "log_with": []},
+        "output": {"dir": str(run_dir)},
+    }
+
+
 @pytest.fixture
 def make_recipe(tmp_path: Path, tiny_bert: str, sentiment_csv: str) -> Callable[..., Any]:
     """Recipe.from_dict over a small text-classification base; keyword args are dotted overrides."""
     from hfadapt import Recipe
 
     def build(overrides: list[str] | None = None, **sections: Any) -> Any:
-        raw: dict[str, Any] = {
-            "name": "test",
-            "task": "text-classification",
-            "model": {"name_or_path": tiny_bert},
-            "data": {"train_files": [sentiment_csv], "validation_size": 0.25, "max_length": 16},
-            "adapter": {"method": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
-            "train": {"epochs": 1, "batch_size": 8, "learning_rate": 5e-3, "logging_steps": 1, "log_with": []},
-            "output": {"dir": str(tmp_path / "run")},
-        }
+        raw = sentiment_recipe(tiny_bert, sentiment_csv, tmp_path / "run")
         for key, value in sections.items():
             raw.setdefault(key, {}).update(value) if isinstance(value, dict) else raw.__setitem__(key, value)
         return Recipe.from_dict(raw, overrides=overrides)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny_bert: str, sentiment_csv: str) -> Any:
+    """One finished LoRA run of `make_recipe`'s recipe (4 steps, local tiny BERT), trained once per session
+    for the tests that only read a run: eval, predict, reload with plain peft, model card, merge.
+    Its TrainResult; tests must not change the run directory."""
+    from hfadapt import Recipe, train
+
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    return train(Recipe.from_dict(sentiment_recipe(tiny_bert, sentiment_csv, run_dir), overrides=["train.max_steps=4"]))

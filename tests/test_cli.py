@@ -125,7 +125,7 @@ def quiet_datasets():
 def test_help(tmp_path: Path, capsys) -> None:
     r = cli("--help", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    for command in ("train", "validate", "eval", "predict", "targets", "recipes", "schema", "--debug"):
+    for command in ("train", "validate", "eval", "predict", "targets", "recipes", "schema", "--debug", "--verbose"):
         assert command in r.stdout
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--help"])

@@ -30,6 +30,15 @@ def hub_base(hub_server, tiny_bert):
     return BASE_REPO
 
 
+@pytest.fixture(scope="module")
+def hub_run(hub_base, tiny_bert, sentiment_csv, tmp_path_factory):
+    """One finished run over the Hub-hosted base, shared by the tests that push or read it without changing it."""
+    from tests.conftest import sentiment_recipe
+
+    raw = sentiment_recipe(hub_base, sentiment_csv, tmp_path_factory.mktemp("hub-run") / "run")
+    return train(Recipe.from_dict(raw, overrides=["train.max_steps=3"]))
+
+
 def _card_metadata(readme: bytes) -> dict:
     text = readme.decode()
     assert text.startswith("---\n")
@@ -70,11 +79,11 @@ def test_train_pushes_adapter_card_and_recipe(make_recipe, hub_base, hub_server,
     assert token not in capsys.readouterr().out
 
 
-def test_pulled_adapter_predicts_like_the_local_run_and_plain_peft(make_recipe, hub_base, hub_server, token):
+def test_pulled_adapter_predicts_like_the_local_run_and_plain_peft(hub_run, hub_base, hub_server, token):
     from peft import PeftModel
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    result = train(make_recipe(model={"name_or_path": hub_base}, train={"max_steps": 3}))
+    result = hub_run
     assert main(["push", str(result.output_dir), "test-user/pulled"]) == 0
     local = predict(result.output_dir, TEXTS)
     pulled = predict("test-user/pulled", TEXTS)  # downloaded over HTTP, base resolved from the adapter config
@@ -95,8 +104,8 @@ def test_pulled_adapter_predicts_like_the_local_run_and_plain_peft(make_recipe, 
     assert metrics["validation/accuracy"] == pytest.approx(result.metrics["eval/accuracy"])
 
 
-def test_repush_is_one_commit_and_branches_work(make_recipe, hub_base, hub_server, token):
-    result = train(make_recipe(model={"name_or_path": hub_base}, train={"max_steps": 2}))
+def test_repush_is_one_commit_and_branches_work(hub_run, hub_server, token):
+    result = hub_run
     assert main(["push", str(result.output_dir), "test-user/repush"]) == 0
     before = len(hub_server.commits("test-user/repush"))
     # Only the card changes (a license is added): one commit, and unchanged files are not re-sent.
@@ -110,8 +119,8 @@ def test_repush_is_one_commit_and_branches_work(make_recipe, hub_base, hub_serve
     assert "adapter_model.safetensors" in hub_server.files("test-user/repush", revision="v2")
 
 
-def test_failed_push_keeps_the_run_and_hides_the_token(make_recipe, hub_base, hub_server, monkeypatch, capsys):
-    result = train(make_recipe(model={"name_or_path": hub_base}, train={"max_steps": 2}))
+def test_failed_push_keeps_the_run_and_hides_the_token(hub_run, hub_server, monkeypatch, capsys):
+    result = hub_run
     before = {p: p.stat().st_mtime_ns for p in result.output_dir.rglob("*")}
     secret = "hf_not_the_right_token_123"
     monkeypatch.setenv("HF_TOKEN", secret)
@@ -123,8 +132,8 @@ def test_failed_push_keeps_the_run_and_hides_the_token(make_recipe, hub_base, hu
     assert not hub_server.repo_exists("test-user/denied")
 
 
-def test_local_base_card_has_no_base_model_and_still_validates(make_recipe, hub_server, token):
-    result = train(make_recipe(train={"max_steps": 2}))
+def test_local_base_card_has_no_base_model_and_still_validates(finished_run, hub_server, token):
+    result = finished_run
     assert main(["push", str(result.output_dir), "test-user/local-base"]) == 0
     files = hub_server.files("test-user/local-base")
     meta = _card_metadata(files["README.md"])
@@ -149,10 +158,10 @@ def test_unknown_hub_id_is_one_clear_error(hub_server):
         predict("nobody/nothing", ["x"])
 
 
-def test_merge_gives_a_standalone_model_with_the_same_outputs(make_recipe, tmp_path):
+def test_merge_gives_a_standalone_model_with_the_same_outputs(finished_run, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    result = train(make_recipe(train={"max_steps": 3}))
+    result = finished_run
     out = tmp_path / "merged"
     assert main(["merge", str(result.output_dir), str(out)]) == 0
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()
@@ -178,11 +187,11 @@ def test_merge_refuses_full_finetunes(make_recipe, tmp_path):
         merge(result.output_dir, tmp_path / "m")
 
 
-def test_merge_refuses_a_quantized_base(make_recipe, tmp_path, monkeypatch):
+def test_merge_refuses_a_quantized_base(finished_run, tmp_path, monkeypatch):
     import hfadapt.inference as inference
     from hfadapt.merge import merge
 
-    result = train(make_recipe(train={"max_steps": 1}))
+    result = finished_run
     real = inference.load_model_and_processor
 
     def quantized(run):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,7 +28,7 @@ def test_image_classification_with_augmentation(tmp_path, tiny_vit, image_folder
     config = json.loads((result.output_dir / "adapter" / "config.json").read_text())
     assert sorted(config["id2label"].values()) == ["blue", "red"]
     assert (result.output_dir / "adapter" / "preprocessor_config.json").is_file()
-    red = next((tmp_path.parent / "x").glob("*")) if False else sorted((__import__("pathlib").Path(image_folder) / "validation" / "red").glob("*.png"))
+    red = sorted((Path(image_folder) / "validation" / "red").glob("*.png"))
     preds = predict(result.output_dir, [str(p) for p in red[:4]])
     assert [p["input"] for p in preds] == [str(p) for p in red[:4]]
     assert all(set(p["scores"]) == {"blue", "red"} for p in preds)
@@ -69,6 +70,7 @@ def test_multi_label_from_jsonl(tmp_path, make_recipe):
 
 def test_regression_with_text_pairs_from_parquet(tmp_path, make_recipe):
     import pandas as pd
+    from transformers import AutoConfig
 
     rows = [{"a": f"the film was {w}", "b": f"the plot was {v}", "score": float((i % 5))} for i, (w, v) in enumerate(zip(["good", "bad"] * 20, ["fun", "dull"] * 20))]
     path = tmp_path / "pairs.parquet"
@@ -80,7 +82,10 @@ def test_regression_with_text_pairs_from_parquet(tmp_path, make_recipe):
     result = train(recipe)
     assert {"eval/mse", "eval/pearsonr", "eval/spearmanr"} <= set(result.metrics)
     config = json.loads((result.output_dir / "adapter" / "config.json").read_text())
-    assert config["problem_type"] == "regression" and config["num_labels"] == 1 if "num_labels" in config else True
+    assert config.get("problem_type") == "regression", config
+    assert len(config.get("id2label", {})) == 1, config  # transformers saves id2label, not num_labels: one output
+    loaded = AutoConfig.from_pretrained(result.output_dir / "adapter")
+    assert (loaded.problem_type, loaded.num_labels) == ("regression", 1)
     out = predict(result.output_dir, ["the film was good\tthe plot was fun"])[0]
     assert isinstance(out["score"], float)
     with pytest.raises(HfadaptError, match="TEXT<TAB>PAIR"):

@@ -39,15 +39,15 @@ def test_tensorboard_logs_and_warmup_schedule(make_recipe):
     assert lrs[-1] < lrs[1]  # then decaying
 
 
-def test_eval_and_predict_commands(make_recipe, tmp_path, capsys):
-    result = train(make_recipe(train={"max_steps": 3}))
+def test_eval_and_predict_commands(finished_run, tmp_path, capsys):
+    result = finished_run
     metrics = evaluate_run(result.output_dir)
     assert metrics["validation/accuracy"] == pytest.approx(result.metrics["eval/accuracy"])
     assert metrics["validation/samples"] == 16
 
     inputs = tmp_path / "inputs.txt"
     inputs.write_text("the film was good\n\nthe plot was dull\n")
-    capsys.readouterr()  # drop what training printed
+    capsys.readouterr()  # keep only what predict prints
     assert main(["predict", str(result.output_dir), "the music was fun", "--file", str(inputs)]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["input"] for r in rows] == ["the music was fun", "the film was good", "the plot was dull"]

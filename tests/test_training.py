@@ -72,11 +72,11 @@ def test_interrupted_checkpoint_save_is_ignored(make_recipe, tmp_path):
     assert latest_checkpoint(result.output_dir).name == "checkpoint-4"
 
 
-def test_adapter_reloads_with_plain_peft(make_recipe, tiny_bert):
+def test_adapter_reloads_with_plain_peft(finished_run, tiny_bert):
     from peft import PeftModel
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    result = train(make_recipe(train={"max_steps": 4}))
+    result = finished_run
     adapter = result.output_dir / "adapter"
     texts = ["the film was wonderful", "the plot was awful"]
 
