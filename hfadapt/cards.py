@@ -23,11 +23,6 @@ METHOD_LABELS = {
     "lora": "LoRA", "ia3": "IA³", "loha": "LoHa", "lokr": "LoKr", "adalora": "AdaLoRA",
     "prefix": "prefix-tuning", "prompt": "prompt-tuning", "full": "fully fine-tuned", "freeze": "linear-probe",
 }
-EXAMPLES = {
-    "text-classification": "an example sentence", "image-classification": "image.jpg",
-    "causal-lm": "Write a haiku about rain.", "seq2seq": "a long text to summarize",
-    "token-classification": "John Smith lives in Paris.", "question-answering": "",
-}
 
 
 def hub_id_or_none(value: str | None) -> str | None:
@@ -92,8 +87,39 @@ def render_merged_card(run: RunDir, repo_id: str, license: str | None = None) ->
     return _render(run, repo_id, "merged.md", license, merged=True)
 
 
+def _metadata(run: RunDir, repo_id: str, license: str | None, merged: bool, results: list[dict[str, Any]]) -> Any:
+    """The card's YAML header, as the Hub validates it."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    from .adapters import is_peft
+
+    recipe, method = run.recipe, run.recipe.adapter.method
+    base = hub_id_or_none(recipe.model.name_or_path)
+    dataset = hub_id_or_none(recipe.data.dataset)
+    eval_results = [
+        EvalResult(
+            task_type=run.task.pipeline_tag, dataset_type=dataset or "custom", dataset_name=dataset or "local data",
+            dataset_config=recipe.data.config_name if dataset else None,
+            dataset_split=(recipe.data.validation_split if r["split"] == "validation" else recipe.data.test_split) if dataset else None,
+            metric_type=r["metric"], metric_value=r["value"],
+        )
+        for r in results
+    ]
+    peft_adapter = is_peft(method) and not merged
+    return ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        base_model=base,
+        datasets=[dataset] if dataset else None,
+        library_name="peft" if peft_adapter else "transformers",
+        pipeline_tag=run.task.pipeline_tag,
+        license=license or recipe.hub.license,
+        tags=["hfadapt", recipe.task, method] + (["peft"] if is_peft(method) else []) + (["merged"] if merged else []),
+        eval_results=eval_results or None,
+    )
+
+
 def _render(run: RunDir, repo_id: str, template: str, license: str | None, merged: bool) -> str:
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import ModelCard
     from jinja2 import Template
 
     from .adapters import is_peft
@@ -103,26 +129,6 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
     base = hub_id_or_none(recipe.model.name_or_path)
     dataset = hub_id_or_none(recipe.data.dataset)
     results = _results(metrics)
-    eval_results = [
-        EvalResult(
-            task_type=recipe.task, dataset_type=dataset or "custom", dataset_name=dataset or "local data",
-            dataset_config=recipe.data.config_name if dataset else None,
-            dataset_split=(recipe.data.validation_split if r["split"] == "validation" else recipe.data.test_split) if dataset else None,
-            metric_type=r["metric"], metric_value=r["value"],
-        )
-        for r in results
-    ]
-    peft_adapter = is_peft(method) and not merged
-    card_data = ModelCardData(
-        model_name=repo_id.split("/")[-1],
-        base_model=base,
-        datasets=[dataset] if dataset else None,
-        library_name="peft" if peft_adapter else "transformers",
-        pipeline_tag=recipe.task,
-        license=license or recipe.hub.license,
-        tags=["hfadapt", recipe.task, method] + (["peft"] if is_peft(method) else []) + (["merged"] if merged else []),
-        eval_results=eval_results or None,
-    )
     base_note = None
     if base is None:
         base_note = (
@@ -149,10 +155,10 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
     if not merged:
         task_template = model_cards_dir() / "tasks" / f"{recipe.task}.md"
         usage = Template(task_template.read_text()).render(
-            repo_id=repo_id, base_model=base or "PATH/TO/BASE_MODEL", example=EXAMPLES.get(recipe.task, "input")
+            repo_id=repo_id, base_model=base or "PATH/TO/BASE_MODEL", example=run.task.card_example
         )
     card = ModelCard.from_template(
-        card_data,
+        _metadata(run, repo_id, license, merged, results),
         template_str=(model_cards_dir() / template).read_text(),
         model_name=repo_id.split("/")[-1],
         summary=summary,

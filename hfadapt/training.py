@@ -1,7 +1,7 @@
 """`train(recipe)`: setup steps -> fit -> finish. The CLI and the Python API both come through here.
 
 Reading order: `train` names the steps; each `_setup_*` function builds one thing (accelerator,
-data, model + adapter, optimizer + scheduler); `trainer.fit` runs the loop; `_finish` restores
+data, model + adapter, optimizer + scheduler); `loop.fit` runs the loop; `_finish` restores
 the best weights, evaluates, saves and pushes.
 """
 
@@ -19,6 +19,7 @@ import yaml
 
 from .checkpoint import TrainerState, latest_checkpoint, load_trainable, no_checkpoint_message, write_json_atomic
 from .errors import HfadaptError, first_line
+from .loop import LoopParts, fit
 from .run import STATE_FILE, RunDir, RunMetrics
 from .tasks import TASKS, EvalContext, Task
 
@@ -85,8 +86,6 @@ def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerSt
 
     `callbacks` are called with the trainer state after every optimizer step.
     """
-    from .trainer import LoopParts, fit
-
     task = TASKS.get(recipe.task, field="task")
     run = RunDir(recipe.output_dir)
     checkpoint = _check_run_dir(run, recipe, resume)

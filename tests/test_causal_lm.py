@@ -261,7 +261,7 @@ def test_check_rejects_fields_that_do_not_apply(tmp_path, change, message):
     with pytest.raises(HfadaptError, match=message):
         Recipe.from_dict(raw)
     ok = Recipe.from_dict({**raw, "eval": {"best_metric": "perplexity"}, "adapter": {}, "data": {"train_files": ["x.jsonl"]}})
-    assert ok.eval.best_metric == "perplexity"  # lower is better by default (trainer.fit)
+    assert ok.eval.best_metric == "perplexity"  # lower is better by default (loop.fit)
 
 
 # ---- packing -------------------------------------------------------------------------------------

@@ -169,3 +169,14 @@ def test_task_trains_evaluates_predicts_saves_and_reloads_with_plain_peft(task_n
     assert expected and len(expected) == len(got)
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e)
+
+    # its model card names a pipeline tag the Hub accepts, and shows how to load it
+    import yaml
+
+    from hfadapt.cards import render_adapter_card
+    from tests.hub_server import KNOWN_PIPELINE_TAGS
+
+    card = render_adapter_card(run, "user/contract")
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["pipeline_tag"] in KNOWN_PIPELINE_TAGS and meta["library_name"] == "peft"
+    assert "PeftModel.from_pretrained" in card

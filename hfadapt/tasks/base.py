@@ -41,6 +41,8 @@ class Task(Protocol):
     peft_task_type: str | None  # peft TaskType name (SEQ_CLS, CAUSAL_LM, ...), None where peft has none
     data_model: type[DataSection]  # the task's `data` section: its columns and settings
     extra_result_keys: tuple[str, ...]  # result keys computed besides metric modules (e.g. "perplexity")
+    pipeline_tag: str  # the Hub's pipeline tag for model cards (one the Hub accepts)
+    card_example: str  # an input for the usage snippet of model cards
 
     def check(self, recipe: "Recipe") -> list[str]:
         """Recipe problems across sections this task can see without loading anything (field path: message)."""

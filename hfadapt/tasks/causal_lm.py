@@ -51,6 +51,8 @@ class CausalLM:
     peft_task_type = "CAUSAL_LM"
     auto_class = "AutoModelForCausalLM"
     data_model = CausalLMData
+    pipeline_tag = "text-generation"  # the Hub's task for the model card
+    card_example = "Write a haiku about rain."  # the input shown in the model card's usage
     extra_result_keys = ("perplexity",)
 
     # ---- recipe -----------------------------------------------------------------------------

@@ -34,6 +34,8 @@ class ImageClassification:
     peft_task_type = None  # peft has no image task type; the head goes to modules_to_save
     auto_class = "AutoModelForImageClassification"
     data_model = ImageClassificationData
+    pipeline_tag = "image-classification"  # the Hub's task for the model card
+    card_example = "image.jpg"  # the input shown in the model card's usage
     extra_result_keys: tuple[str, ...] = ()
 
     def check(self, recipe: Any) -> list[str]:

@@ -65,6 +65,8 @@ class QuestionAnswering:
     auto_class = "AutoModelForQuestionAnswering"
     peft_task_type = "QUESTION_ANS"
     data_model = QuestionAnsweringData
+    pipeline_tag = "question-answering"  # the Hub's task for the model card
+    card_example = ""  # the input shown in the model card's usage
     extra_result_keys: tuple[str, ...] = ()
 
     # ---- recipe -----------------------------------------------------------------------------

@@ -45,6 +45,8 @@ class Seq2Seq:
     auto_class = "AutoModelForSeq2SeqLM"
     peft_task_type = "SEQ_2_SEQ_LM"
     data_model = Seq2SeqData
+    pipeline_tag = "text2text-generation"  # the Hub's task for the model card
+    card_example = "a long text to summarize"  # the input shown in the model card's usage
     extra_result_keys: tuple[str, ...] = ()
 
     def check(self, recipe: Any) -> list[str]:

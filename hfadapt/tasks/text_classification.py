@@ -30,6 +30,8 @@ class TextClassification:
     peft_task_type = "SEQ_CLS"
     auto_class = "AutoModelForSequenceClassification"
     data_model = TextClassificationData
+    pipeline_tag = "text-classification"  # the Hub's task for the model card
+    card_example = "an example sentence"  # the input shown in the model card's usage
     extra_result_keys: tuple[str, ...] = ()
 
     def check(self, recipe: Any) -> list[str]:

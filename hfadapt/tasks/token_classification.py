@@ -55,6 +55,8 @@ class TokenClassification:
     peft_task_type = "TOKEN_CLS"
     auto_class = "AutoModelForTokenClassification"
     data_model = TokenClassificationData
+    pipeline_tag = "token-classification"  # the Hub's task for the model card
+    card_example = "John Smith lives in Paris."  # the input shown in the model card's usage
     extra_result_keys: tuple[str, ...] = ()
 
     def check(self, recipe: Any) -> list[str]:
