@@ -89,7 +89,7 @@ def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerSt
     task = TASKS.get(recipe.task, field="task")
     run = RunDir(recipe.output_dir)
     checkpoint = _check_run_dir(run, recipe, resume)
-    with _kept_unless_setup_fails(run, recipe):
+    with _kept_unless_setup_fails(run, replace=recipe.output.overwrite and not resume):
         session = _setup(recipe, task, run, checkpoint)
     on_step_end = None
     if recipe.adapter.method == "adalora":
@@ -342,7 +342,7 @@ def _check_run_dir(run: RunDir, recipe: Any, resume: bool) -> Path | None:
 
 
 @contextmanager
-def _kept_unless_setup_fails(run: RunDir, recipe: Any) -> Iterator[None]:
+def _kept_unless_setup_fails(run: RunDir, replace: bool) -> Iterator[None]:
     """Setup may fail on the user's data or model; then the run directory is as it was before.
 
     A new run directory is removed again. With output.overwrite, the previous run is moved aside
@@ -351,7 +351,7 @@ def _kept_unless_setup_fails(run: RunDir, recipe: Any) -> Iterator[None]:
     main = int(os.environ.get("RANK", "0")) == 0
     created = not run.path.exists()
     aside = None
-    if recipe.output.overwrite and run.is_started():
+    if replace and run.is_started():
         aside, created = run.path.with_name(f".{run.path.name}.replaced"), True
         if main:
             shutil.rmtree(aside, ignore_errors=True)

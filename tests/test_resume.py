@@ -93,3 +93,29 @@ def test_resume_before_the_first_checkpoint_says_what_to_do(make_recipe, save_st
     # ... and doing exactly what the message says works.
     again = make_recipe(train={"max_steps": 4, "save_steps": save_steps}, output={"overwrite": True})
     assert train(again).state.global_step == 4
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_setup_fails(make_recipe):
+    """output.overwrite=true replaces a run only once the new one has set up: a wrong column leaves the old run as it was."""
+    first = train(make_recipe(train={"max_steps": 2}))
+    before = _snapshot(first.output_dir)
+    assert len(before) > 5
+    with pytest.raises(HfadaptError, match="data.text_column: column 'nope' not in the train split"):
+        train(make_recipe(train={"max_steps": 2}, data={"text_column": "nope"}, output={"overwrite": True}))
+    assert _snapshot(first.output_dir) == before
+    assert not list(first.output_dir.parent.glob(f".{first.output_dir.name}.*"))  # nothing left beside it
+    # With a good recipe the old run is replaced.
+    second = train(make_recipe(train={"max_steps": 3}, output={"overwrite": True}))
+    assert second.output_dir == first.output_dir and second.state.global_step == 3
+    assert not list(first.output_dir.parent.glob(f".{first.output_dir.name}.*"))
+
+
+def test_resume_with_overwrite_set_continues_the_run(make_recipe):
+    """--resume never replaces: output.overwrite=true on a resumed run must not move the run away."""
+    train(make_recipe(train={"max_steps": 2, "save_steps": 2}))
+    resumed = train(make_recipe(train={"max_steps": 4, "save_steps": 2}, output={"overwrite": True}), resume=True)
+    assert resumed.state.global_step == 4 and len(resumed.losses) == 4
