@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-beams", type=int)
     gen.add_argument("--do-sample", action="store_true", default=None, help="sample instead of greedy decoding")
 
+    pl = sub.add_parser("plan", parents=[common], help="parameters and memory per device of a recipe, from the model config only")
+    pl.add_argument("recipe")
+    pl.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    pl.add_argument("--processes", type=int, default=8, help="devices for the DDP and FSDP rows (default 8)")
+
     tg = sub.add_parser("targets", parents=[common], help="list candidate adapter target modules of a model")
     tg.add_argument("model", help="Hub id or local directory")
     tg.add_argument("--task", help="build the task's head model (e.g. text-classification)")
@@ -163,6 +168,13 @@ def _run(args: argparse.Namespace) -> int:
         from .merge import merge
 
         print(f"merged model written to {merge(args.run, args.out, overwrite=args.overwrite, allow_quantized=args.allow_quantized)}")
+        return 0
+    if args.command == "plan":
+        if args.processes < 1:
+            raise HfadaptError(f"plan --processes: must be a positive integer, got {args.processes}")
+        from .plan import format_plan, plan_recipe
+
+        print(format_plan(plan_recipe(load_recipe(args.recipe, overrides=args.overrides)), args.processes))
         return 0
     if args.command == "targets":
         if args.r < 1:

@@ -119,11 +119,24 @@ def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Ses
         print(
             f"hfadapt: {recipe.task} | {recipe.model.name_or_path} | {recipe.adapter.method} | "
             f"trainable {trainable:,} / {total:,} ({100 * trainable / total:.3f}%) | {len(splits.train)} train examples | "
-            f"{total_steps} steps on {accelerator.num_processes} process(es)"
+            f"{total_steps} steps on {accelerator.num_processes} process(es){_planned_memory(recipe)}"
             + (f" | resuming from {checkpoint.name}" if checkpoint else "")
         )
     accelerator.init_trackers(recipe.run_name, config=_flat_config(recipe.to_dict()))
     return Session(accelerator, splits, model, optimizer, scheduler, make_train_loader, steps_per_epoch, validate, test, state)
+
+
+def _planned_memory(recipe: Any) -> str:
+    """' | ~X per device planned' from `hfadapt plan`, or nothing when the model can't be planned."""
+    from .plan import plan_recipe
+
+    try:
+        plan = plan_recipe(recipe)
+    except Exception:  # noqa: BLE001 - the plan is advice; it must never stop a run
+        return ""
+    layout = "qlora" if recipe.model.quantization != "none" else "single"
+    mib = plan.per_device(layout) / 2**20
+    return f" | plan: ~{mib / 1024:.1f} GiB/device" if mib >= 1024 else f" | plan: ~{mib:.0f} MiB/device"
 
 
 def _setup_accelerator(recipe: Any, run: RunDir) -> Any:

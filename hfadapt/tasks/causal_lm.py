@@ -172,6 +172,13 @@ class CausalLM:
             print(f"hfadapt: causal-lm {split}: non-pad tokens {100 * unpacked_share:.1f}% per batch of {bs} (data.packing=true packs them)")
         return result
 
+    def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
+        """A meta-device micro-batch for `hfadapt plan` (max_length tokens: a packed block, or the longest example)."""
+        from ..plan import meta_labels, meta_tokens
+
+        n = recipe.data.max_length
+        return {"input_ids": meta_tokens(batch_size, n), "labels": meta_labels(batch_size, n), "use_cache": False}, f"{n} tokens"
+
     def collator(self, processor: Any) -> Any:
         return Collator(processor.pad_token_id)
 

@@ -122,6 +122,18 @@ class ImageClassification:
 
         return checked.with_transform(to_pixels)
 
+    def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
+        """A meta-device micro-batch for `hfadapt plan` at the model's input size."""
+        import torch
+
+        from ..plan import meta_labels
+
+        size = getattr(config, "image_size", 224)
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        channels = getattr(config, "num_channels", 3)
+        pixels = torch.zeros(batch_size, channels, h, w, device="meta")
+        return {"pixel_values": pixels, "labels": meta_labels(batch_size)}, f"{h}x{w} pixels"
+
     def collator(self, processor: Any) -> Any:
         return collate_images
 

@@ -169,6 +169,14 @@ class QuestionAnswering:
             processed = processed.add_column(WINDOW, list(range(len(processed))))
         return processed
 
+    def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
+        """A meta-device micro-batch of full windows for `hfadapt plan`."""
+        from ..plan import meta_labels, meta_tokens
+
+        n = recipe.data.max_length
+        batch = {"input_ids": meta_tokens(batch_size, n), "start_positions": meta_labels(batch_size), "end_positions": meta_labels(batch_size)}
+        return batch, f"{n}-token windows"
+
     def collator(self, processor: Any) -> Any:
         return QACollator(processor)
 

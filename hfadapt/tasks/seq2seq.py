@@ -126,6 +126,14 @@ class Seq2Seq:
             desc=f"Tokenizing {split}",
         )
 
+    def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
+        """A meta-device micro-batch for `hfadapt plan`: full-length sources and targets."""
+        from ..plan import meta_labels, meta_tokens
+
+        d = recipe.data
+        batch = {"input_ids": meta_tokens(batch_size, d.max_length), "labels": meta_labels(batch_size, d.max_target_length)}
+        return batch, f"{d.max_length} + {d.max_target_length} tokens"
+
     def collator(self, processor: Any) -> Any:
         from transformers import DataCollatorForSeq2Seq
 

@@ -154,6 +154,13 @@ class TokenClassification:
             desc=f"Tokenizing {split}",
         )
 
+    def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
+        """A meta-device micro-batch for `hfadapt plan` (padded to data.max_length: the worst case)."""
+        from ..plan import meta_labels, meta_tokens
+
+        n = recipe.data.max_length
+        return {"input_ids": meta_tokens(batch_size, n), "labels": meta_labels(batch_size, n)}, f"{n} tokens"
+
     def collator(self, processor: Any) -> Any:
         from transformers import DataCollatorForTokenClassification
 
