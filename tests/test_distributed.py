@@ -290,3 +290,41 @@ def test_two_processes_killed_on_one_rank_resume_exactly(tmp_path: Path, tiny_be
     for key, weight in full["adapter"].items():
         assert torch.equal(resumed["adapter"][key], weight), key
     assert resumed["metrics"] == full["metrics"]
+
+
+# ---- two "nodes" on this machine ---------------------------------------------------------------------
+@pytest.mark.slow
+def test_two_nodes_train_like_one_two_process_run(tmp_path: Path, tiny_bert: str, sentiment_csv: str, runs: dict[str, dict[str, Any]]) -> None:
+    """Two torchrun agents (--nnodes 2, one process each) meet through a c10d rendezvous on localhost,
+    as two machines of a cluster would, and train exactly like the 2-process run on one node."""
+    import torch
+
+    recipe = _write_recipe(tmp_path / "nodes.yaml", tiny_bert, sentiment_csv, GLOBAL_BATCH // 2, tmp_path / "run-2nodes")
+    endpoint = f"127.0.0.1:{_free_port()}"
+
+    def agent(is_host: int) -> list[str]:
+        return _torchrun() + [
+            "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", endpoint,
+            "--rdzv_id", "hfadapt-two-nodes", "--rdzv_conf", f"is_host={is_host}",
+            "-m", "hfadapt", "train", str(recipe),
+        ]
+
+    # Both "nodes" share this file system, as cluster nodes share the run directory; each has its own cache.
+    procs = [_Proc("node0", agent(1), tmp_path, _env(tmp_path / "cache-0")), _Proc("node1", agent(0), tmp_path, _env(tmp_path / "cache-1"))]
+    deadline = time.perf_counter() + TIMEOUT_S
+    try:
+        results = {p.name: (p.cmd, *p.wait(deadline)) for p in procs}
+    finally:
+        for p in procs:
+            p.kill()
+    for name, (cmd, rc, out, err) in results.items():
+        _check(name, cmd, rc, out, err)
+    banners = "".join(out for _, _, out, _ in results.values())
+    assert banners.count("hfadapt: text-classification") == 1 and "on 2 process(es)" in banners, banners[-3000:]
+
+    nodes, two = _read_run(tmp_path / "run-2nodes"), runs["2proc"]
+    l_nodes, l_two = torch.tensor(nodes["state"]["losses"]), torch.tensor(two["state"]["losses"])
+    assert torch.allclose(l_nodes, l_two, rtol=RTOL, atol=ATOL), f"per-step losses differ:\n2 nodes: {l_nodes.tolist()}\n2 processes: {l_two.tolist()}"
+    for key, weight in two["adapter"].items():
+        assert torch.allclose(nodes["adapter"][key], weight, rtol=RTOL, atol=ATOL), key
+    _assert_metrics_close(two["metrics"], nodes["metrics"], "metrics.json")
