@@ -35,6 +35,8 @@ def common_problems(recipe: "Recipe", task: Any) -> list[str]:
     for name in names:
         if name not in known:
             problems.append(f"eval.metrics: unknown metric '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}")
+    if recipe.data.streaming and recipe.train.max_steps is None:
+        problems.append("data.streaming: a stream has no length to count epochs in; set train.max_steps")
     best = recipe.eval.best_metric
     if best is not None:
         keys = ["loss", *task.extra_result_keys] + [k for n in names if n in known for k in metrics.result_keys(n)]

@@ -27,6 +27,8 @@ def load_raw(recipe: Any, task: Any) -> RawSplits:
     ds = _load(d)
     if d.train_split not in ds:
         raise HfadaptError(f"data.train_split: no split '{d.train_split}' in {_source(d)}; available: {', '.join(ds)}")
+    if d.streaming:
+        return _streamed_splits(ds, recipe, task)
     train = ds[d.train_split]
     validation = None
     if d.validation_split is not None:
@@ -58,6 +60,68 @@ def load_raw(recipe: Any, task: Any) -> RawSplits:
     if len(train) == 0:
         raise HfadaptError(f"data: the train split of {_source(d)} is empty")
     return RawSplits(train, validation, test)
+
+
+def _streamed_splits(ds: Any, recipe: Any, task: Any) -> RawSplits:
+    """data.streaming: the train split stays a `datasets.IterableDataset`, read as training goes;
+    evaluation splits are small and materialised (map-style), so they are scored exactly as usual."""
+    import datasets
+
+    d = recipe.data
+    train = ds[d.train_split]
+    if train.features is None:
+        # Several files (or some Hub loaders) leave the features to the first example read;
+        # the columns must be known to check them and to drop them after preprocessing.
+        train = train._resolve_features()
+    check_columns(train, task.columns(recipe), "train", d)
+    # Row numbers in the file, for error messages, before any example is held out.
+    if train.features is not None:
+        features = datasets.Features({**train.features, ROW_COLUMN: datasets.Value("int64")})
+        train = train.map(lambda _, i: {ROW_COLUMN: i}, with_indices=True, features=features)
+
+    def materialise(stream: Any, n: int | None) -> Any:
+        rows = list(stream.take(n) if n is not None else stream)
+        return datasets.Dataset.from_list(rows, features=stream.features) if rows else None
+
+    validation = None
+    if d.validation_split is not None:
+        if d.validation_split in ds:
+            validation = materialise(ds[d.validation_split], d.max_eval_samples)
+        elif d.max_eval_samples is not None:
+            validation = materialise(train, d.max_eval_samples)  # the first examples, held out
+            train = train.skip(d.max_eval_samples)
+        else:
+            raise HfadaptError(
+                f"data.validation_split: the stream {_source(d)} has no '{d.validation_split}' split; set data.max_eval_samples "
+                "to hold out that many of the first training examples, or data.validation_split=null for no evaluation"
+            )
+    test = None
+    test_split = d.test_split or ("test" if d.test_files else None)
+    if test_split is not None:
+        if test_split not in ds:
+            raise HfadaptError(f"data.test_split: no split '{test_split}' in {_source(d)}; available: {', '.join(ds)}")
+        test = materialise(ds[test_split], d.max_eval_samples)
+    if d.max_train_samples is not None:
+        train = train.take(d.max_train_samples)
+    for split, part in (("validation", validation), ("test", test)):
+        if part is not None:
+            check_columns(part, task.columns(recipe), split, d)
+    return RawSplits(train, validation, test)
+
+
+def is_streamed(ds: Any) -> bool:
+    """A `datasets.IterableDataset` (data.streaming): no length, no random access."""
+    import datasets
+
+    return isinstance(ds, datasets.IterableDataset)
+
+
+def map_split(ds: Any, fn: Any, desc: str, num_proc: int | None = None, **kwargs: Any) -> Any:
+    """`ds.map(fn, ...)` for a materialised split (cached, with a progress bar and worker processes)
+    or a streamed one (lazy: applied as examples are read, which takes neither `desc` nor `num_proc`)."""
+    if is_streamed(ds):
+        return ds.map(fn, **kwargs)
+    return ds.map(fn, desc=desc, num_proc=num_proc, **kwargs)
 
 
 def check_columns(ds: Any, needed: dict[str, str], split: str, d: Any) -> None:
@@ -169,13 +233,13 @@ def _load(d: Any) -> Any:
                 )
             builder = builders.pop()
             kwargs = {"delimiter": "\t"} if suffixes == {".tsv"} else {}
-            return datasets.load_dataset(builder, data_files=files, **kwargs)
+            return datasets.load_dataset(builder, data_files=files, streaming=d.streaming, **kwargs)
         path = Path(d.dataset)
         if path.is_dir() and not (path / "dataset_infos.json").exists() and _looks_like_image_folder(path):
-            return datasets.load_dataset("imagefolder", data_dir=str(path))
+            return datasets.load_dataset("imagefolder", data_dir=str(path), streaming=d.streaming)
         if d.dataset.startswith(("./", "../", "/")) and not path.exists():
             raise HfadaptError(f"data.dataset: folder not found: {d.dataset}")
-        return datasets.load_dataset(d.dataset, d.config_name, revision=d.revision)
+        return datasets.load_dataset(d.dataset, d.config_name, revision=d.revision, streaming=d.streaming)
     except HfadaptError:
         raise
     except Exception as e:  # noqa: BLE001 - datasets raises many types; the user needs one line

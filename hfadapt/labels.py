@@ -63,7 +63,13 @@ def infer_labels(
     inner = getattr(feature, "feature", None) if problem_type == "multi_label" else feature
     if inner is not None and hasattr(inner, "names"):  # datasets.ClassLabel
         return LabelInfo(tuple(inner.names), problem_type)
-    from .data import ROW_COLUMN, row_location
+    from .data import ROW_COLUMN, is_streamed, row_location
+
+    if is_streamed(dataset):
+        raise HfadaptError(
+            f"data.labels: the labels of a streamed dataset can't be read up front and {source} has no ClassLabel feature; "
+            "list the label names in data.labels (in id order)"
+        )
 
     rows = dataset[ROW_COLUMN] if ROW_COLUMN in getattr(dataset, "column_names", ()) else None
     values: dict[Any, int] = {}  # label -> first row holding it

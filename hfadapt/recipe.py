@@ -81,6 +81,10 @@ class DataSection(Section):
     max_train_samples: int | None = Field(None, gt=0)
     max_eval_samples: int | None = Field(None, gt=0)
     num_proc: int | None = Field(None, gt=0, description="processes for datasets.map")
+    streaming: bool = Field(
+        False, description="read the train split as a stream, preprocessed on the fly (needs train.max_steps); evaluation splits stay in memory"
+    )
+    shuffle_buffer: int = Field(10_000, ge=0, description="streaming: examples in the shuffle buffer; 0 reads in file order")
 
     @model_validator(mode="before")
     @classmethod

@@ -107,8 +107,11 @@ def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Ses
     accelerator = _setup_accelerator(recipe, run)
     splits = _setup_data(recipe, task, accelerator)
     make_train_loader = _train_loader_factory(recipe, splits, accelerator)
-    steps_per_epoch = math.ceil(len(make_train_loader(0)) / recipe.train.gradient_accumulation_steps)
-    total_steps = recipe.train.max_steps or recipe.train.epochs * steps_per_epoch
+    if recipe.data.streaming:  # one endless "epoch"; checks guarantee train.max_steps
+        steps_per_epoch = total_steps = recipe.train.max_steps
+    else:
+        steps_per_epoch = math.ceil(len(make_train_loader(0)) / recipe.train.gradient_accumulation_steps)
+        total_steps = recipe.train.max_steps or recipe.train.epochs * steps_per_epoch
     model, trainable, total = _setup_model(recipe, task, run, splits, accelerator, total_steps)
     optimizer, scheduler = _setup_optimizer(recipe, model, total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -118,12 +121,18 @@ def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Ses
     if accelerator.is_main_process:
         print(
             f"hfadapt: {recipe.task} | {recipe.model.name_or_path} | {recipe.adapter.method} | "
-            f"trainable {trainable:,} / {total:,} ({100 * trainable / total:.3f}%) | {len(splits.train)} train examples | "
+            f"trainable {trainable:,} / {total:,} ({100 * trainable / total:.3f}%) | {_train_size(splits.train)} | "
             f"{total_steps} steps on {accelerator.num_processes} process(es){_planned_memory(recipe)}"
             + (f" | resuming from {checkpoint.name}" if checkpoint else "")
         )
     accelerator.init_trackers(recipe.run_name, config=_flat_config(recipe.to_dict()))
     return Session(accelerator, splits, model, optimizer, scheduler, make_train_loader, steps_per_epoch, validate, test, state)
+
+
+def _train_size(train: Any) -> str:
+    from .data import is_streamed
+
+    return "train examples streamed" if is_streamed(train) else f"{len(train)} train examples"
 
 
 def _planned_memory(recipe: Any) -> str:
@@ -200,6 +209,26 @@ def _train_loader_factory(recipe: Any, splits: Splits, accelerator: Any) -> Call
     from torch.utils.data import DataLoader
 
     t = recipe.train
+    if recipe.data.streaming:
+        from .streaming import EpochStream
+
+        stream = EpochStream(splits.train, t.seed, recipe.data.shuffle_buffer, accelerator.process_index, accelerator.num_processes)
+
+        def make_stream_loader(epoch: int) -> Any:
+            # Each process reads its own share (EpochStream): Accelerate only moves batches to the device.
+            # The loader's own generator, as below: creating its iterator must not draw on the global RNG.
+            dl = DataLoader(
+                stream, batch_size=t.batch_size, collate_fn=splits.collate, num_workers=t.num_workers,
+                generator=torch.Generator().manual_seed(t.seed),
+            )
+            # dispatch_batches=False: for an iterable dataset Accelerate would otherwise read it on the
+            # main process only and send slices to the others (and drop the loader's generator).
+            return prepare_data_loader(
+                dl, device=accelerator.device, num_processes=1, process_index=0, put_on_device=True, rng_types=[],
+                dispatch_batches=False,
+            )
+
+        return make_stream_loader
 
     def make_train_loader(epoch: int) -> Any:
         # The shuffle of each epoch is a pure function of (seed, epoch): a resumed run sees the

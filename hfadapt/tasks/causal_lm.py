@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from .. import packing
-from ..data import ROW_COLUMN
+from ..data import ROW_COLUMN, is_streamed, map_split
 from ..errors import HfadaptError, first_line
 from ..recipe import DataSection
 from .base import EvalContext, register_task
@@ -141,10 +141,21 @@ class CausalLM:
                 out["labels"].append(labels)
             return out
 
-        encoded = ds.map(
-            encode, batched=True, with_indices=True, remove_columns=ds.column_names,
+        encoded = map_split(
+            ds, encode, batched=True, with_indices=True, remove_columns=ds.column_names,
             num_proc=d.num_proc, desc=f"Tokenizing {split}",
         )
+
+        def pack(source: Any) -> Any:
+            # Blocks are built from 1000 examples at a time, in a materialised split as in a stream,
+            # so packing on the fly gives the blocks packing the whole set would.
+            return map_split(
+                source, lambda b: packing.pack_examples(b["input_ids"], b["labels"], d.max_length),
+                batched=True, batch_size=1000, remove_columns=["input_ids", "labels"], num_proc=d.num_proc, desc=f"Packing {split}",
+            )
+
+        if is_streamed(encoded):  # read as training goes: no counts up front
+            return pack(encoded) if d.packing else encoded
         main = os.environ.get("RANK", "0") == "0"
         dropped = len(ds) - len(encoded)
         if dropped and main:
@@ -156,11 +167,7 @@ class CausalLM:
         unpacked_share = packing.padded_share(lengths, bs)
         result = encoded
         if d.packing:
-            result = encoded.map(
-                lambda b: packing.pack_examples(b["input_ids"], b["labels"], d.max_length),
-                batched=True, batch_size=1000, remove_columns=encoded.column_names,
-                num_proc=d.num_proc, desc=f"Packing {split}",
-            )
+            result = pack(encoded)
             block_lengths = [len(x) for x in result["input_ids"]]
             share = packing.padded_share(block_lengths, bs)
             if main:

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field
 
 from .. import classification
-from ..data import ROW_COLUMN
+from ..data import ROW_COLUMN, is_streamed, map_split
 from ..errors import HfadaptError, first_line
 from ..recipe import DataSection
 from .base import EvalContext, register_task
@@ -99,7 +99,8 @@ class ImageClassification:
             return out
 
         # The pass stores the encoded image bytes/paths in a cached arrow file; decoding is verified here.
-        checked = ds.map(
+        checked = map_split(
+            ds,
             check,
             batched=True,
             with_indices=True,
@@ -120,6 +121,8 @@ class ImageClassification:
                 out["labels"] = batch["labels"]
             return out
 
+        if is_streamed(checked):  # decoded as the stream is read
+            return checked.map(to_pixels, batched=True, remove_columns=["image"])
         return checked.with_transform(to_pixels)
 
     def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:

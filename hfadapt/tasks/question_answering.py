@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ..data import ROW_COLUMN
+from ..data import ROW_COLUMN, map_split
 from ..errors import HfadaptError
 from ..recipe import DataSection
 from .base import EvalContext, register_task
@@ -157,7 +157,8 @@ class QuestionAnswering:
                     out["qa_cls"].append(cls)
             return out
 
-        processed = ds.map(
+        processed = map_split(
+            ds,
             encode,
             batched=True,
             with_indices=True,

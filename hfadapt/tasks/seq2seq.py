@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ..data import ROW_COLUMN
+from ..data import ROW_COLUMN, map_split
 from ..errors import HfadaptError
 from ..recipe import DataSection
 from .base import EvalContext, register_task
@@ -117,7 +117,8 @@ class Seq2Seq:
                 enc["labels"] = labels
             return enc
 
-        return ds.map(
+        return map_split(
+            ds,
             encode,
             batched=True,
             with_indices=True,

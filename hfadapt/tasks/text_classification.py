@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import Field
 
 from .. import classification
-from ..data import ROW_COLUMN
+from ..data import ROW_COLUMN, map_split
 from ..errors import HfadaptError
 from ..recipe import DataSection
 from .base import EvalContext, register_task
@@ -85,7 +85,8 @@ class TextClassification:
                 enc["labels"] = classification.encode_labels(batch[label_col], indices, labels, split, d)
             return dict(enc)
 
-        return ds.map(
+        return map_split(
+            ds,
             encode,
             batched=True,
             with_indices=True,

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from ..data import ROW_COLUMN
+from ..data import ROW_COLUMN, is_streamed, map_split
 from ..errors import HfadaptError
 from ..labels import LabelInfo
 from ..recipe import DataSection
@@ -102,6 +102,11 @@ class TokenClassification:
         inner = getattr(train.features[col], "feature", None)
         if inner is not None and hasattr(inner, "names"):  # Sequence(ClassLabel)
             return LabelInfo(tuple(inner.names), "single_label")
+        if is_streamed(train):
+            raise HfadaptError(
+                f"data.labels: the tags of a streamed dataset can't be read up front and {where} has no ClassLabel feature; "
+                "list the tag names in data.labels (in id order)"
+            )
         rows = train[ROW_COLUMN] if ROW_COLUMN in train.column_names else range(len(train))
         values: set[Any] = set()
         for tags, row in zip(train[col], rows):
@@ -145,7 +150,8 @@ class TokenClassification:
                 enc["labels"] = labels
             return dict(enc)
 
-        return ds.map(
+        return map_split(
+            ds,
             encode,
             batched=True,
             with_indices=True,

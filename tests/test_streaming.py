@@ -1,0 +1,121 @@
+"""data.streaming: the train split read as a stream, preprocessed on the fly, one share per
+process, resumed exactly; evaluation splits materialised."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from hfadapt import HfadaptError, Recipe, train
+from tests.conftest import sentiment_rows, write_csv, write_jsonl
+
+STREAM = {"streaming": True, "shuffle_buffer": 16, "labels": ["negative", "positive"], "validation_split": None}
+
+
+def _stream(path: str) -> Any:
+    import datasets
+
+    return datasets.load_dataset("csv", data_files={"train": [path]}, streaming=True)["train"]
+
+
+def test_streaming_needs_max_steps(make_recipe: Any) -> None:
+    with pytest.raises(HfadaptError, match="data.streaming: a stream has no length to count epochs in; set train.max_steps"):
+        make_recipe(data=STREAM)
+    assert make_recipe(data=STREAM, train={"max_steps": 2}).data.streaming
+
+
+def test_each_process_reads_each_example_once_per_epoch(tmp_path: Path) -> None:
+    from hfadapt.streaming import EpochStream
+
+    one_file = write_csv(tmp_path / "one.csv", sentiment_rows(30))
+    halves = [write_csv(tmp_path / f"half{i}.csv", sentiment_rows(30)[i * 15:(i + 1) * 15]) for i in range(2)]
+    import datasets
+
+    for stream in (_stream(str(one_file)), datasets.load_dataset("csv", data_files={"train": [str(p) for p in halves]}, streaming=True)["train"]):
+        for buffer in (0, 8):
+            shares = [[ex["text"] for ex in EpochStream(stream, 3, buffer, rank, 2).epoch(0)] for rank in (0, 1)]
+            assert sorted(shares[0] + shares[1]) == sorted(r["text"] for r in sentiment_rows(30))  # every example, once
+            assert len(shares[0]) + len(shares[1]) == 30
+            one_process = [ex["text"] for ex in EpochStream(stream, 3, buffer, 0, 1).epoch(0)]
+            assert sorted(one_process) == sorted(shares[0] + shares[1])
+    # The shuffle is a function of (seed, epoch): the same twice, another order the next epoch.
+    stream = _stream(str(one_file))
+    first = [ex["text"] for ex in EpochStream(stream, 3, 8, 0, 1).epoch(0)]
+    assert first == [ex["text"] for ex in EpochStream(stream, 3, 8, 0, 1).epoch(0)]
+    assert first != [ex["text"] for ex in EpochStream(stream, 3, 8, 0, 1).epoch(1)]
+
+
+def test_streamed_run_learns_and_holds_out_validation(make_recipe: Any) -> None:
+    recipe = make_recipe(
+        data={**STREAM, "validation_split": "validation", "max_eval_samples": 16},
+        train={"max_steps": 12, "learning_rate": 2e-2, "eval_steps": 12},
+    )
+    result = train(recipe)
+    assert result.state.global_step == 12 and len(result.losses) == 12
+    assert sum(result.losses[-3:]) < sum(result.losses[:3])
+    assert result.metrics["eval/samples"] == 16  # the first 16 rows, held out of the stream
+
+
+def test_streamed_labels_must_be_named(make_recipe: Any) -> None:
+    recipe = make_recipe(data={**STREAM, "labels": None}, train={"max_steps": 2})
+    with pytest.raises(HfadaptError, match="data.labels: the labels of a streamed dataset can't be read up front"):
+        train(recipe)
+
+
+def test_stream_without_a_validation_split_says_what_to_do(make_recipe: Any) -> None:
+    recipe = make_recipe(data={**STREAM, "validation_split": "validation"}, train={"max_steps": 2})
+    with pytest.raises(HfadaptError, match="data.validation_split: the stream .* has no 'validation' split; set data.max_eval_samples"):
+        train(recipe)
+
+
+def test_streamed_resume_is_bit_identical(make_recipe: Any, tmp_path: Path) -> None:
+    """Killed mid-stream and resumed, a run continues from the same example: losses and weights equal."""
+    from safetensors.torch import load_file
+
+    common = {"max_steps": 9, "save_steps": 3, "gradient_accumulation_steps": 2}
+    full = train(make_recipe(data=STREAM, train=common, adapter={"dropout": 0.1}, output={"dir": str(tmp_path / "full")}))
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_step_7(state: Any) -> None:
+        if state.global_step == 7:
+            raise Crash()
+
+    interrupted = make_recipe(data=STREAM, train=common, adapter={"dropout": 0.1}, output={"dir": str(tmp_path / "resumed")})
+    with pytest.raises(Crash):
+        train(interrupted, callbacks=[crash_at_step_7])
+    resumed = train(interrupted, resume=True)  # from checkpoint-6: 12 micro-batches already read
+    # 9 steps x 2 micro-batches x 8 examples = 144 examples of a 64-example stream: it wraps into new epochs.
+    assert resumed.losses == full.losses
+    a = load_file(str(full.output_dir / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(resumed.output_dir / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_packing_on_the_fly_equals_packing_the_materialised_set(tmp_path: Path, tiny_gpt2: str) -> None:
+    import datasets
+
+    from hfadapt.tasks import TASKS
+
+    rows = [{"text": r["text"]} for r in sentiment_rows(40)]
+    path = str(write_jsonl(tmp_path / "lm.jsonl", rows))
+
+    def recipe(streaming: bool) -> Recipe:
+        return Recipe.from_dict({
+            "task": "causal-lm", "model": {"name_or_path": tiny_gpt2},
+            "data": {"train_files": [path], "validation_split": None, "max_length": 32, "packing": True, "streaming": streaming},
+            "train": {"max_steps": 1, "log_with": []},
+        })
+
+    task = TASKS.get("causal-lm")
+    tok = task.load_processor(recipe(False))
+    materialised = task.preprocess(datasets.load_dataset("json", data_files=path)["train"], "train", tok, recipe(False), None, train=True)
+    streamed = task.preprocess(datasets.load_dataset("json", data_files=path, streaming=True)["train"], "train", tok, recipe(True), None, train=True)
+    blocks = list(streamed)
+    assert len(blocks) == len(materialised) < len(rows)  # packed: fewer blocks than examples
+    for a, b in zip(blocks, materialised):
+        assert {k: list(v) for k, v in a.items()} == {k: list(b[k]) for k in a}
