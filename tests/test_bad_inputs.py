@@ -259,3 +259,40 @@ def test_row_location_lines(tmp_path: Path) -> None:
     assert row_location("train", 1, d) == f"line 4 of {csv}"
     assert row_location("validation", 2, d) == f"line 1 of {jsonl}"  # carved from the train files
     assert row_location("train", 9, d) == "train row 9"
+
+
+# ---- what runs is what was asked: mixed precision and sharding engines ------------------------------
+LAUNCH_CASES = {
+    # fp16 autocast needs a GPU; Accelerate would train in fp32 and still report fp16
+    "fp16-on-cpu": ({}, ["train.mixed_precision=fp16"], ("train.mixed_precision", "fp16", "fp32", "bf16")),
+    # `accelerate launch` with an FSDP / DeepSpeed config sets these; without GPUs Accelerate drops them
+    "fsdp-without-gpus": ({"ACCELERATE_USE_FSDP": "true"}, [], ("FSDP", "ACCELERATE_USE_FSDP=true", "no distribution")),
+    "deepspeed-without-gpus": ({"ACCELERATE_USE_DEEPSPEED": "true"}, [], ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED=true")),
+    # `accelerate launch --mixed_precision bf16` against a recipe that says no
+    "launch-precision-differs": ({"ACCELERATE_MIXED_PRECISION": "bf16"}, [], ("train.mixed_precision", "ACCELERATE_MIXED_PRECISION", "bf16")),
+}
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU fallbacks")
+@pytest.mark.parametrize("case", list(LAUNCH_CASES))
+def test_launch_asking_for_what_would_not_run_is_refused(case: str, tmp_path: Path, capsys, monkeypatch, tiny_bert: str) -> None:
+    env, overrides, parts = LAUNCH_CASES[case]
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    write_csv(tmp_path / "train.csv", sentiment_rows(16))
+    recipe = text_recipe(tmp_path, tiny_bert, "./train.csv")
+    before = snapshot(tmp_path)
+    rc, err = run_main(capsys, ["train", str(recipe), *overrides])
+    check_one_error(rc, err, parts)
+    assert snapshot(tmp_path) == before
+
+
+def test_run_info_records_the_precision_that_ran() -> None:
+    from types import SimpleNamespace
+
+    from hfadapt.runinfo import precision_that_ran
+
+    cpu_fp16 = SimpleNamespace(mixed_precision="fp16", native_amp=False, distributed_type="DistributedType.NO")
+    cpu_bf16 = SimpleNamespace(mixed_precision="bf16", native_amp=True, distributed_type="DistributedType.NO")
+    assert precision_that_ran(cpu_fp16) == "no"  # Accelerate reports fp16 but does not autocast on CPU
+    assert precision_that_ran(cpu_bf16) == "bf16"
