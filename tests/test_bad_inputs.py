@@ -226,9 +226,14 @@ def test_staged_push_has_no_local_paths(finished_run: Path, tiny_bert: str, tmp_
     target.mkdir()
     stage(RunDir.open(run_dir), "user/x", target)
     assert snapshot(run_dir) == before  # the run keeps its local values
-    for name in ("adapter_config.json", "run_info.json", "README.md"):
-        text = (target / name).read_text()
-        assert tiny_bert not in text and str(tmp_path) not in text, (name, text)
+    for f in sorted(target.iterdir()):  # every staged text file, recipe.yaml included
+        if f.suffix in (".json", ".yaml", ".md", ".txt", ".jinja"):
+            text = f.read_text()
+            assert tiny_bert not in text and str(tmp_path) not in text and str(finished_run.parent) not in text, (f.name, text)
+    pushed = yaml.safe_load((target / "recipe.yaml").read_text())
+    assert pushed["model"]["name_or_path"] == f"<local>/{Path(tiny_bert).name}"
+    assert pushed["data"]["train_files"] == ["<local>/sentiment.csv"] and pushed["output"]["dir"] == "<run>"
+    assert "hfadapt train hub:user/x model.name_or_path=YOUR_BASE_MODEL data.train_files=YOUR_FILES" in (target / "README.md").read_text()
     assert json.loads((target / "adapter_config.json").read_text())["base_model_name_or_path"] == f"<local>/{Path(tiny_bert).name}"
     staged_info = json.loads((target / "run_info.json").read_text())
     assert staged_info["command"] == "hfadapt train <local>/x.yaml output.dir=<run> train.max_steps=2"
