@@ -163,7 +163,10 @@ def _setup_accelerator(recipe: Any, run: RunDir) -> Any:
     _check_what_runs(accelerator, t.mixed_precision, asked)
     set_seed(t.seed)
     if accelerator.is_main_process:
-        run.path.mkdir(parents=True, exist_ok=True)
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a folder the OS refuses though check_output could not tell (/proc, read-only mounts)
+            raise HfadaptError(f"output.dir: cannot create {run.path}: {e.strerror or e}; choose another output.dir") from None
         run.recipe_file.write_text(recipe.to_yaml())
     accelerator.wait_for_everyone()
     return accelerator

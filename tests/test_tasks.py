@@ -47,7 +47,7 @@ def test_unreadable_image_names_file_and_row(tmp_path, tiny_vit, image_folder):
         "data": {"dataset": str(data)}, "train": {"max_steps": 1, "log_with": []},
         "output": {"dir": str(tmp_path / "run")},
     })
-    with pytest.raises(HfadaptError, match=rf"data.image_column 'image', row \d+ \(0-based\) of the train split of {re.escape(str(data))}: cannot read image .*3.png"):
+    with pytest.raises(HfadaptError, match=rf"^data.dataset {re.escape(str(data))}: cannot read image .*3.png"):
         train(recipe)
 
 

@@ -150,6 +150,8 @@ def open_image(value: Any, column: str, split: str, row: int | None, base_dir: P
         where = f"image {value!r}"
     elif split == "predict":
         where = f"predict input {row + 1}"
+    elif data is not None and not data.train_files and data.dataset and Path(data.dataset).is_dir():
+        where = f"data.dataset {data.dataset}"  # an image folder: the file's path says where it is
     else:
         where = f"data.image_column '{column}', {row_location(split, row, data)}"
     source: Any = value
@@ -165,6 +167,10 @@ def open_image(value: Any, column: str, split: str, row: int | None, base_dir: P
         return value.convert("RGB")
     if source is None:
         raise HfadaptError(f"{where}: no image")
+    if isinstance(source, str) and not Path(source).is_file():
+        raise HfadaptError(f"{where}: image file not found: {source}")
+    if isinstance(source, str) and Path(source).stat().st_size == 0:
+        raise HfadaptError(f"{where}: cannot read image {source}: the file is empty (0 bytes)")
     try:
         with Image.open(source) as im:
             im.load()
