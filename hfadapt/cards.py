@@ -7,6 +7,7 @@ metrics.json.
 
 from __future__ import annotations
 
+import copy
 import re
 import shlex
 from pathlib import Path
@@ -79,6 +80,55 @@ def _is_absolute(value: str) -> bool:
     return value.startswith(("/", "~")) or bool(re.match(r"^[A-Za-z]:[\\/]", value))
 
 
+# Recipe fields that can name a path of this machine, and what a user gives there instead.
+PATH_FIELDS = {
+    "model.name_or_path": "YOUR_BASE_MODEL",
+    "data.dataset": "YOUR_DATASET",
+    "data.train_files": "YOUR_FILES",
+    "data.validation_files": "YOUR_FILES",
+    "data.test_files": "YOUR_FILES",
+    "output.dir": "YOUR_RUN_DIR",
+}
+
+
+def publish_recipe(raw: dict[str, Any], run_path: Path | None = None) -> dict[str, Any]:
+    """A copy of a recipe mapping for the Hub: local paths in PATH_FIELDS become placeholders
+    (`<local>/NAME`, `<run>`); Hub ids stay. The run directory keeps the real values."""
+    from .modeling import LOCAL_PLACEHOLDER
+
+    out = copy.deepcopy(raw)
+    for dotted in PATH_FIELDS:
+        section, key = dotted.split(".")
+        value = (out.get(section) or {}).get(key)
+        if not value:
+            continue
+        if dotted == "output.dir":
+            out[section][key] = RUN_PLACEHOLDER
+        elif isinstance(value, list):  # data files: always local, whatever their name looks like
+            out[section][key] = [f"{LOCAL_PLACEHOLDER}/{Path(str(v)).name}" for v in value]
+        else:
+            out[section][key] = publish_path(str(value), run_path)
+    return out
+
+
+def is_placeholder(value: Any) -> bool:
+    from .modeling import LOCAL_PLACEHOLDER
+
+    values = value if isinstance(value, list) else [value]
+    return any(isinstance(v, str) and v.startswith((LOCAL_PLACEHOLDER, RUN_PLACEHOLDER)) for v in values)
+
+
+def unpublished_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """The PATH_FIELDS of a recipe mapping that hold a placeholder instead of a usable value."""
+    out = {}
+    for dotted in PATH_FIELDS:
+        section, key = dotted.split(".")
+        value = (raw.get(section) or {}).get(key)
+        if is_placeholder(value):
+            out[dotted] = value
+    return out
+
+
 def render_adapter_card(run: RunDir, repo_id: str, license: str | None = None) -> str:
     return _render(run, repo_id, "adapter.md", license, merged=False)
 
@@ -148,7 +198,9 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
         if dataset else "Local files (not published): " + ", ".join(f"`{Path(f).name}`" for f in (recipe.data.train_files or [recipe.data.dataset or ""]))
     )
     versions = ", ".join(f"{k} {v}" for k, v in info.versions.items()) or "unknown"
-    reproduce = f"hfadapt train hub:{repo_id}"
+    # The pushed recipe.yaml has placeholders for local paths: the command names what to give there.
+    unpublished = [f for f in unpublished_fields(publish_recipe(recipe.to_dict(), run.path)) if f != "output.dir"]
+    reproduce = f"hfadapt train hub:{repo_id}" + "".join(f" {f}={PATH_FIELDS[f]}" for f in unpublished)
     if info.command:
         reproduce += f"\n# originally: {public_command(info.command, run.path)}"
     usage = ""

@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", parents=[common], help="evaluate a finished run (a run directory or a Hub adapter id)")
     e.add_argument("run")
+    e.add_argument("overrides", nargs="*", metavar="data.key=value", help="evaluate on other data (data section only)")
     e.add_argument("--split", default="validation", choices=["validation", "test"])
 
     pr = sub.add_parser("predict", parents=[common], help="predict with a finished run: text strings or image paths")
@@ -142,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "eval":
         from .inference import evaluate_run
 
-        _print_metrics(evaluate_run(args.run, split=args.split), Path(args.run))
+        _print_metrics(evaluate_run(args.run, split=args.split, overrides=args.overrides), Path(args.run))
         return 0
     if args.command == "predict":
         if args.batch_size < 1:

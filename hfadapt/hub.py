@@ -52,11 +52,14 @@ def stage(run: RunDir, repo_id: str, target: Path, license: str | None = None) -
 
 
 def _publish_local_paths(run: RunDir, target: Path) -> None:
-    """Edit the staged copies (never the run's files) so no absolute local path is pushed:
-    the base model in adapter_config.json and the command in run_info.json (see cards.publish_path)."""
+    """Edit the staged copies (never the run's files) so no absolute local path is pushed: the base
+    model in adapter_config.json, the command in run_info.json and the path fields of recipe.yaml
+    (see cards.publish_path)."""
     import json
 
-    from .cards import public_command, publish_path
+    import yaml
+
+    from .cards import public_command, publish_path, publish_recipe
 
     config = target / "adapter_config.json"
     if config.is_file():
@@ -70,6 +73,9 @@ def _publish_local_paths(run: RunDir, target: Path) -> None:
         if data.get("command"):
             data["command"] = public_command(data["command"], run.path)
         info.write_text(json.dumps(data, indent=2) + "\n")
+    recipe = target / RECIPE_FILE
+    if recipe.is_file():
+        recipe.write_text(yaml.safe_dump(publish_recipe(yaml.safe_load(recipe.read_text()), run.path), sort_keys=False))
 
 
 def validate_card(path: Path) -> None:

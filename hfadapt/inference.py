@@ -46,16 +46,35 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 16, genera
     return out
 
 
-def evaluate_run(run_dir: str | Path, split: str = "validation") -> dict[str, float]:
-    """Re-evaluate a finished run on its recipe's validation (or test) split."""
+def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list[str] | None = None) -> dict[str, float]:
+    """Re-evaluate a finished run on its recipe's validation (or test) split.
+
+    `overrides` ('data.test_files=[x.csv]', ...) change the recipe's data section only: evaluate on
+    other data, or give the data files a pushed recipe names but did not publish.
+    """
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
 
+    from .cards import PATH_FIELDS, unpublished_fields
     from .data import load_raw
+    from .recipe import Recipe
     from .tasks import EvalContext
 
     run = resolve_run(run_dir)
     recipe, task = run.recipe, run.task
+    for item in overrides or []:
+        if not item.startswith("data."):
+            raise HfadaptError(f"eval: only data.* fields can be overridden, got '{item}'")
+    if overrides:
+        recipe = Recipe.from_dict(recipe.to_dict(), overrides=overrides, base=Path.cwd())
+    unpublished = {f: v for f, v in unpublished_fields(recipe.to_dict()).items() if f.startswith("data.")}
+    if unpublished:
+        named = ", ".join(f"{f} ({v if isinstance(v, str) else ', '.join(v)})" for f, v in unpublished.items())
+        give = " ".join(f"{f}={PATH_FIELDS[f]}" for f in unpublished)
+        raise HfadaptError(
+            f"eval: the recipe of {run_dir} names local data of its author that was not published: {named}; "
+            f"give yours: hfadapt eval {run_dir} {give}"
+        )
     model, processor, info = load_model_and_processor(run)
     raw = load_raw(recipe, task)
     ds = {"validation": raw.validation, "test": raw.test}.get(split)

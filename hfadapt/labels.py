@@ -81,7 +81,9 @@ def infer_labels(
             item = _whole(item)
             values.setdefault(item, rows[i] if rows is not None else i)
     if not values:
-        raise HfadaptError(f"{source}: column '{column}' holds no labels")
+        files = ", ".join(getattr(data, "train_files", None) or []) or getattr(data, "dataset", None)
+        where = f" of the {split} split of {files}" if files else ""
+        raise HfadaptError(f"{source}: column '{column}'{where} holds no labels (every cell is empty)")
     if all(isinstance(v, str) for v in values):
         return LabelInfo(tuple(sorted(values)), problem_type)
     if all(_is_int(v) for v in values):

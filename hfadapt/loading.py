@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import tasks  # noqa: F401  (every task's recipe model is registered before a recipe is validated)
+from .errors import HfadaptError
 from .recipe import Recipe, read_recipe_file
 
 
@@ -17,6 +18,7 @@ def load_recipe(ref: str | Path, overrides: list[str] | None = None) -> Recipe:
     ref = str(ref)
     if not ref.startswith("hub:"):
         return Recipe.from_yaml(ref, overrides)
+    from .cards import PATH_FIELDS, unpublished_fields
     from .hub import download_recipe
 
     file = download_recipe(ref[4:])
@@ -26,4 +28,15 @@ def load_recipe(ref: str | Path, overrides: list[str] | None = None) -> Recipe:
     raw.setdefault("model", {})["trust_remote_code"] = False
     raw.setdefault("hub", {})["push"] = False
     raw.setdefault("output", {})["dir"] = None
-    return Recipe.from_dict(raw, overrides=overrides, source=file)
+    # The user's './' overrides are relative to where they type, not to the download cache.
+    recipe = Recipe.from_dict(raw, overrides=overrides, source=file, base=Path.cwd())
+    # A push replaces local paths with placeholders (cards.publish_recipe): the user must give their own.
+    unpublished = unpublished_fields(recipe.to_dict())
+    if unpublished:
+        named = ", ".join(f"{f} ({v if isinstance(v, str) else ', '.join(v)})" for f, v in unpublished.items())
+        give = " ".join(f"{f}={PATH_FIELDS[f]}" for f in unpublished)
+        raise HfadaptError(
+            f"{ref}: the pushed recipe names local paths of its author that were not published: {named}; "
+            f"override them: hfadapt train {ref} {give}"
+        )
+    return recipe

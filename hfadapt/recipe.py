@@ -246,8 +246,11 @@ class Recipe(Section):
 
     @classmethod
     def from_dict(
-        cls, raw: dict[str, Any], overrides: list[str] | None = None, source: str | Path | None = None
+        cls, raw: dict[str, Any], overrides: list[str] | None = None, source: str | Path | None = None,
+        base: str | Path | None = None,
     ) -> "Recipe":
+        """`source` (the recipe file) is named in errors; './' and '../' paths are relative to `base`,
+        by default the source file's folder."""
         raw = _deep_copy(raw)
         for item in overrides or []:
             apply_override(raw, item)
@@ -258,8 +261,8 @@ class Recipe(Section):
         except ValidationError as e:
             raise HfadaptError(where + format_validation_error(e, model)) from None
         recipe._source = str(source) if source else None
-        if source is not None:
-            recipe._resolve_relative_paths(Path(source).resolve().parent)
+        if base is not None or source is not None:
+            recipe._resolve_relative_paths(Path(base).resolve() if base is not None else Path(source).resolve().parent)
         problems = recipe.problems()
         if problems:
             raise HfadaptError(where + "; ".join(problems))

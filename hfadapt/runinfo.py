@@ -85,6 +85,15 @@ class RunInfo:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def precision_that_ran(accelerator: Any) -> str:
+    """The mixed precision the model really ran in: Accelerate reports the asked one even where it
+    did not autocast (fp16 on CPU); DeepSpeed / Megatron-LM handle precision themselves."""
+    kind = str(accelerator.distributed_type).split(".")[-1]
+    if accelerator.native_amp or kind in ("DEEPSPEED", "MEGATRON_LM"):
+        return accelerator.mixed_precision
+    return "no"
+
+
 def collect(accelerator: Any) -> RunInfo:
     import torch
 
@@ -99,6 +108,6 @@ def collect(accelerator: Any) -> RunInfo:
         hardware=hardware,
         num_processes=accelerator.num_processes,
         distributed_type=str(accelerator.distributed_type).split(".")[-1],
-        mixed_precision=accelerator.mixed_precision,
+        mixed_precision=precision_that_ran(accelerator),
         command=launch_command(accelerator.num_processes),
     )

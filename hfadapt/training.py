@@ -164,6 +164,8 @@ def _setup_accelerator(recipe: Any, run: RunDir) -> Any:
     # otherwise every rank would train alone on the whole data.
     world = int(os.environ.get("WORLD_SIZE", "1"))
     on_cpu_only = world > 1 and not torch.cuda.is_available()
+    asked = asked_distribution(os.environ)
+    _check_launch_precision(t.mixed_precision, os.environ)
     try:
         accelerator = Accelerator(
             cpu=on_cpu_only,
@@ -174,15 +176,69 @@ def _setup_accelerator(recipe: Any, run: RunDir) -> Any:
             step_scheduler_with_optimizer=False,  # stepped once per optimizer step, whatever the process count
         )
     except (ValueError, ImportError) as e:
+        if asked is not None:
+            raise HfadaptError(f"train: the Accelerate config asks for {asked[1]} ({asked[2]}=true): {first_line(e)}") from e
         raise HfadaptError(f"train: {first_line(e)} (train.mixed_precision={t.mixed_precision}, train.log_with={t.log_with})") from e
     if accelerator.num_processes != world:
         raise HfadaptError(f"train: launched with WORLD_SIZE={world} but Accelerate set up {accelerator.num_processes} process(es)")
+    _check_what_runs(accelerator, t.mixed_precision, asked)
     set_seed(t.seed)
     if accelerator.is_main_process:
-        run.path.mkdir(parents=True, exist_ok=True)
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a folder the OS refuses though check_output could not tell (/proc, read-only mounts)
+            raise HfadaptError(f"output.dir: cannot create {run.path}: {e.strerror or e}; choose another output.dir") from None
         run.recipe_file.write_text(recipe.to_yaml())
     accelerator.wait_for_everyone()
     return accelerator
+
+
+# Variables `accelerate launch` sets from an Accelerate config that asks for a sharded engine.
+# (accelerate's DistributedType name, the name users know, the variable)
+ENGINES = (
+    ("FSDP", "FSDP", "ACCELERATE_USE_FSDP"),
+    ("DEEPSPEED", "DeepSpeed", "ACCELERATE_USE_DEEPSPEED"),
+    ("MEGATRON_LM", "Megatron-LM", "ACCELERATE_USE_MEGATRON_LM"),
+)
+
+
+def asked_distribution(env: Any) -> tuple[str, str, str] | None:
+    """The engine (as in ENGINES) that the launch asks for, or None for plain data parallel / none."""
+    for engine in ENGINES:
+        if str(env.get(engine[2], "false")).lower() == "true":
+            return engine
+    return None
+
+
+def _check_launch_precision(recipe_value: str, env: Any) -> None:
+    """`accelerate launch --mixed_precision X` (or its config) vs train.mixed_precision: the recipe decides,
+    so a launch asking for another precision is refused rather than silently overruled."""
+    launched = str(env.get("ACCELERATE_MIXED_PRECISION", "no")).lower()
+    if launched not in ("", "no") and launched != recipe_value:
+        raise HfadaptError(
+            f"train.mixed_precision: the launch asks for {launched} (ACCELERATE_MIXED_PRECISION, from accelerate launch or "
+            f"its config) but the recipe says {recipe_value}; set train.mixed_precision={launched} or launch with "
+            f"--mixed_precision {recipe_value}"
+        )
+
+
+def _check_what_runs(accelerator: Any, mixed_precision: str, asked: tuple[str, str, str] | None) -> None:
+    """Refuse a run that would quietly differ from what was asked: Accelerate falls back without a word
+    (fp16 on CPU trains in fp32; FSDP / DeepSpeed without GPUs become plain data parallel or none)."""
+    kind = str(accelerator.distributed_type).split(".")[-1]
+    device = accelerator.device.type
+    if asked is not None and kind != asked[0]:
+        raise HfadaptError(
+            f"train: the Accelerate config asks for {asked[1]} ({asked[2]}=true), but on this machine Accelerate set up "
+            f"{'no distribution' if kind == 'NO' else kind} ({accelerator.num_processes} {device} process(es)) instead; {asked[1]} needs GPUs: run it on GPUs, "
+            "or launch with an Accelerate config without it"
+        )
+    if mixed_precision != "no" and not accelerator.native_amp and kind not in ("DEEPSPEED", "MEGATRON_LM"):
+        other = "bf16 (CPU autocast supports it) or train.mixed_precision=no" if device == "cpu" else "no"
+        raise HfadaptError(
+            f"train.mixed_precision: {mixed_precision} autocast is not available on {device}; the run would train in fp32. "
+            f"Use train.mixed_precision={other}"
+        )
 
 
 def _setup_data(recipe: Any, task: Task, accelerator: Any) -> Splits:

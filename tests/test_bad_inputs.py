@@ -141,6 +141,62 @@ def _output_dir_is_a_file(tmp: Path, fx: dict):
     return ["train", str(recipe)], ("output.dir", str(tmp / "run"))
 
 
+def _jsonl_without_text_in_one_line(tmp: Path, fx: dict):
+    rows = sentiment_rows(12)
+    del rows[5]["text"]  # JSON Lines row 5 is line 6
+    write_jsonl(tmp / "train.jsonl", rows)
+    recipe = text_recipe(tmp, fx["tiny_bert"], "./train.jsonl")
+    return ["train", str(recipe)], ("data.text_column 'text'", f"line 6 of {tmp / 'train.jsonl'}", "expected text, got None")
+
+
+def _text_override(override: str, *parts: str) -> Setup:
+    def setup(tmp: Path, fx: dict):
+        write_csv(tmp / "train.csv", sentiment_rows(16))
+        return ["train", str(text_recipe(tmp, fx["tiny_bert"], "./train.csv")), override], parts
+    return setup
+
+
+def _images(tmp: Path, n: int = 6) -> list[dict]:
+    import numpy as np
+    from PIL import Image
+
+    (tmp / "imgs").mkdir()
+    rows = []
+    for i in range(n):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(tmp / "imgs" / f"{i}.png")
+        rows.append({"image": f"imgs/{i}.png", "label": "red" if i % 2 else "blue"})
+    return rows
+
+
+def _image_recipe(tmp: Path, fx: dict, data: dict) -> Path:
+    raw = {"task": "image-classification", "model": {"name_or_path": fx["tiny_vit"]()},
+           "data": {"validation_split": None, **data}, "train": {"max_steps": 1, "log_with": []}, "output": {"dir": str(tmp / "run")}}
+    path = tmp / "recipe.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _image_csv_missing_file(tmp: Path, fx: dict):
+    rows = _images(tmp)
+    rows[1]["image"] = "imgs/gone.png"  # row 1 of a CSV with a header is line 3
+    write_csv(tmp / "images.csv", rows)
+    recipe = _image_recipe(tmp, fx, {"train_files": "./images.csv"})
+    return ["train", str(recipe)], ("data.image_column 'image'", f"line 3 of {tmp / 'images.csv'}", "image file not found", "gone.png")
+
+
+def _image_folder_zero_byte_png(tmp: Path, fx: dict):
+    import numpy as np
+    from PIL import Image
+
+    for label in ("red", "blue"):
+        (tmp / "folder" / "train" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8, 3), 60 * i, dtype=np.uint8)).save(tmp / "folder" / "train" / label / f"{i}.png")
+    (tmp / "folder" / "train" / "red" / "1.png").write_bytes(b"")
+    recipe = _image_recipe(tmp, fx, {"dataset": "./folder"})
+    return ["train", str(recipe)], ("data.dataset", str(tmp / "folder" / "train" / "red" / "1.png"), "empty (0 bytes)")
+
+
 def _run_case(break_it: Callable[[Path], None], argv: Callable[[Path], list[str]], *parts: str) -> Setup:
     def setup(tmp: Path, fx: dict):
         run = tmp / "run"
@@ -165,6 +221,12 @@ CASES: dict[str, Setup] = {
                                     "train.jsonl", "data.train_files", "line 2 of FILE", "not valid JSON"),
     "int-labels-empty-cell": _int_labels_with_empty_cell(with_names=False),
     "int-labels-empty-cell-with-names": _int_labels_with_empty_cell(with_names=True),
+    "csv-labels-all-empty": _data_case(b"text,label\n" + b"".join(b"good film %d,\n" % i for i in range(10)),
+                                       "train.csv", "data.label_column 'label'", "FILE", "holds no labels"),
+    "jsonl-missing-text-key": _jsonl_without_text_in_one_line,
+    "batch-size-0": _text_override("train.batch_size=0", "train.batch_size", "greater than 0"),
+    "image-csv-missing-file": _image_csv_missing_file,
+    "image-folder-zero-byte-png": _image_folder_zero_byte_png,
     "model-path-missing": _missing_model,
     "model-without-tokenizer": _model_without_tokenizer,
     "output-dir-is-a-file": _output_dir_is_a_file,
@@ -176,6 +238,12 @@ CASES: dict[str, Setup] = {
                                              lambda r: ["eval", str(r)], "RUN/adapter", "adapter_model.safetensors"),
     "merge-into-existing-file": _run_case(lambda r: (r.parent / "merged.bin").write_text("x"),
                                           lambda r: ["merge", str(r), str(r.parent / "merged.bin")], "merge:", "merged.bin"),
+    "eval-split-not-in-recipe": _run_case(lambda r: None, lambda r: ["eval", str(r), "--split", "test"],
+                                          "eval --split", "no test split"),
+    "eval-override-outside-data": _run_case(lambda r: None, lambda r: ["eval", str(r), "model.name_or_path=x"],
+                                            "eval:", "data.*", "model.name_or_path=x"),
+    "predict-missing-file": _run_case(lambda r: None, lambda r: ["predict", str(r), "--file", str(r.parent / "nope.txt")],
+                                      "nope.txt"),
     "predict-batch-size-0": _run_case(lambda r: None, lambda r: ["predict", str(r), "good", "--batch-size", "0"],
                                       "--batch-size", "got 0"),
     "predict-file-latin1": _run_case(lambda r: (r.parent / "inputs.txt").write_bytes("good\ncaf\xe9\n".encode("latin-1")),
@@ -187,6 +255,7 @@ CASES: dict[str, Setup] = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_one_error_line(case: str, tmp_path: Path, capsys, request) -> None:
     fx = {"tiny_bert": request.getfixturevalue("tiny_bert"),
+          "tiny_vit": lambda: request.getfixturevalue("tiny_vit"),
           "finished_run": lambda: request.getfixturevalue("finished_run")}
     work = tmp_path / "work"
     work.mkdir()
@@ -198,6 +267,16 @@ def test_bad_input_is_one_error_line(case: str, tmp_path: Path, capsys, request)
     after = snapshot(work)
     assert {k: v for k, v in after.items() if k in before} == before
     assert not (set(after) - set(before)), sorted(set(after) - set(before))
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+def test_output_dir_the_os_refuses(tmp_path: Path, capsys, tiny_bert: str) -> None:
+    write_csv(tmp_path / "train.csv", sentiment_rows(16))
+    recipe = text_recipe(tmp_path, tiny_bert, "./train.csv")
+    before = snapshot(tmp_path)
+    rc, err = run_main(capsys, ["train", str(recipe), "output.dir=/proc/hfadapt-run"])
+    check_one_error(rc, err, ("output.dir", "/proc/hfadapt-run"))
+    assert snapshot(tmp_path) == before and not Path("/proc/hfadapt-run").exists()
 
 
 def test_binary_recipe_as_a_real_process(tmp_path: Path) -> None:
@@ -226,9 +305,14 @@ def test_staged_push_has_no_local_paths(finished_run: Path, tiny_bert: str, tmp_
     target.mkdir()
     stage(RunDir.open(run_dir), "user/x", target)
     assert snapshot(run_dir) == before  # the run keeps its local values
-    for name in ("adapter_config.json", "run_info.json", "README.md"):
-        text = (target / name).read_text()
-        assert tiny_bert not in text and str(tmp_path) not in text, (name, text)
+    for f in sorted(target.iterdir()):  # every staged text file, recipe.yaml included
+        if f.suffix in (".json", ".yaml", ".md", ".txt", ".jinja"):
+            text = f.read_text()
+            assert tiny_bert not in text and str(tmp_path) not in text and str(finished_run.parent) not in text, (f.name, text)
+    pushed = yaml.safe_load((target / "recipe.yaml").read_text())
+    assert pushed["model"]["name_or_path"] == f"<local>/{Path(tiny_bert).name}"
+    assert pushed["data"]["train_files"] == ["<local>/sentiment.csv"] and pushed["output"]["dir"] == "<run>"
+    assert "hfadapt train hub:user/x model.name_or_path=YOUR_BASE_MODEL data.train_files=YOUR_FILES" in (target / "README.md").read_text()
     assert json.loads((target / "adapter_config.json").read_text())["base_model_name_or_path"] == f"<local>/{Path(tiny_bert).name}"
     staged_info = json.loads((target / "run_info.json").read_text())
     assert staged_info["command"] == "hfadapt train <local>/x.yaml output.dir=<run> train.max_steps=2"
@@ -259,3 +343,40 @@ def test_row_location_lines(tmp_path: Path) -> None:
     assert row_location("train", 1, d) == f"line 4 of {csv}"
     assert row_location("validation", 2, d) == f"line 1 of {jsonl}"  # carved from the train files
     assert row_location("train", 9, d) == "train row 9"
+
+
+# ---- what runs is what was asked: mixed precision and sharding engines ------------------------------
+LAUNCH_CASES = {
+    # fp16 autocast needs a GPU; Accelerate would train in fp32 and still report fp16
+    "fp16-on-cpu": ({}, ["train.mixed_precision=fp16"], ("train.mixed_precision", "fp16", "fp32", "bf16")),
+    # `accelerate launch` with an FSDP / DeepSpeed config sets these; without GPUs Accelerate drops them
+    "fsdp-without-gpus": ({"ACCELERATE_USE_FSDP": "true"}, [], ("FSDP", "ACCELERATE_USE_FSDP=true", "no distribution")),
+    "deepspeed-without-gpus": ({"ACCELERATE_USE_DEEPSPEED": "true"}, [], ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED=true")),
+    # `accelerate launch --mixed_precision bf16` against a recipe that says no
+    "launch-precision-differs": ({"ACCELERATE_MIXED_PRECISION": "bf16"}, [], ("train.mixed_precision", "ACCELERATE_MIXED_PRECISION", "bf16")),
+}
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU fallbacks")
+@pytest.mark.parametrize("case", list(LAUNCH_CASES))
+def test_launch_asking_for_what_would_not_run_is_refused(case: str, tmp_path: Path, capsys, monkeypatch, tiny_bert: str) -> None:
+    env, overrides, parts = LAUNCH_CASES[case]
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    write_csv(tmp_path / "train.csv", sentiment_rows(16))
+    recipe = text_recipe(tmp_path, tiny_bert, "./train.csv")
+    before = snapshot(tmp_path)
+    rc, err = run_main(capsys, ["train", str(recipe), *overrides])
+    check_one_error(rc, err, parts)
+    assert snapshot(tmp_path) == before
+
+
+def test_run_info_records_the_precision_that_ran() -> None:
+    from types import SimpleNamespace
+
+    from hfadapt.runinfo import precision_that_ran
+
+    cpu_fp16 = SimpleNamespace(mixed_precision="fp16", native_amp=False, distributed_type="DistributedType.NO")
+    cpu_bf16 = SimpleNamespace(mixed_precision="bf16", native_amp=True, distributed_type="DistributedType.NO")
+    assert precision_that_ran(cpu_fp16) == "no"  # Accelerate reports fp16 but does not autocast on CPU
+    assert precision_that_ran(cpu_bf16) == "bf16"

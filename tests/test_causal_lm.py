@@ -205,7 +205,7 @@ def test_auto_format_picks_by_columns(tmp_path, lm):
 def test_chat_row_without_assistant_turn_names_column_and_row(tmp_path, lm):
     rows = [chat("say red", "red"), chat("say blue", "blue"), chat("say green", None), chat("say one", "one")]
     recipe = lm_recipe(tmp_path, lm, {"train_files": [str(write_jsonl(tmp_path / "chat.jsonl", rows))]})
-    with pytest.raises(HfadaptError, match=r"^data.messages_column 'messages', train row 2: no assistant turn to learn from \(roles: user\)$"):
+    with pytest.raises(HfadaptError, match=rf"^data.messages_column 'messages', line 3 of {re.escape(str(tmp_path / 'chat.jsonl'))}: no assistant turn to learn from \(roles: user\)$"):
         train(recipe)
     assert not (tmp_path / "run").exists()
 
@@ -220,7 +220,7 @@ def test_too_long_without_truncation_names_row_and_length(tmp_path, lm):
     rows = [{"text": "one two"}, {"text": " ".join(["one"] * 11)}, {"text": "three"}]
     path = str(write_jsonl(tmp_path / "text.jsonl", rows))
     recipe = lm_recipe(tmp_path, lm, {"train_files": [path], "max_length": 8, "truncation": False})
-    with pytest.raises(HfadaptError, match=r"^data.max_length 8, train row 1: the example has 12 tokens; raise data.max_length or set data.truncation=true$"):
+    with pytest.raises(HfadaptError, match=rf"^data.max_length 8, line 2 of {re.escape(path)}: the example has 12 tokens; raise data.max_length or set data.truncation=true$"):
         train(recipe)
     ds, _, _ = preprocess(lm_recipe(tmp_path, lm, {"train_files": [path], "max_length": 8}), rows)
     assert [len(x) for x in ds["input_ids"]] == [3, 8, 2]  # truncation=true (the default) cuts instead

@@ -316,7 +316,7 @@ def test_train_unreadable_image(tmp_path: Path, tiny_vit: str, capsys, quiet_dat
     }
     rc, err = run_main(capsys, ["train", str(write_recipe(tmp_path, raw))])
     assert rc == 2
-    one_error_line(err, "data.image_column 'image'", "train row 3", "cannot read image", str(tmp_path / "imgs" / "3.png"))
+    one_error_line(err, "data.image_column 'image'", f"line 5 of {tmp_path / 'images.csv'}", "cannot read image", str(tmp_path / "imgs" / "3.png"))
 
 
 def test_failed_data_preparation_does_not_block_the_next_attempt(tmp_path: Path, tiny_bert: str, capsys, quiet_datasets) -> None:

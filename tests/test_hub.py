@@ -79,7 +79,7 @@ def test_train_pushes_adapter_card_and_recipe(make_recipe, hub_base, hub_server,
     assert token not in capsys.readouterr().out
 
 
-def test_pulled_adapter_predicts_like_the_local_run_and_plain_peft(hub_run, hub_base, hub_server, token):
+def test_pulled_adapter_predicts_like_the_local_run_and_plain_peft(hub_run, hub_base, hub_server, token, sentiment_csv):
     from peft import PeftModel
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -100,7 +100,11 @@ def test_pulled_adapter_predicts_like_the_local_run_and_plain_peft(hub_run, hub_
     got = [[p["scores"][config.id2label[i]] for i in range(2)] for p in pulled]
     torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), rtol=0, atol=1e-6)
 
-    metrics = evaluate_run("test-user/pulled")
+    # The data file was not pushed: eval says which field to give, and evaluates once it is given.
+    with pytest.raises(HfadaptError, match=r"^eval: .*data.train_files \(<local>/sentiment.csv\); give yours: "
+                                           r"hfadapt eval test-user/pulled data.train_files=YOUR_FILES$"):
+        evaluate_run("test-user/pulled")
+    metrics = evaluate_run("test-user/pulled", overrides=[f"data.train_files=[{sentiment_csv}]"])
     assert metrics["validation/accuracy"] == pytest.approx(result.metrics["eval/accuracy"])
 
 
@@ -141,12 +145,20 @@ def test_local_base_card_has_no_base_model_and_still_validates(finished_run, hub
     assert "was the local directory" in files["README.md"].decode()
 
 
-def test_train_hub_recipe_cannot_run_code_or_push(make_recipe, hub_base, hub_server, token, tmp_path):
+def test_train_hub_recipe_cannot_run_code_or_push(make_recipe, hub_base, hub_server, token, tmp_path, sentiment_csv):
     recipe = make_recipe(model={"name_or_path": hub_base, "trust_remote_code": True}, train={"max_steps": 2})
     recipe.hub.repo_id = "test-user/reproduce"
     result = train(recipe)
     assert main(["push", str(result.output_dir), "test-user/reproduce"]) == 0
-    again = load_recipe("hub:test-user/reproduce", overrides=[f"output.dir={tmp_path / 'again'}"])
+    pushed = yaml.safe_load(hub_server.files("test-user/reproduce")["recipe.yaml"])
+    assert pushed["data"]["train_files"] == ["<local>/sentiment.csv"] and pushed["output"]["dir"] == "<run>"
+    assert pushed["model"]["name_or_path"] == hub_base  # a Hub id stays
+    assert yaml.safe_load((result.output_dir / "recipe.yaml").read_text())["data"]["train_files"] == [sentiment_csv]
+    # The data file was not published: the user must give theirs, and is told how.
+    with pytest.raises(HfadaptError, match=r"^hub:test-user/reproduce: .*data.train_files \(<local>/sentiment.csv\); "
+                                           r"override them: hfadapt train hub:test-user/reproduce data.train_files=YOUR_FILES$"):
+        load_recipe("hub:test-user/reproduce")
+    again = load_recipe("hub:test-user/reproduce", overrides=[f"output.dir={tmp_path / 'again'}", f"data.train_files=[{sentiment_csv}]"])
     assert again.model.trust_remote_code is False and again.hub.push is False
     assert again.model.name_or_path == hub_base and again.train.max_steps == 2
     rerun = train(again)

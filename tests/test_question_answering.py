@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -220,7 +221,8 @@ def test_broken_answers_name_column_and_row(tmp_path, word_tokenizer, answers, m
         path = write_jsonl(tmp_path / "train.jsonl", rows)
     recipe.data.train_files = [str(path)]
     word_tokenizer.save_pretrained(tmp_path)
-    with pytest.raises(HfadaptError, match=r"^data.answers_column 'answers', train row 2: " + message) as err:
+    line = 4 if isinstance(answers, str) else 3  # row 2: after a CSV header, or of JSON Lines
+    with pytest.raises(HfadaptError, match=rf"^data.answers_column 'answers', line {line} of {re.escape(str(path))}: " + message) as err:
         train(recipe)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "run").exists()
@@ -229,9 +231,10 @@ def test_broken_answers_name_column_and_row(tmp_path, word_tokenizer, answers, m
 def test_question_too_long_for_the_windows(tmp_path, word_tokenizer) -> None:
     import datasets
 
-    recipe = _qa_recipe(tmp_path, "unused", max_length=10, doc_stride=2)
-    ds = datasets.Dataset.from_list([_example("what", "paris"), _example("what is the capital of france", "paris")])
-    with pytest.raises(HfadaptError, match=r"data.question_column 'question', train row 1: the question takes 6 tokens, leaving 1 .* more than data.doc_stride=2"):
+    rows = [_example("what", "paris"), _example("what is the capital of france", "paris")]
+    recipe = _qa_recipe(tmp_path, "unused", rows, max_length=10, doc_stride=2)
+    ds = datasets.Dataset.from_list(rows)
+    with pytest.raises(HfadaptError, match=rf"data.question_column 'question', line 2 of {re.escape(str(tmp_path / 'train.jsonl'))}: the question takes 6 tokens, leaving 1 .* more than data.doc_stride=2"):
         TASK.preprocess(ds, "train", word_tokenizer, recipe, None, train=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -266,7 +267,7 @@ def test_tags_and_words_of_different_length(tmp_path, wordpiece_bert) -> None:
     rows[5]["ner_tags"] = rows[5]["ner_tags"][:-1]
     n = len(rows[5]["tokens"])
     recipe = recipe_for(tmp_path, wordpiece_bert, rows, ner_rows(4, seed=1), train={"max_steps": 1})
-    with pytest.raises(HfadaptError, match=rf"^data.tags_column 'ner_tags', train row 5: {n - 1} tags for {n} words"):
+    with pytest.raises(HfadaptError, match=rf"^data.tags_column 'ner_tags', line 6 of {re.escape(str(tmp_path / 'train.jsonl'))}: {n - 1} tags for {n} words"):
         train(recipe)
     assert not (tmp_path / "run").exists()
 
@@ -277,7 +278,7 @@ def test_int_tag_out_of_range_names_row_and_word(tmp_path, wordpiece_bert) -> No
     bad[2] = {"tokens": bad[2]["tokens"], "ner_tags": [0] * (len(bad[2]["tokens"]) - 1) + [7]}
     word = bad[2]["tokens"][-1]
     recipe = recipe_for(tmp_path, wordpiece_bert, rows, bad, data={"labels": TAGS}, train={"max_steps": 1})
-    with pytest.raises(HfadaptError, match=rf"^data.tags_column 'ner_tags', validation row 2, word \d+ \('{word}'\): tag 7 out of range \[0, 4\]$"):
+    with pytest.raises(HfadaptError, match=rf"^data.tags_column 'ner_tags', line 3 of {re.escape(str(tmp_path / 'validation.jsonl'))}, word \d+ \('{word}'\): tag 7 out of range \[0, 4\]$"):
         train(recipe)
 
 
@@ -285,10 +286,10 @@ def test_unknown_tag_and_bad_cells(tmp_path, wordpiece_bert) -> None:
     rows = ner_rows(8, seed=0)
     val = ner_rows(4, seed=1)
     val[1]["ner_tags"][0] = "B-ORG"
-    with pytest.raises(HfadaptError, match=r"validation row 1, word 0 \('\w+'\): unknown tag 'B-ORG'; known: B-LOC, B-PER, I-PER, O"):
+    with pytest.raises(HfadaptError, match=rf"line 2 of {re.escape(str(tmp_path / 'a' / 'validation.jsonl'))}, word 0 \('\w+'\): unknown tag 'B-ORG'; known: B-LOC, B-PER, I-PER, O"):
         train(recipe_for(tmp_path / "a", wordpiece_bert, rows, val, train={"max_steps": 1}))
     rows[3]["tokens"] = "John visited Paris"
-    with pytest.raises(HfadaptError, match=r"^data.tokens_column 'tokens', train row 3: expected a list of words, got 'John visited Paris'"):
+    with pytest.raises(HfadaptError, match=rf"^data.tokens_column 'tokens', line 4 of {re.escape(str(tmp_path / 'b' / 'train.jsonl'))}: expected a list of words, got 'John visited Paris'"):
         train(recipe_for(tmp_path / "b", wordpiece_bert, rows, ner_rows(4, seed=1), train={"max_steps": 1}))
 
 

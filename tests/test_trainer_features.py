@@ -13,8 +13,19 @@ from hfadapt.cli import main
 
 
 def test_bf16_and_gradient_checkpointing_train_on_cpu(make_recipe):
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
     result = train(make_recipe(train={"max_steps": 3, "mixed_precision": "bf16", "gradient_checkpointing": True}))
     assert len(result.losses) == 3 and all(l == l for l in result.losses)  # no NaN
+    assert json.loads((result.output_dir / "run_info.json").read_text())["mixed_precision"] == "bf16"
+    # ... and bf16 really ran: Accelerate autocasts a prepared model's forward on CPU too
+    model, seen = torch.nn.Sequential(torch.nn.Linear(4, 4)), []
+    model[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))  # inside; prepare() returns outputs as fp32
+    Accelerator(mixed_precision="bf16").prepare(model)(torch.ones(1, 4))
+    AcceleratorState._reset_state()
+    assert seen == [torch.bfloat16]
 
 
 def test_early_stopping_stops_after_patience(make_recipe):

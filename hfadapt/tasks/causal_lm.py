@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from .. import packing
-from ..data import ROW_COLUMN, is_streamed, map_split
+from ..data import ROW_COLUMN, is_streamed, map_split, row_location
 from ..errors import HfadaptError, first_line
 from ..recipe import DataSection
 from .base import EvalContext, register_task
@@ -116,22 +116,22 @@ class CausalLM:
             out: dict[str, list] = {"input_ids": [], "labels": []}
             for j, row in enumerate(rows):
                 if fmt == "text":
-                    text = _text(batch[d.text_column][j], "data.text_column", d.text_column, split, row)
+                    text = _text(batch[d.text_column][j], "data.text_column", d.text_column, split, row, d)
                     ids = processor(text, add_special_tokens=True)["input_ids"] + _eos(eos)
                     labels = list(ids)
                 elif fmt == "prompt_completion":
-                    prompt = _text(batch[d.prompt_column][j], "data.prompt_column", d.prompt_column, split, row)
-                    completion = _text(batch[d.completion_column][j], "data.completion_column", d.completion_column, split, row)
+                    prompt = _text(batch[d.prompt_column][j], "data.prompt_column", d.prompt_column, split, row, d)
+                    completion = _text(batch[d.completion_column][j], "data.completion_column", d.completion_column, split, row, d)
                     p = processor(prompt, add_special_tokens=True)["input_ids"]
                     c = processor(completion, add_special_tokens=False)["input_ids"] + _eos(eos)
                     ids = p + c
                     labels = ([-100] * len(p) if d.completion_only_loss else list(p)) + c
                 else:
-                    ids, labels = encode_chat(processor, batch[d.messages_column][j], d.completion_only_loss, d.messages_column, split, row)
+                    ids, labels = encode_chat(processor, batch[d.messages_column][j], d.completion_only_loss, d.messages_column, split, row, d)
                 if len(ids) > d.max_length:
                     if not d.truncation:
                         raise HfadaptError(
-                            f"data.max_length {d.max_length}, {split} row {row}: the example has {len(ids)} tokens; "
+                            f"data.max_length {d.max_length}, {row_location(split, row, d)}: the example has {len(ids)} tokens; "
                             "raise data.max_length or set data.truncation=true"
                         )
                     ids, labels = ids[: d.max_length], labels[: d.max_length]
@@ -286,14 +286,17 @@ def resolve_format(columns: list[str], recipe: Any, split: str) -> str:
     )
 
 
-def encode_chat(tok: Any, messages: Any, completion_only: bool, column: str, split: str, row: int) -> tuple[list[int], list[int]]:
+def encode_chat(tok: Any, messages: Any, completion_only: bool, column: str, split: str, row: int,
+                data: Any = None) -> tuple[list[int], list[int]]:
     """Token ids of a rendered conversation and its labels (assistant turns only when completion_only).
 
     Assistant turns are located by rendering the conversation up to each one: the text between the
     generation prompt before it and the rendering that includes it is the turn (content and end-of-turn
-    tokens); tokens starting in those character spans are labelled.
+    tokens); tokens starting in those character spans are labelled. `data` (the recipe's data section) lets
+    errors name the line of the user's file.
     """
-    where = f"data.messages_column '{column}', {split} row {row}"
+    at = row_location(split, row, data)
+    where = f"data.messages_column '{column}', {at}"
     if not isinstance(messages, list) or not messages:
         raise HfadaptError(f"{where}: expected a list of {{role, content}} messages, got {_short(messages)}")
     for m in messages:
@@ -309,7 +312,7 @@ def encode_chat(tok: Any, messages: Any, completion_only: bool, column: str, spl
     try:
         full = render(messages, False)
     except Exception as e:  # noqa: BLE001 - Jinja errors: name the template and the row
-        raise HfadaptError(f"data.chat_template: cannot render {split} row {row}: {first_line(e)}") from e
+        raise HfadaptError(f"data.chat_template: cannot render {at}: {first_line(e)}") from e
     if not completion_only:
         ids = tok(full, add_special_tokens=False)["input_ids"]
         return ids, list(ids)
@@ -324,7 +327,7 @@ def encode_chat(tok: Any, messages: Any, completion_only: bool, column: str, spl
         upto = render(messages[: i + 1], False)
         if not (upto.startswith(before) and full.startswith(upto)):
             raise HfadaptError(
-                f"data.chat_template: the template does not render {split} row {row} turn by turn, so its assistant tokens "
+                f"data.chat_template: the template does not render {at} turn by turn, so its assistant tokens "
                 "can't be located; set data.completion_only_loss=false or give another data.chat_template"
             )
         spans.append((len(before), len(upto)))
@@ -370,9 +373,9 @@ def _eos(eos: int | None) -> list[int]:
     return [eos] if eos is not None else []
 
 
-def _text(value: Any, field: str, column: str, split: str, row: int) -> str:
+def _text(value: Any, field: str, column: str, split: str, row: int, data: Any) -> str:
     if not isinstance(value, str):
-        raise HfadaptError(f"{field} '{column}', {split} row {row}: expected text, got {_short(value)}")
+        raise HfadaptError(f"{field} '{column}', {row_location(split, row, data)}: expected text, got {_short(value)}")
     return value
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field
 
 from .. import classification
-from ..data import ROW_COLUMN, is_streamed, map_split
+from ..data import ROW_COLUMN, is_streamed, map_split, row_location
 from ..errors import HfadaptError, first_line
 from ..recipe import DataSection
 from .base import EvalContext, register_task
@@ -93,7 +93,7 @@ class ImageClassification:
 
         def check(batch: dict, indices: list[int]) -> dict:
             indices = batch.get(ROW_COLUMN, indices)
-            out: dict[str, list] = {"image": [open_image(v, col, split, i, base_dir, verify=True) for v, i in zip(batch[col], indices)]}
+            out: dict[str, list] = {"image": [open_image(v, col, split, i, base_dir, verify=True, data=d) for v, i in zip(batch[col], indices)]}
             if has_labels:
                 out["labels"] = classification.encode_labels(batch[label_col], indices, labels, split, d)
             return out
@@ -154,14 +154,23 @@ def collate_images(rows: list[dict]) -> dict:
     return batch
 
 
-def open_image(value: Any, column: str, split: str, row: int | None, base_dir: Path | None, verify: bool = False) -> Any:
+def open_image(value: Any, column: str, split: str, row: int | None, base_dir: Path | None, verify: bool = False,
+               data: Any = None) -> Any:
     """A PIL RGB image from an Image feature dict, a path, or bytes; one clear error otherwise.
 
     With verify=True the value is returned in storable form (dict of bytes/path) after a full decode.
+    `data` (the recipe's data section) lets errors name the line of the user's file.
     """
     from PIL import Image
 
-    where = f"data.image_column '{column}', {split} row {row}" if row is not None else f"image {value!r}"
+    if row is None:
+        where = f"image {value!r}"
+    elif split == "predict":
+        where = f"predict input {row + 1}"
+    elif data is not None and not data.train_files and data.dataset and Path(data.dataset).is_dir():
+        where = f"data.dataset {data.dataset}"  # an image folder: the file's path says where it is
+    else:
+        where = f"data.image_column '{column}', {row_location(split, row, data)}"
     source: Any = value
     if isinstance(value, dict):
         source = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
@@ -175,6 +184,10 @@ def open_image(value: Any, column: str, split: str, row: int | None, base_dir: P
         return value.convert("RGB")
     if source is None:
         raise HfadaptError(f"{where}: no image")
+    if isinstance(source, str) and not Path(source).is_file():
+        raise HfadaptError(f"{where}: image file not found: {source}")
+    if isinstance(source, str) and Path(source).stat().st_size == 0:
+        raise HfadaptError(f"{where}: cannot read image {source}: the file is empty (0 bytes)")
     try:
         with Image.open(source) as im:
             im.load()

@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ..data import ROW_COLUMN, map_split
+from ..data import ROW_COLUMN, map_split, row_location
 from ..errors import HfadaptError
 from ..recipe import DataSection
 from .base import EvalContext, register_task
@@ -123,14 +123,14 @@ class QuestionAnswering:
 
         def encode(batch: dict, indices: list[int]) -> dict:
             rows = batch.get(ROW_COLUMN, indices)
-            questions = [q.lstrip() for q in _texts(batch[q_col], rows, "data.question_column", q_col, split)]
-            contexts = _texts(batch[c_col], rows, "data.context_column", c_col, split)
+            questions = [q.lstrip() for q in _texts(batch[q_col], rows, "data.question_column", q_col, split, d)]
+            contexts = _texts(batch[c_col], rows, "data.context_column", c_col, split, d)
             answers = None
             if has_answers:
                 answers = [
-                    parse_answers(v, ctx, row, split, a_col, c_col, v2) for v, ctx, row in zip(batch[a_col], contexts, rows)
+                    parse_answers(v, ctx, row, split, a_col, c_col, v2, d) for v, ctx, row in zip(batch[a_col], contexts, rows)
                 ]
-            enc = encode_windows(processor, questions, contexts, d.max_length, d.doc_stride, rows, split, q_col)
+            enc = encode_windows(processor, questions, contexts, d.max_length, d.doc_stride, rows, split, q_col, d)
             sample_map = enc.pop("overflow_to_sample_mapping")
             offsets = enc.pop("offset_mapping")
             out: dict[str, list] = {k: list(v) for k, v in enc.items()}
@@ -321,9 +321,10 @@ class QACollator:
 
 # ---- helpers (plain functions, tested directly) --------------------------------------------------
 def encode_windows(processor: Any, questions: list[str], contexts: list[str], max_length: int, stride: int,
-                   rows: list[int], split: str, q_col: str | None) -> Any:
+                   rows: list[int], split: str, q_col: str | None, data: Any = None) -> Any:
     """Question + context windows with offsets; a question too long to leave room for the
-    context windows is an error naming its row (the Rust tokenizer would panic on it)."""
+    context windows is an error naming its row (the Rust tokenizer would panic on it); `data`, the
+    recipe's data section, turns the row into a line of the user's file."""
     if not getattr(processor, "is_fast", False):
         raise HfadaptError(f"model.name_or_path: question-answering needs a fast (Rust) tokenizer; got {type(processor).__name__}")
     specials = processor.num_special_tokens_to_add(pair=True)
@@ -331,7 +332,7 @@ def encode_windows(processor: Any, questions: list[str], contexts: list[str], ma
     for q_len, row in zip(q_lengths, rows):
         room = max_length - specials - q_len
         if room <= stride:
-            where = f"data.question_column '{q_col}', {split} row {row}" if q_col else f"predict input {row + 1}"
+            where = f"data.question_column '{q_col}', {row_location(split, row, data)}" if q_col else f"predict input {row + 1}"
             raise HfadaptError(
                 f"{where}: the question takes {q_len} tokens, leaving {max(room, 0)} of data.max_length={max_length} "
                 f"for the context; that must be more than data.doc_stride={stride} (raise data.max_length or lower data.doc_stride)"
@@ -384,9 +385,10 @@ def best_span(start_logits: Any, end_logits: Any, ctx_offsets: list[list[int]], 
     return float(scores[i, j]), ctx_offsets[i][0], ctx_offsets[j][1], i, j
 
 
-def parse_answers(value: Any, context: str, row: int, split: str, column: str, context_column: str, v2: bool) -> tuple[list[str], list[int]]:
+def parse_answers(value: Any, context: str, row: int, split: str, column: str, context_column: str, v2: bool,
+                  data: Any = None) -> tuple[list[str], list[int]]:
     """Validated (texts, answer_starts) of one example; every answer must appear at its start."""
-    where = f"data.answers_column '{column}', {split} row {row}"
+    where = f"data.answers_column '{column}', {row_location(split, row, data)}"
     shape = "{'text': [...], 'answer_start': [...]}"
     if isinstance(value, str):
         try:
@@ -426,10 +428,10 @@ def _split_inputs(items: list[str]) -> tuple[list[str], list[str]]:
     return [p[0].lstrip() for p in parts], [p[1] for p in parts]
 
 
-def _texts(values: list[Any], rows: list[int], field: str, column: str, split: str) -> list[str]:
+def _texts(values: list[Any], rows: list[int], field: str, column: str, split: str, data: Any) -> list[str]:
     for v, r in zip(values, rows):
         if not isinstance(v, str):
-            raise HfadaptError(f"{field} '{column}', {split} row {r}: expected text, got {_short(v)}")
+            raise HfadaptError(f"{field} '{column}', {row_location(split, r, data)}: expected text, got {_short(v)}")
     return values
 
 

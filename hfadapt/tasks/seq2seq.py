@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ..data import ROW_COLUMN, map_split
+from ..data import ROW_COLUMN, map_split, row_location
 from ..errors import HfadaptError
 from ..recipe import DataSection
 from .base import EvalContext, register_task
@@ -103,17 +103,17 @@ class Seq2Seq:
 
         def encode(batch: dict, indices: list[int]) -> dict:
             indices = batch.get(ROW_COLUMN, indices)
-            sources = [prefix + s for s in _texts(_column(batch, src_col, indices, "data.text_column", split), indices, "data.text_column", src_col, split)]
+            sources = [prefix + s for s in _texts(_column(batch, src_col, indices, "data.text_column", split, d), indices, "data.text_column", src_col, split, d)]
             enc = dict(processor(sources, truncation=d.truncation, max_length=d.max_length if d.truncation else None))
             if not d.truncation:
-                _check_lengths(enc["input_ids"], indices, d.max_length, "data.text_column", src_col, split, "source", "data.max_length")
+                _check_lengths(enc["input_ids"], indices, d.max_length, "data.text_column", src_col, split, "source", "data.max_length", d)
             if has_target:
-                targets = _texts(_column(batch, tgt_col, indices, "data.target_column", split), indices, "data.target_column", tgt_col, split)
+                targets = _texts(_column(batch, tgt_col, indices, "data.target_column", split, d), indices, "data.target_column", tgt_col, split, d)
                 labels = processor(
                     text_target=targets, truncation=d.truncation, max_length=d.max_target_length if d.truncation else None
                 )["input_ids"]
                 if not d.truncation:
-                    _check_lengths(labels, indices, d.max_target_length, "data.target_column", tgt_col, split, "target", "data.max_target_length")
+                    _check_lengths(labels, indices, d.max_target_length, "data.target_column", tgt_col, split, "target", "data.max_target_length", d)
                 enc["labels"] = labels
             return enc
 
@@ -212,8 +212,10 @@ def _top(column: str) -> str:
     return column.split(".", 1)[0]
 
 
-def _column(batch: Any, column: str, indices: list[int], field: str, split: str) -> list[Any]:
-    """The values of a column, or of a field inside a dict column for a dotted name ('translation.en')."""
+def _column(batch: Any, column: str, indices: list[int], field: str, split: str, data: Any) -> list[Any]:
+    """The values of a column, or of a field inside a dict column for a dotted name ('translation.en').
+
+    `data` (the recipe's data section) here and below lets errors name the line of the user's file."""
     top, *path = column.split(".")
     values = batch[top]
     for key in path:
@@ -221,24 +223,25 @@ def _column(batch: Any, column: str, indices: list[int], field: str, split: str)
         for v, i in zip(values, indices):
             if not isinstance(v, dict) or key not in v:
                 keys = f"keys: {', '.join(map(str, v))}" if isinstance(v, dict) else f"got {v!r}"
-                raise HfadaptError(f"{field} '{column}', {split} row {i}: no field '{key}' ({keys})")
+                raise HfadaptError(f"{field} '{column}', {row_location(split, i, data)}: no field '{key}' ({keys})")
             out.append(v[key])
         values = out
     return values
 
 
-def _texts(values: list[Any], indices: list[int], field: str, column: str, split: str) -> list[str]:
+def _texts(values: list[Any], indices: list[int], field: str, column: str, split: str, data: Any) -> list[str]:
     for v, i in zip(values, indices):
         if not isinstance(v, str):
-            raise HfadaptError(f"{field} '{column}', {split} row {i}: expected text, got {v!r}")
+            raise HfadaptError(f"{field} '{column}', {row_location(split, i, data)}: expected text, got {v!r}")
     return values
 
 
-def _check_lengths(ids: list[list[int]], indices: list[int], limit: int, field: str, column: str, split: str, what: str, limit_field: str) -> None:
+def _check_lengths(ids: list[list[int]], indices: list[int], limit: int, field: str, column: str, split: str, what: str,
+                   limit_field: str, data: Any) -> None:
     for row, i in zip(ids, indices):
         if len(row) > limit:
             raise HfadaptError(
-                f"{field} '{column}', {split} row {i}: {what} is {len(row)} tokens, longer than {limit_field} {limit} "
+                f"{field} '{column}', {row_location(split, i, data)}: {what} is {len(row)} tokens, longer than {limit_field} {limit} "
                 "(data.truncation is false)"
             )
 

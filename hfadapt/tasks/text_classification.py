@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import Field
 
 from .. import classification
-from ..data import ROW_COLUMN, map_split
+from ..data import ROW_COLUMN, map_split, row_location
 from ..errors import HfadaptError
 from ..recipe import DataSection
 from .base import EvalContext, register_task
@@ -78,8 +78,8 @@ class TextClassification:
 
         def encode(batch: dict, indices: list[int]) -> dict:
             indices = batch.get(ROW_COLUMN, indices)
-            texts = _texts(batch[text_col], indices, "data.text_column", text_col, split)
-            pairs = _texts(batch[pair_col], indices, "data.text_pair_column", pair_col, split) if pair_col else None
+            texts = _texts(batch[text_col], indices, "data.text_column", text_col, split, d)
+            pairs = _texts(batch[pair_col], indices, "data.text_pair_column", pair_col, split, d) if pair_col else None
             enc = processor(texts, pairs, truncation=True, max_length=d.max_length)
             if has_labels:
                 enc["labels"] = classification.encode_labels(batch[label_col], indices, labels, split, d)
@@ -118,10 +118,11 @@ class TextClassification:
         return dict(processor(texts, pairs, truncation=True, max_length=recipe.data.max_length, padding=True, return_tensors="pt"))
 
 
-def _texts(values: list[Any], indices: list[int], field: str, column: str, split: str) -> list[str]:
+def _texts(values: list[Any], indices: list[int], field: str, column: str, split: str, data: Any) -> list[str]:
+    """`data` is the recipe's data section: rows are named as lines of the user's file."""
     for v, i in zip(values, indices):
         if not isinstance(v, str):
-            raise HfadaptError(f"{field} '{column}', {split} row {i}: expected text, got {v!r}")
+            raise HfadaptError(f"{field} '{column}', {row_location(split, i, data)}: expected text, got {v!r}")
     return values
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from ..data import ROW_COLUMN, is_streamed, map_split
+from ..data import ROW_COLUMN, is_streamed, map_split, row_location
 from ..errors import HfadaptError
 from ..labels import LabelInfo
 from ..recipe import DataSection
@@ -110,7 +110,7 @@ class TokenClassification:
         rows = train[ROW_COLUMN] if ROW_COLUMN in train.column_names else range(len(train))
         values: set[Any] = set()
         for tags, row in zip(train[col], rows):
-            for tag in _tag_list(tags, f"{where}, train row {row}"):
+            for tag in _tag_list(tags, f"{where}, {row_location('train', row, d)}"):
                 values.add(tag)
         if not values:
             raise HfadaptError(f"{where}: column '{col}' holds no tags")
@@ -139,12 +139,12 @@ class TokenClassification:
 
         def encode(batch: dict, indices: list[int]) -> dict:
             indices = batch.get(ROW_COLUMN, indices)
-            words = [_words(w, f"data.tokens_column '{words_col}', {split} row {i}") for w, i in zip(batch[words_col], indices)]
+            words = [_words(w, f"data.tokens_column '{words_col}', {row_location(split, i, d)}") for w, i in zip(batch[words_col], indices)]
             enc = processor(words, is_split_into_words=True, truncation=True, max_length=max_length)
             if has_tags:
                 labels = []
                 for b, (tags, row) in enumerate(zip(batch[tags_col], indices)):
-                    where = f"data.tags_column '{tags_col}', {split} row {row}"
+                    where = f"data.tags_column '{tags_col}', {row_location(split, row, d)}"
                     ids = _encode_tags(tags, words[b], info, where)
                     labels.append(_align(enc.word_ids(b), ids, continuation))
                 enc["labels"] = labels
