@@ -123,6 +123,7 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
         tags=["hfadapt", recipe.task, method] + (["peft"] if is_peft(method) else []) + (["merged"] if merged else []),
         eval_results=eval_results or None,
     )
+    _add_timm_metadata(card_data, run, merged)
     base_note = None
     if base is None:
         base_note = (
@@ -174,6 +175,19 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
         auto_class=run.task.auto_class,
     )
     return str(card)
+
+
+def _add_timm_metadata(card_data: Any, run: RunDir, merged: bool) -> None:
+    """A run on a timm backbone: the Hub lists it with timm models (tag `timm`); a merged model is a
+    plain timm checkpoint (library_name timm: `timm.create_model("hf-hub:REPO", pretrained=True)`).
+    An adapter stays library_name peft: timm alone cannot load adapter weights."""
+    from .timm_models import is_timm_folder
+
+    if not is_timm_folder(str(run.model_dir)):
+        return
+    if merged:
+        card_data.library_name = "timm"
+    card_data.tags = list(dict.fromkeys(["timm", *(card_data.tags or [])]))
 
 
 def _results(metrics: RunMetrics) -> list[dict[str, Any]]:

@@ -94,6 +94,8 @@ def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, pa
     except Exception as e:  # noqa: BLE001 - any loading failure becomes one line naming the field
         raise HfadaptError(f"model.name_or_path: cannot load {task.auto_class} from '{source}': {first_line(e)}") from e
     timm_models.sync_label_names(model)  # the data's class names, not the base checkpoint's
+    if recipe.adapter.method != "full":
+        timm_models.freeze_batch_norm(model)
     if hasattr(task, "configure_model"):
         task.configure_model(model, recipe)
     if quant is not None:

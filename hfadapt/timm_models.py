@@ -70,6 +70,19 @@ def sync_label_names(model: Any) -> None:
         config.label_names = [config.id2label[i] for i in range(config.num_labels)]
 
 
+def freeze_batch_norm(model: Any) -> None:
+    """BatchNorm of a frozen backbone keeps its running statistics (timm's FrozenBatchNorm2d).
+
+    In train mode BatchNorm would update them although the base is "frozen"; the adapter does not
+    save them, so the reloaded run would evaluate differently from the one that ended training, and
+    a run on N processes would differ from one process (statistics of per-process batches).
+    """
+    if is_timm(model):
+        from timm.layers import freeze_batch_norm_2d
+
+        model.timm_model = freeze_batch_norm_2d(model.timm_model)
+
+
 # ---- modules ----------------------------------------------------------------------------------
 def classifier_names(model: Any) -> list[str]:
     """Full names of the timm classifier module(s) inside the wrapper (`timm_model.head.fc`, ...)."""
