@@ -128,6 +128,11 @@ def is_peft(method: str) -> bool:
 
 # ---- applying --------------------------------------------------------------------------------
 def head_modules(model: Any) -> list[str]:
+    """Names of the task head: direct children for transformers models, `timm_model.<classifier>` for timm."""
+    from .timm_models import classifier_names, is_timm
+
+    if is_timm(model):
+        return classifier_names(model)
     return [name for name, _ in model.named_children() if name in HEAD_NAMES]
 
 
@@ -152,9 +157,14 @@ def linear_module_names(model: Any, exclude: list[str] | None = None) -> dict[st
 
 
 def default_targets(model: Any, method: AdapterMethod) -> list[str] | str | None:
-    """peft's own default for the architecture when it has one, all linear layers otherwise."""
+    """peft's own default for the architecture when it has one, the family default for timm
+    backbones (hfadapt.timm_models), all linear layers otherwise."""
     if method.peft_type is None:
         return None
+    from . import timm_models
+
+    if timm_models.is_timm(model):
+        return timm_models.default_targets(model)
     from peft.utils import constants
 
     mapping = getattr(constants, f"TRANSFORMERS_MODELS_TO_{method.peft_type}_TARGET_MODULES_MAPPING", {})
@@ -180,7 +190,7 @@ def apply_adapter(model: Any, recipe: Any, task: Any, num_training_steps: int | 
         if not heads:
             raise HfadaptError(f"adapter.method: freeze found no task head in {type(model).__name__} ({', '.join(HEAD_NAMES)})")
         for h in heads:
-            getattr(model, h).requires_grad_(True)
+            model.get_submodule(h).requires_grad_(True)
         return model
 
     from peft import get_peft_model

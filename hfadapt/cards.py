@@ -156,7 +156,7 @@ def _metadata(run: RunDir, repo_id: str, license: str | None, merged: bool, resu
         for r in results
     ]
     peft_adapter = is_peft(method) and not merged
-    return ModelCardData(
+    card_data = ModelCardData(
         model_name=repo_id.split("/")[-1],
         base_model=base,
         datasets=[dataset] if dataset else None,
@@ -166,6 +166,8 @@ def _metadata(run: RunDir, repo_id: str, license: str | None, merged: bool, resu
         tags=["hfadapt", recipe.task, method] + (["peft"] if is_peft(method) else []) + (["merged"] if merged else []),
         eval_results=eval_results or None,
     )
+    _add_timm_metadata(card_data, run, merged)
+    return card_data
 
 
 def _render(run: RunDir, repo_id: str, template: str, license: str | None, merged: bool) -> str:
@@ -232,6 +234,19 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
         auto_class=run.task.auto_class,
     )
     return str(card)
+
+
+def _add_timm_metadata(card_data: Any, run: RunDir, merged: bool) -> None:
+    """A run on a timm backbone: the Hub lists it with timm models (tag `timm`); a merged model is a
+    plain timm checkpoint (library_name timm: `timm.create_model("hf-hub:REPO", pretrained=True)`).
+    An adapter stays library_name peft: timm alone cannot load adapter weights."""
+    from .timm_models import is_timm_folder
+
+    if not is_timm_folder(str(run.model_dir)):
+        return
+    if merged:
+        card_data.library_name = "timm"
+    card_data.tags = list(dict.fromkeys(["timm", *(card_data.tags or [])]))
 
 
 def _results(metrics: RunMetrics) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from . import timm_models
 from .errors import HfadaptError, first_line
 
 # Published copies of a run (hub push) name a local base model as "<local>/NAME": its path stays in
@@ -74,21 +75,29 @@ def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, pa
             config = transformers.AutoConfig.from_pretrained(
                 source, revision=m.revision, trust_remote_code=m.trust_remote_code, **task.model_kwargs(info)
             )
-            model = auto.from_config(config, trust_remote_code=m.trust_remote_code)
+            model = auto.from_config(timm_models.drop_duplicate_num_classes(config), trust_remote_code=m.trust_remote_code)
             if m.dtype not in ("float32", "auto"):
                 model = model.to(getattr(torch, m.dtype))
         else:
+            revision = None if path else m.revision
+            # timm checkpoints: labels go into the config first (see timm_models.checkpoint_config)
+            timm_config = timm_models.checkpoint_config(source, revision, m.trust_remote_code, task.model_kwargs(info)) if task.modality == "image" else None
             model = auto.from_pretrained(
                 source,
-                revision=None if path else m.revision,
+                revision=revision,
                 trust_remote_code=m.trust_remote_code,
                 dtype=DTYPES[m.dtype],
                 ignore_mismatched_sizes=True,  # a base fine-tuned on other labels gets a new head
                 **({"quantization_config": quant} if quant is not None else {}),
-                **task.model_kwargs(info),
+                **({"config": timm_config} if timm_config is not None else task.model_kwargs(info)),
             )
     except Exception as e:  # noqa: BLE001 - any loading failure becomes one line naming the field
         raise HfadaptError(f"model.name_or_path: cannot load {task.auto_class} from '{source}': {first_line(e)}") from e
+    timm_models.sync_label_names(model)  # the data's class names, not the base checkpoint's
+    if recipe.adapter.method != "full":
+        timm_models.freeze_batch_norm(model)
+    if hasattr(task, "configure_model"):
+        task.configure_model(model, recipe)
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
@@ -119,7 +128,7 @@ def load_run_model(run: Any) -> Any:
             "load it with peft onto the same base weights (see the model card)"
         )
     check_local_path(base_ref, f"the base model of {run.model_dir}")
-    config = transformers.AutoConfig.from_pretrained(run.model_dir, trust_remote_code=recipe.model.trust_remote_code)
+    config = timm_models.drop_duplicate_num_classes(transformers.AutoConfig.from_pretrained(run.model_dir, trust_remote_code=recipe.model.trust_remote_code))
     try:
         base = auto.from_pretrained(
             peft_config.base_model_name_or_path,
@@ -127,6 +136,8 @@ def load_run_model(run: Any) -> Any:
             revision=peft_config.revision or recipe.model.revision,
             dtype=DTYPES[recipe.model.dtype],
             trust_remote_code=recipe.model.trust_remote_code,
+            # the run's head (other classes than the base's) comes from the adapter's modules_to_save
+            ignore_mismatched_sizes=True,
         )
     except Exception as e:  # noqa: BLE001
         raise HfadaptError(f"cannot load the base model '{peft_config.base_model_name_or_path}' of {run.model_dir}: {first_line(e)}") from e

@@ -16,6 +16,7 @@ class TargetRow:
     count: int
     shapes: tuple[tuple[int, int], ...]
     lora_params: int  # trainable parameters LoRA of rank r adds on all of them
+    kind: str = "linear"  # or "conv KxK" (timm ConvNets)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class TargetReport:
     peft_default: tuple[str, ...] | None  # peft's LoRA default for this architecture
     heads: tuple[str, ...]
     r: int
+    timm_family: str | None = None  # "transformer" or "convnet" for timm backbones
+    timm_default: tuple[str, ...] | None = None  # hfadapt's default targets for that family
+    timm_default_params: int = 0
 
     def params_for(self, names: list[str]) -> int:
         return sum(row.lora_params for row in self.rows if row.name in names)
@@ -38,6 +42,8 @@ def list_targets(model: str, task: str | None = None, r: int = 8, revision: str 
 
     from .adapters import head_modules, linear_module_names
 
+    from . import timm_models
+
     auto = transformers.AutoModel
     if task is not None:
         from .tasks import TASKS
@@ -45,6 +51,10 @@ def list_targets(model: str, task: str | None = None, r: int = 8, revision: str 
         auto = getattr(transformers, TASKS.get(task, field="--task").auto_class)
     try:
         config = transformers.AutoConfig.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
+        if timm_models.is_timm(config):
+            config = timm_models.drop_duplicate_num_classes(config)
+            if task is None:  # with its classifier, so the report names it (trained fully, not adapted)
+                auto = transformers.AutoModelForImageClassification
         with init_empty_weights():
             skeleton = auto.from_config(config, trust_remote_code=trust_remote_code)
     except Exception as e:  # noqa: BLE001
@@ -56,22 +66,70 @@ def list_targets(model: str, task: str | None = None, r: int = 8, revision: str 
         for name, shapes in sorted(found.items())
     )
     default = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(config.model_type)
+    if timm_models.is_timm(config):
+        return _timm_report(model, skeleton, heads, r)
     return TargetReport(model, config.model_type, rows, tuple(default) if default else None, tuple(heads), r)
+
+
+def _timm_report(model: str, skeleton: object, heads: list[str], r: int) -> TargetReport:
+    """Linear and (ungrouped) convolution layers of a timm backbone, with the family default."""
+    from . import timm_models
+
+    found: dict[tuple[str, str], list[tuple[int, int, int]]] = {}  # (leaf name, kind) -> (in, out, lora params)
+    for name, module in skeleton.named_modules():  # type: ignore[attr-defined]
+        if any(name == h or name.startswith(h + ".") for h in heads):
+            continue
+        kind = timm_models.adaptable(module)
+        if kind == "linear":
+            i, o, k = module.in_features, module.out_features, 1
+        elif kind == "conv":
+            i, o = module.in_channels, module.out_channels
+            kh, kw = module.kernel_size
+            kind, k = f"conv {kh}x{kw}", kh * kw
+        else:
+            continue
+        # LoRA on a conv: A is a conv of the same kernel (in -> r), B a 1x1 conv (r -> out)
+        found.setdefault((name.rsplit(".", 1)[-1], kind), []).append((i, o, r * (i * k + o)))
+    rows = tuple(
+        TargetRow(name, len(v), tuple(sorted({(i, o) for i, o, _ in v})), sum(p for _, _, p in v), kind)
+        for (name, kind), v in sorted(found.items())
+    )
+    chosen = set(timm_models.target_modules(skeleton))
+    default_params = 0
+    for name, module in skeleton.named_modules():  # type: ignore[attr-defined]
+        if name in chosen:
+            if timm_models.adaptable(module) == "linear":
+                default_params += r * (module.in_features + module.out_features)
+            else:
+                kh, kw = module.kernel_size
+                default_params += r * (module.in_channels * kh * kw + module.out_channels)
+    return TargetReport(
+        model, f"timm {skeleton.config.architecture}", rows, None, tuple(heads), r,  # type: ignore[attr-defined]
+        timm_family=timm_models.family(skeleton), timm_default=tuple(timm_models.default_targets(skeleton)),
+        timm_default_params=default_params,
+    )
 
 
 def format_report(rep: TargetReport) -> str:
     lines = [f"{rep.model} ({rep.model_type}); LoRA rank r={rep.r}", ""]
     width = max([len(r.name) for r in rep.rows] + [6])
-    lines.append(f"{'module':<{width}}  {'count':>5}  {'in x out':<22}  {'LoRA params':>12}")
+    lines.append(f"{'module':<{width}}  {'kind':<9}  {'count':>5}  {'in x out':<22}  {'LoRA params':>12}")
     for row in rep.rows:
         shapes = ", ".join(f"{i}x{o}" for i, o in row.shapes)
-        lines.append(f"{row.name:<{width}}  {row.count:>5}  {shapes:<22}  {row.lora_params:>12,}")
+        if len(shapes) > 22:
+            shapes = shapes[:19] + "..."
+        lines.append(f"{row.name:<{width}}  {row.kind:<9}  {row.count:>5}  {shapes:<22}  {row.lora_params:>12,}")
     lines.append("")
-    if rep.peft_default:
+    if rep.timm_default is not None:
+        what = "attention and MLP projections" if rep.timm_family == "transformer" else "convolutions and linear layers (depthwise/grouped convs left out)"
+        lines.append(f"hfadapt default for a timm {rep.timm_family} ({what}): {', '.join(rep.timm_default)}: {rep.timm_default_params:,} LoRA params")
+        lines.append(f"all listed layers: {sum(r.lora_params for r in rep.rows):,} LoRA params")
+    elif rep.peft_default:
         lines.append(f"peft default ({', '.join(rep.peft_default)}): {rep.params_for(list(rep.peft_default)):,} LoRA params")
     else:
         lines.append("peft has no default for this architecture: hfadapt targets all linear layers")
-    lines.append(f"all linear layers: {sum(r.lora_params for r in rep.rows):,} LoRA params")
+    if rep.timm_default is None:
+        lines.append(f"all linear layers: {sum(r.lora_params for r in rep.rows):,} LoRA params")
     if rep.heads:
         lines.append(f"task head(s), trained fully via modules_to_save: {', '.join(rep.heads)}")
     return "\n".join(lines)

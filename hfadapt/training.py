@@ -48,6 +48,7 @@ class Splits:
     validation: Any | None
     test: Any | None
     collate: Callable[[list[dict]], dict]
+    train_collate: Callable[[list[dict]], dict] | None = None  # training batches only (mixup); `collate` when None
 
 
 @dataclass
@@ -256,7 +257,9 @@ def _setup_data(recipe: Any, task: Task, accelerator: Any) -> Splits:
         train = prepare(raw.train, "train", True)
         validation = prepare(raw.validation, "validation", False)
         test = prepare(raw.test, "test", False)
-    return Splits(processor, info, train, validation, test, task.collator(processor))
+    # A task may collate training batches its own way (image-classification: mixup/cutmix), never evaluation's.
+    train_collate = task.train_collator(processor, recipe, info) if hasattr(task, "train_collator") else None
+    return Splits(processor, info, train, validation, test, task.collator(processor), train_collate)
 
 
 def _train_loader_factory(recipe: Any, splits: Splits, accelerator: Any) -> Callable[[int], Any]:
@@ -292,7 +295,7 @@ def _train_loader_factory(recipe: Any, splits: Splits, accelerator: Any) -> Call
         # iterator creation from drawing on the global RNG that dropout uses.
         order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(t.seed + epoch)).tolist()
         dl = DataLoader(
-            splits.train, batch_size=t.batch_size, sampler=order, collate_fn=splits.collate,
+            splits.train, batch_size=t.batch_size, sampler=order, collate_fn=splits.train_collate or splits.collate,
             num_workers=t.num_workers, generator=torch.Generator().manual_seed(t.seed),
         )
         return prepare_data_loader(

@@ -1,8 +1,9 @@
-"""image-classification: ViT-style models with AutoModelForImageClassification.
+"""image-classification: ViT-style models with AutoModelForImageClassification, and timm backbones
+(`timm/...` repos, through transformers' TimmWrapperForImageClassification; see hfadapt.timm_models).
 
-Size, mean and std come from the model's image processor. Labels are checked and every image
-is decoded once in a cached `datasets.map` pass, so an unreadable file fails before training;
-pixels are produced on the fly (`with_transform`) because cached pixel arrays would be far
+Size, mean and std come from the model's image processor (for timm, the checkpoint's pretrained_cfg).
+Labels are checked and every image is decoded once in a cached `datasets.map` pass, so an
+unreadable file fails before training; pixels are produced on the fly (`with_transform`) because cached pixel arrays would be far
 larger than the images and augmentation must differ every epoch.
 """
 
@@ -12,13 +13,39 @@ import io
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from .. import classification
 from ..data import ROW_COLUMN, is_streamed, map_split, row_location
 from ..errors import HfadaptError, first_line
-from ..recipe import DataSection
+from ..recipe import DataSection, Section
 from .base import EvalContext, register_task
+
+
+class TimmAugment(Section):
+    """Train-time augmentation with timm's own transforms (`timm.data.create_transform`) and
+    `timm.data.Mixup`; evaluation and predict always use the plain eval transform."""
+
+    auto_augment: str | None = Field(
+        None, description="timm policy string: rand-m9-mstd0.5 (RandAugment), augmix-m5-w4-d2, original (AutoAugment), ..."
+    )
+    scale: tuple[float, float] = Field((0.08, 1.0), description="area range of the random resized crop")
+    hflip: float = Field(0.5, ge=0, le=1, description="horizontal flip probability")
+    color_jitter: float | None = Field(0.4, ge=0, description="colour jitter strength (timm ignores it with auto_augment)")
+    re_prob: float = Field(0.0, ge=0, le=1, description="random erasing probability")
+    re_mode: Literal["const", "rand", "pixel"] = "pixel"
+    re_count: int = Field(1, ge=1)
+    mixup: float = Field(0.0, ge=0, description="mixup alpha (0: off); targets become soft, training only")
+    cutmix: float = Field(0.0, ge=0, description="cutmix alpha (0: off)")
+    mixup_prob: float = Field(1.0, ge=0, le=1, description="probability of mixing a batch")
+    switch_prob: float = Field(0.5, ge=0, le=1, description="probability of cutmix instead of mixup when both are on")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="training loss only; evaluation loss is plain cross-entropy")
+
+    @property
+    def mixes(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0
 
 
 class ImageClassificationData(classification.LabelFields, DataSection):
@@ -26,6 +53,17 @@ class ImageClassificationData(classification.LabelFields, DataSection):
 
     image_column: str = "image"
     augment: bool = Field(False, description="random train-time augmentation (random resized crop, horizontal flip)")
+    timm_augment: TimmAugment | None = Field(
+        None, description="train-time augmentation with timm's transforms, mixup/cutmix and label smoothing; turns augment on"
+    )
+
+    @model_validator(mode="after")
+    def _timm_augment_means_augment(self) -> "ImageClassificationData":
+        if self.timm_augment is not None:
+            if "augment" in self.model_fields_set and not self.augment:
+                raise ValueError("data.timm_augment: augmentation is off (data.augment: false); remove one of the two")
+            self.__dict__["augment"] = True  # no validate_assignment loop
+        return self
 
 
 class ImageClassification:
@@ -39,7 +77,13 @@ class ImageClassification:
     extra_result_keys: tuple[str, ...] = ()
 
     def check(self, recipe: Any) -> list[str]:
-        return classification.check(recipe)
+        problems = classification.check(recipe)
+        aug = recipe.data.timm_augment
+        if aug is not None and recipe.data.problem_type != "single_label" and (aug.mixes or aug.label_smoothing):
+            problems.append(
+                f"data.timm_augment: mixup, cutmix and label_smoothing need problem_type single_label, not {recipe.data.problem_type}"
+            )
+        return problems
 
     def columns(self, recipe: Any, with_labels: bool = True) -> dict[str, str]:
         d = recipe.data
@@ -52,13 +96,15 @@ class ImageClassification:
         from transformers import AutoImageProcessor
 
         from ..modeling import check_local_path
+        from ..timm_models import is_timm_folder
         from ..tokenization import require_processor_files
 
         m = recipe.model
         source = path or m.name_or_path
         field = "model.name_or_path" if path is None else f"the run's folder {path}"
         check_local_path(source, field)
-        require_processor_files(source, "image processor", field)
+        if not is_timm_folder(source):  # a timm checkpoint keeps its preprocessing in config.json (pretrained_cfg)
+            require_processor_files(source, "image processor", field)
         try:
             return AutoImageProcessor.from_pretrained(source, revision=None if path else m.revision, trust_remote_code=m.trust_remote_code)
         except Exception as e:  # noqa: BLE001
@@ -108,7 +154,7 @@ class ImageClassification:
             num_proc=d.num_proc,
             desc=f"Checking images of {split}",
         )
-        transform = _augmenting_transform(processor) if (train and d.augment) else None
+        transform = _augmenting_transform(processor, d.timm_augment) if (train and d.augment) else None
 
         def to_pixels(batch: dict) -> dict:
             images = [open_image(v, "image", split, None, None) for v in batch["image"]]
@@ -140,6 +186,27 @@ class ImageClassification:
     def collator(self, processor: Any) -> Any:
         return collate_images
 
+    def train_collator(self, processor: Any, recipe: Any, info: Any) -> Any:
+        """The training batches' collator: mixup/cutmix (timm.data.Mixup) when the recipe asks, else collate_images."""
+        aug = recipe.data.timm_augment
+        if aug is None or not aug.mixes:
+            return collate_images
+        from timm.data import Mixup
+
+        mixup = Mixup(
+            mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix, prob=aug.mixup_prob, switch_prob=aug.switch_prob,
+            label_smoothing=aug.label_smoothing, num_classes=info.num_labels,
+        )
+        return MixupCollate(mixup, info.num_labels, aug.label_smoothing)
+
+    def configure_model(self, model: Any, recipe: Any) -> None:
+        """Called on the loaded base model: soft targets (mixup/cutmix) and label smoothing need a loss that takes them."""
+        aug = recipe.data.timm_augment
+        if aug is not None and (aug.mixes or aug.label_smoothing):
+            from ..timm_models import soft_target_loss
+
+            model.loss_function = soft_target_loss(model.loss_function, aug.label_smoothing)
+
     def encode_inputs(self, items: list[str], processor: Any, recipe: Any) -> dict:
         images = [open_image(p, "input", "predict", i, None) for i, p in enumerate(items)]
         return {"pixel_values": processor(images, return_tensors="pt")["pixel_values"]}
@@ -152,6 +219,35 @@ def collate_images(rows: list[dict]) -> dict:
     if "labels" in rows[0]:
         batch["labels"] = torch.tensor([r["labels"] for r in rows])
     return batch
+
+
+class MixupCollate:
+    """collate_images, then timm's Mixup on the batch: labels become soft (batch, classes) targets.
+
+    timm's Mixup needs an even batch; an odd last batch mixes all but its last example, which gets
+    the same (smoothed) one-hot target timm would give an unmixed one. Runs in the process that
+    draws the batch (numpy's RNG, saved in checkpoints), so a resumed run mixes the same way.
+    """
+
+    def __init__(self, mixup: Any, num_classes: int, smoothing: float) -> None:
+        self.mixup, self.num_classes, self.smoothing = mixup, num_classes, smoothing
+
+    def __call__(self, rows: list[dict]) -> dict:
+        import torch
+        from timm.data.mixup import mixup_target
+
+        batch = collate_images(rows)
+        x, y = batch["pixel_values"], batch["labels"]
+        even = len(x) - len(x) % 2
+        if even == 0:
+            batch["labels"] = mixup_target(y, self.num_classes, lam=1.0, smoothing=self.smoothing)
+            return batch
+        mixed_x, mixed_y = self.mixup(x[:even].clone(), y[:even])
+        if even < len(x):
+            rest = mixup_target(y[even:], self.num_classes, lam=1.0, smoothing=self.smoothing)
+            mixed_x, mixed_y = torch.cat([mixed_x, x[even:]]), torch.cat([mixed_y, rest])
+        batch["pixel_values"], batch["labels"] = mixed_x, mixed_y
+        return batch
 
 
 def open_image(value: Any, column: str, split: str, row: int | None, base_dir: Path | None, verify: bool = False,
@@ -206,8 +302,24 @@ def _files_dir(recipe: Any, split: str) -> Path | None:
     return None
 
 
-def _augmenting_transform(processor: Any) -> Any:
+def _augmenting_transform(processor: Any, timm_augment: TimmAugment | None = None) -> Any:
+    """Train-time transform: timm's (create_transform with the model's data config) for timm models
+    or when data.timm_augment is set, else random resized crop + flip with the processor's size/mean/std."""
     from torchvision import transforms as T
+
+    from ..timm_models import data_config
+
+    if timm_augment is not None or hasattr(processor, "data_config"):
+        from timm.data import create_transform
+
+        a = timm_augment or TimmAugment()
+        try:
+            return create_transform(
+                **data_config(processor), is_training=True, scale=a.scale, hflip=a.hflip, color_jitter=a.color_jitter,
+                auto_augment=a.auto_augment, re_prob=a.re_prob, re_mode=a.re_mode, re_count=a.re_count,
+            )
+        except Exception as e:  # noqa: BLE001 - timm raises AssertionError/ValueError/KeyError for a bad policy string
+            raise HfadaptError(f"data.timm_augment: timm cannot build the transform (auto_augment={a.auto_augment!r}): {first_line(e)}") from e
 
     size = processor.size
     if "height" in size:
