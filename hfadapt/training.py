@@ -277,7 +277,7 @@ def _train_loader_factory(recipe: Any, splits: Splits, accelerator: Any) -> Call
             # Each process reads its own share (EpochStream): Accelerate only moves batches to the device.
             # The loader's own generator, as below: creating its iterator must not draw on the global RNG.
             dl = DataLoader(
-                stream, batch_size=t.batch_size, collate_fn=splits.collate, num_workers=t.num_workers,
+                stream, batch_size=t.batch_size, collate_fn=splits.train_collate or splits.collate, num_workers=t.num_workers,
                 generator=torch.Generator().manual_seed(t.seed),
             )
             # dispatch_batches=False: for an iterable dataset Accelerate would otherwise read it on the
