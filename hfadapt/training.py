@@ -123,8 +123,9 @@ def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Ses
         print(
             f"hfadapt: {recipe.task} | {recipe.model.name_or_path} | {recipe.adapter.method} | "
             f"trainable {trainable:,} / {total:,} ({100 * trainable / total:.3f}%) | {_train_size(splits.train)} | "
-            f"{total_steps} steps on {accelerator.num_processes} process(es){_planned_memory(recipe)}"
+            f"{total_steps} steps on {accelerator.num_processes} process(es)"
             + (f" | resuming from {checkpoint.name}" if checkpoint else "")
+            + _planned_memory(recipe)
         )
     accelerator.init_trackers(recipe.run_name, config=_flat_config(recipe.to_dict()))
     return Session(accelerator, splits, model, optimizer, scheduler, make_train_loader, steps_per_epoch, validate, test, state)
@@ -146,7 +147,9 @@ def _planned_memory(recipe: Any) -> str:
         return ""
     layout = "qlora" if recipe.model.quantization != "none" else "single"
     mib = plan.per_device(layout) / 2**20
-    return f" | plan: ~{mib / 1024:.1f} GiB/device" if mib >= 1024 else f" | plan: ~{mib:.0f} MiB/device"
+    if mib >= 1024:
+        return f" | plan: ~{mib / 1024:.1f} GiB/device"
+    return f" | plan: ~{mib:.0f} MiB/device" if mib >= 10 else f" | plan: ~{mib:.1f} MiB/device"
 
 
 def _setup_accelerator(recipe: Any, run: RunDir) -> Any:
