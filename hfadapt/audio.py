@@ -145,6 +145,14 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"
 
 
+# ---- the model ---------------------------------------------------------------------------------------
+def freeze_feature_encoder(model: Any, recipe: Any) -> None:
+    """wav2vec2-style models: keep the convolutional feature encoder frozen (model.freeze_feature_encoder),
+    as practitioners do; it matters for adapter.method=full (an adapter leaves it frozen anyway)."""
+    if recipe.model.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
+        model.freeze_feature_encoder()
+
+
 # ---- the checking pass (cached) ---------------------------------------------------------------------
 def files_dir(d: Any, split: str) -> Path | None:
     """Relative paths in a CSV/JSON column are relative to that file's folder."""

@@ -220,9 +220,8 @@ def _setup_model(recipe: Any, task: Task, run: RunDir, splits: Splits, accelerat
     if recipe.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = apply_adapter(model, recipe, task, num_training_steps=total_steps)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if recipe.model.freeze_feature_encoder and hasattr(base, "freeze_feature_encoder"):
-        base.freeze_feature_encoder()  # wav2vec2-style convolutional encoder: frozen, as practitioners do
+    if hasattr(task, "prepare_model"):  # audio: feature-encoder freeze, multi-label loss
+        task.prepare_model(model.get_base_model() if hasattr(model, "get_base_model") else model, recipe)
     trainable, total = count_parameters(model)
     if trainable == 0:
         raise HfadaptError(f"adapter: {recipe.adapter.method} left no trainable parameters in {recipe.model.name_or_path}")

@@ -72,6 +72,12 @@ class AudioClassification:
     def evaluate(self, ctx: EvalContext, model: Any, dataloader: Any) -> dict:
         return classification.evaluate(ctx, model, dataloader)
 
+    def prepare_model(self, model: Any, recipe: Any) -> None:
+        """After the adapter is applied: freeze the feature encoder; multi-label loss where the head lacks one."""
+        audio.freeze_feature_encoder(model, recipe)
+        if recipe.data.problem_type == "multi_label":
+            _binary_cross_entropy_loss(model)
+
     def predict(self, model: Any, processor: Any, items: list[str], recipe: Any, info: Any) -> list[dict]:
         batch = {k: v.to(model.device) for k, v in self.encode_inputs(items, processor, recipe).items()}
         return classification.predict_batch(model, batch, info)
@@ -121,6 +127,23 @@ class AudioCollator:
             labels = [r["labels"] for r in rows]
             batch["labels"] = torch.tensor(labels, dtype=torch.float if isinstance(labels[0], list) else torch.long)
         return batch
+
+
+def _binary_cross_entropy_loss(model: Any) -> None:
+    """wav2vec2-style and Whisper audio classifiers always compute a cross-entropy loss, whatever
+    config.problem_type says; for multi-label the loss is taken over here (one sigmoid per label).
+    The instance's forward is wrapped because peft calls `model.forward` directly (no module hooks)."""
+    import torch.nn.functional as F
+
+    original = model.forward
+
+    def forward(*args: Any, labels: Any = None, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        if labels is not None:
+            out.loss = F.binary_cross_entropy_with_logits(out.logits, labels.to(out.logits.dtype))
+        return out
+
+    model.forward = forward
 
 
 def load_feature_extractor(recipe: Any, path: str | None = None) -> Any:

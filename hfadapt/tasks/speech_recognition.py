@@ -197,6 +197,9 @@ class SpeechRecognition:
         # transcript gives no gradient instead of inf.
         return {"vocab_size": len(tok), "pad_token_id": tok.pad_token_id, "ctc_loss_reduction": "mean", "ctc_zero_infinity": True}
 
+    def prepare_model(self, model: Any, recipe: Any) -> None:
+        audio.freeze_feature_encoder(model, recipe)  # CTC models; Whisper has no convolutional feature encoder
+
     def label_info(self, train: Any, recipe: Any) -> Any:
         return None
 
