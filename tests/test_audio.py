@@ -334,3 +334,34 @@ def test_shipped_audio_recipes_validate_without_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr + out.stdout
+
+
+@pytest.mark.parametrize(("task", "base", "data"), [
+    ("audio-classification", "tiny_wav2vec2", "sound_folder"),
+    ("speech-recognition", "tiny_whisper", "tone_speech"),
+])
+def test_merge_gives_a_standalone_model_with_the_same_outputs(task: str, base: str, data: str, tmp_path: Path, request: Any) -> None:
+    import torch
+    import transformers
+
+    from hfadapt.inference import load_model_and_processor
+    from hfadapt.merge import merge
+    from hfadapt.run import RunDir
+
+    source = request.getfixturevalue(data)
+    recipe = _recipe(task, request.getfixturevalue(base), {"dataset": source} if data == "sound_folder" else {"train_files": [source]}, tmp_path / "run",
+                     generation={"max_new_tokens": 8})
+    run = RunDir.open(train(recipe).output_dir)
+    out = merge(run.path, tmp_path / "merged")
+    ours, processor, _ = load_model_and_processor(run)
+    files = [str(p) for p in sorted(Path(source).parent.rglob("*.wav"))[:2]] if data == "tone_speech" else [
+        str(Path(source) / "validation" / "tone" / "0.wav"), str(Path(source) / "validation" / "chirp" / "0.wav")]
+    batch = run.task.encode_inputs(files, processor, run.recipe)
+    auto = transformers.AutoModelForAudioClassification if task == "audio-classification" else transformers.AutoModelForSpeechSeq2Seq
+    merged = auto.from_pretrained(out).eval()
+    if task == "speech-recognition":
+        batch["decoder_input_ids"] = torch.full((2, 1), merged.config.decoder_start_token_id)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**batch).logits, ours(**batch).logits, rtol=1e-4, atol=1e-5)
+    card = (out / "README.md").read_text()
+    assert f"pipeline_tag: {run.task.pipeline_tag}" in card
