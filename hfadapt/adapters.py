@@ -13,7 +13,20 @@ from .errors import HfadaptError, first_line
 from .registry import Registry
 
 # Direct children of a *ForXClassification model that are its freshly initialised head.
-HEAD_NAMES = ("pre_classifier", "classifier", "score", "classification_head", "head", "fc", "qa_outputs")
+# ("projector": the hidden -> classifier_proj_size layer of wav2vec2/Whisper audio classifiers.)
+HEAD_NAMES = ("pre_classifier", "classifier", "score", "classification_head", "head", "fc", "qa_outputs", "projector")
+
+# LoRA-family defaults for audio architectures peft has no entry for: the attention's query and
+# value projections, as for its text models (wav2vec2-style and Whisper attention: q_proj/v_proj).
+AUDIO_LORA_TARGETS: dict[str, list[str]] = {
+    **{t: ["q_proj", "v_proj"] for t in (
+        "wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "sew", "whisper",
+    )},
+    "wav2vec2-conformer": ["linear_q", "linear_v"],
+    "sew-d": ["query_proj", "value_proj"],
+    "audio-spectrogram-transformer": ["query", "value"],
+}
+LORA_FAMILY = ("LORA", "ADALORA", "LOHA", "LOKR")
 
 
 @dataclass(frozen=True)
@@ -38,7 +51,7 @@ class AdapterMethod:
 ADAPTERS: Registry[AdapterMethod] = Registry("adapter method")
 
 
-def register(name: str, modalities: tuple[str, ...] = ("text", "image"), peft_type: str | None = None):
+def register(name: str, modalities: tuple[str, ...] = ("text", "image", "audio"), peft_type: str | None = None):
     def deco(fn: Callable[[Any, AdapterContext], Any]) -> Callable[[Any, AdapterContext], Any]:
         ADAPTERS.register(name)(AdapterMethod(name, modalities, peft_type, fn))
         return fn
@@ -127,13 +140,26 @@ def is_peft(method: str) -> bool:
 
 
 # ---- applying --------------------------------------------------------------------------------
-def head_modules(model: Any) -> list[str]:
-    """Names of the task head: direct children for transformers models, `timm_model.<classifier>` for timm."""
+def head_modules(model: Any, extra: tuple[str, ...] = ()) -> list[str]:
+    """The freshly initialised task head(s): direct children for transformers models, `timm_model.<classifier>`
+    for timm; `extra`: a task's own (CTC's lm_head, sized to its vocabulary)."""
     from .timm_models import classifier_names, is_timm
 
     if is_timm(model):
         return classifier_names(model)
-    return [name for name, _ in model.named_children() if name in HEAD_NAMES]
+    return [name for name, _ in model.named_children() if name in HEAD_NAMES or name in extra]
+
+
+def peft_default_targets(model_type: str | None, peft_type: str = "LORA") -> list[str] | None:
+    """peft's default target modules for an architecture, or hfadapt's own for audio models."""
+    from peft.utils import constants
+
+    mapping = getattr(constants, f"TRANSFORMERS_MODELS_TO_{peft_type}_TARGET_MODULES_MAPPING", {})
+    if model_type in mapping:
+        return list(mapping[model_type])
+    if peft_type in LORA_FAMILY and model_type in AUDIO_LORA_TARGETS:
+        return list(AUDIO_LORA_TARGETS[model_type])
+    return None
 
 
 def linear_module_names(model: Any, exclude: list[str] | None = None) -> dict[str, list[tuple[int, int]]]:
@@ -165,12 +191,9 @@ def default_targets(model: Any, method: AdapterMethod) -> list[str] | str | None
 
     if timm_models.is_timm(model):
         return timm_models.default_targets(model)
-    from peft.utils import constants
-
-    mapping = getattr(constants, f"TRANSFORMERS_MODELS_TO_{method.peft_type}_TARGET_MODULES_MAPPING", {})
-    model_type = getattr(model.config, "model_type", None)
-    if model_type in mapping:
-        return list(mapping[model_type])
+    default = peft_default_targets(getattr(model.config, "model_type", None), method.peft_type)
+    if default is not None:
+        return default
     names = sorted(linear_module_names(model, exclude=head_modules(model)))
     if not names:
         raise HfadaptError(f"adapter.target_modules: found no linear layers in {type(model).__name__}; list modules to adapt")
@@ -181,7 +204,7 @@ def apply_adapter(model: Any, recipe: Any, task: Any, num_training_steps: int | 
     """Wrap (or freeze) the model as the recipe's adapter section says."""
     a = recipe.adapter
     method = ADAPTERS.get(a.method, field="adapter.method")
-    heads = head_modules(model)
+    heads = head_modules(model, extra=getattr(task, "fresh_heads", ()))
     if a.method == "full":
         model.requires_grad_(True)
         return model
@@ -204,6 +227,9 @@ def apply_adapter(model: Any, recipe: Any, task: Any, num_training_steps: int | 
         )
     task_type = task.peft_task_type
     targets = a.target_modules if a.target_modules is not None else default_targets(model, method)
+    if targets == "all-linear" and getattr(task, "fresh_heads", ()):
+        # peft's all-linear would also wrap a head it can't recognise as the output layer (CTC's lm_head)
+        targets = sorted(linear_module_names(model, exclude=heads))
     if isinstance(a.target_modules, list):
         _check_targets_exist(model, a.target_modules, recipe.model.name_or_path)
     feedforward = None

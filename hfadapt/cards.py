@@ -209,7 +209,8 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
     if not merged:
         task_template = model_cards_dir() / "tasks" / f"{recipe.task}.md"
         usage = Template(task_template.read_text()).render(
-            repo_id=repo_id, base_model=base or "PATH/TO/BASE_MODEL", example=run.task.card_example
+            repo_id=repo_id, base_model=base or "PATH/TO/BASE_MODEL", example=run.task.card_example,
+            auto_class=_auto_class_name(run),
         )
     card = ModelCard.from_template(
         _metadata(run, repo_id, license, merged, results),
@@ -231,7 +232,7 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
         reproduce=reproduce,
         usage=usage,
         repo_id=repo_id,
-        auto_class=run.task.auto_class,
+        auto_class=_auto_class_name(run),
     )
     return str(card)
 
@@ -247,6 +248,17 @@ def _add_timm_metadata(card_data: Any, run: RunDir, merged: bool) -> None:
     if merged:
         card_data.library_name = "timm"
     card_data.tags = list(dict.fromkeys(["timm", *(card_data.tags or [])]))
+
+
+def _auto_class_name(run: RunDir) -> str:
+    """The run's Auto* class: the task's, or for speech-recognition the one its saved config calls for."""
+    import json
+
+    pick = getattr(run.task, "auto_class_for", None)
+    config = run.model_dir / "config.json"
+    if pick is not None and config.is_file():
+        return pick(json.loads(config.read_text()))
+    return run.task.auto_class
 
 
 def _results(metrics: RunMetrics) -> list[dict[str, Any]]:

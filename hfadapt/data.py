@@ -69,6 +69,8 @@ def _streamed_splits(ds: Any, recipe: Any, task: Any) -> RawSplits:
 
     d = recipe.data
     train = ds[d.train_split]
+    if not is_streamed(train):  # a loader without a streaming mode (audio folders): stream the loaded split
+        train = train.to_iterable_dataset()
     if train.features is None:
         # Several files (or some Hub loaders) leave the features to the first example read;
         # the columns must be known to check them and to drop them after preprocessing.
@@ -237,6 +239,8 @@ def _load(d: Any) -> Any:
         path = Path(d.dataset)
         if path.is_dir() and not (path / "dataset_infos.json").exists() and _looks_like_image_folder(path):
             return datasets.load_dataset("imagefolder", data_dir=str(path), streaming=d.streaming)
+        if path.is_dir() and not (path / "dataset_infos.json").exists() and _looks_like_audio_folder(path):
+            return _load_audio_folder(path)
         if d.dataset.startswith(("./", "../", "/")) and not path.exists():
             raise HfadaptError(f"data.dataset: folder not found: {d.dataset}")
         return datasets.load_dataset(d.dataset, d.config_name, revision=d.revision, streaming=d.streaming)
@@ -336,6 +340,45 @@ def _existing(files: list[str], field: str) -> list[str]:
         if not Path(f).is_file():
             raise HfadaptError(f"{field}: file not found: {f}")
     return files
+
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".au", ".mp3"}
+
+
+def _load_audio_folder(path: Path) -> Any:
+    """A folder of audio files -> {"audio": path, "label": ClassLabel of the parent folder's name} per split.
+
+    Built here rather than with datasets' audiofolder builder, which needs torchcodec to encode audio.
+    Sub-folders train/, validation/ (valid, dev) and test/ are splits; otherwise the whole folder is train.
+    """
+    import datasets
+
+    names = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation", "test": "test"}
+    splits = {names[p.name]: p for p in sorted(path.iterdir()) if p.is_dir() and p.name in names}
+    if "train" not in splits:
+        splits = {"train": path}
+    files = {
+        split: sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+        for split, folder in splits.items()
+    }
+    classes = sorted({f.parent.name for fs in files.values() for f in fs})
+    features = datasets.Features({"audio": datasets.Value("string"), "label": datasets.ClassLabel(names=classes)})
+    return datasets.DatasetDict({
+        split: datasets.Dataset.from_dict(
+            {"audio": [str(f) for f in fs], "label": [classes.index(f.parent.name) for f in fs]}, features=features
+        )
+        for split, fs in files.items()
+    })
+
+
+def _looks_like_audio_folder(path: Path) -> bool:
+    """A folder of audio files (one sub-folder per class): loaded with datasets' audiofolder builder."""
+    for i, p in enumerate(path.rglob("*")):
+        if p.suffix.lower() in AUDIO_SUFFIXES:
+            return True
+        if i > 200:
+            break
+    return False
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}

@@ -57,6 +57,15 @@ def quantization_config(mode: str) -> Any:
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)
 
 
+def auto_model_class(task: Any, config: Any = None) -> Any:
+    """The transformers Auto* class of a task's model: `task.auto_class`, or for a task whose head depends
+    on the architecture (speech-recognition: encoder-decoder or CTC) `task.auto_class_for(config)`."""
+    import transformers
+
+    pick = getattr(task, "auto_class_for", None)
+    return getattr(transformers, pick(config) if pick is not None and config is not None else task.auto_class)
+
+
 def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, path: str | None = None) -> Any:
     """The task's Auto* model, with a fresh head where the task needs one (task.model_kwargs).
 
@@ -66,14 +75,20 @@ def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, pa
     import transformers
 
     m = recipe.model
-    auto = getattr(transformers, task.auto_class)
     source = path or m.name_or_path
     check_local_path(source, "model.name_or_path" if path is None else f"the run's base model {path}")
     quant = quantization_config(m.quantization)
+    auto = getattr(transformers, task.auto_class)
+    extra = dict(task.model_kwargs(info))
+    if hasattr(task, "processor_model_kwargs"):  # CTC: the head is sized to the processor's vocabulary
+        extra.update(task.processor_model_kwargs(processor))
     try:
+        if hasattr(task, "auto_class_for"):
+            auto = auto_model_class(task, transformers.AutoConfig.from_pretrained(
+                source, revision=None if path else m.revision, trust_remote_code=m.trust_remote_code))
         if m.init == "config" and path is None:
             config = transformers.AutoConfig.from_pretrained(
-                source, revision=m.revision, trust_remote_code=m.trust_remote_code, **task.model_kwargs(info)
+                source, revision=m.revision, trust_remote_code=m.trust_remote_code, **extra
             )
             model = auto.from_config(timm_models.drop_duplicate_num_classes(config), trust_remote_code=m.trust_remote_code)
             if m.dtype not in ("float32", "auto"):
@@ -89,10 +104,12 @@ def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, pa
                 dtype=DTYPES[m.dtype],
                 ignore_mismatched_sizes=True,  # a base fine-tuned on other labels gets a new head
                 **({"quantization_config": quant} if quant is not None else {}),
-                **({"config": timm_config} if timm_config is not None else task.model_kwargs(info)),
+                **({"config": timm_config} if timm_config is not None else extra),
             )
     except Exception as e:  # noqa: BLE001 - any loading failure becomes one line naming the field
-        raise HfadaptError(f"model.name_or_path: cannot load {task.auto_class} from '{source}': {first_line(e)}") from e
+        if isinstance(e, HfadaptError):
+            raise
+        raise HfadaptError(f"model.name_or_path: cannot load {auto.__name__} from '{source}': {first_line(e)}") from e
     timm_models.sync_label_names(model)  # the data's class names, not the base checkpoint's
     if recipe.adapter.method != "full":
         timm_models.freeze_batch_norm(model)
@@ -115,7 +132,7 @@ def load_run_model(run: Any) -> Any:
     from .adapters import is_peft
 
     recipe, task = run.recipe, run.task
-    auto = getattr(transformers, task.auto_class)
+    auto = auto_model_class(task, transformers.AutoConfig.from_pretrained(run.model_dir) if hasattr(task, "auto_class_for") else None)
     if not is_peft(recipe.adapter.method):
         return auto.from_pretrained(run.model_dir, dtype=DTYPES[recipe.model.dtype])
     from peft import PeftConfig, PeftModel

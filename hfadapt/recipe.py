@@ -56,6 +56,9 @@ class ModelSection(Section):
         "pretrained",
         description="'config' builds the model with random weights from its config (offline demos, tests)",
     )
+    freeze_feature_encoder: bool = Field(
+        True, description="audio, wav2vec2-style models: keep the convolutional feature encoder frozen (also with full)"
+    )
 
 
 class DataSection(Section):
@@ -174,7 +177,7 @@ class EvalSection(Section):
 
 
 class GenerationSection(Section):
-    """Decoding for evaluation and `hfadapt predict` (causal-lm, seq2seq)."""
+    """Decoding for evaluation and `hfadapt predict` (causal-lm, seq2seq, speech-recognition)."""
 
     max_new_tokens: int = Field(64, gt=0)
     num_beams: int = Field(1, gt=0)
@@ -183,6 +186,10 @@ class GenerationSection(Section):
     top_p: float = Field(1.0, gt=0, le=1)
     prompts: list[str] = Field(default_factory=list, description="causal-lm: prompts generated at each evaluation and saved")
     predict_with_generate: bool = Field(True, description="seq2seq: score generated text (ROUGE/BLEU) at evaluation")
+    language: str | None = Field(None, description="speech-recognition, Whisper: spoken language ('en', 'english'); detected when absent")
+    task: Literal["transcribe", "translate"] | None = Field(
+        None, description="speech-recognition, Whisper: transcribe, or translate to English"
+    )
 
 
 class OutputSection(Section):

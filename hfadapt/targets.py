@@ -38,19 +38,20 @@ class TargetReport:
 def list_targets(model: str, task: str | None = None, r: int = 8, revision: str | None = None, trust_remote_code: bool = False) -> TargetReport:
     import transformers
     from accelerate import init_empty_weights
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 
-    from .adapters import head_modules, linear_module_names
+    from .adapters import head_modules, linear_module_names, peft_default_targets
+    from .modeling import auto_model_class
 
     from . import timm_models
 
-    auto = transformers.AutoModel
+    the_task = None
     if task is not None:
         from .tasks import TASKS
 
-        auto = getattr(transformers, TASKS.get(task, field="--task").auto_class)
+        the_task = TASKS.get(task, field="--task")
     try:
         config = transformers.AutoConfig.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
+        auto = auto_model_class(the_task, config) if the_task is not None else transformers.AutoModel
         if timm_models.is_timm(config):
             config = timm_models.drop_duplicate_num_classes(config)
             if task is None:  # with its classifier, so the report names it (trained fully, not adapted)
@@ -59,15 +60,15 @@ def list_targets(model: str, task: str | None = None, r: int = 8, revision: str 
             skeleton = auto.from_config(config, trust_remote_code=trust_remote_code)
     except Exception as e:  # noqa: BLE001
         raise HfadaptError(f"targets: cannot build '{model}' from its config: {first_line(e)}") from e
-    heads = head_modules(skeleton)
+    heads = head_modules(skeleton, extra=getattr(the_task, "fresh_heads", ()))
     found = linear_module_names(skeleton, exclude=heads)
     rows = tuple(
         TargetRow(name, len(shapes), tuple(sorted(set(shapes))), sum(r * (i + o) for i, o in shapes))
         for name, shapes in sorted(found.items())
     )
-    default = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(config.model_type)
     if timm_models.is_timm(config):
         return _timm_report(model, skeleton, heads, r)
+    default = peft_default_targets(config.model_type)
     return TargetReport(model, config.model_type, rows, tuple(default) if default else None, tuple(heads), r)
 
 

@@ -248,9 +248,10 @@ def _check_what_runs(accelerator: Any, mixed_precision: str, asked: tuple[str, s
 def _setup_data(recipe: Any, task: Task, accelerator: Any) -> Splits:
     from .data import load_raw
 
-    processor = task.load_processor(recipe)
-    # The main process fills the datasets cache first; the others then read it.
+    # The main process fills the datasets cache first; the others then read it (the processor too:
+    # a CTC vocabulary built from the training transcripts reads the data).
     with accelerator.main_process_first():
+        processor = task.load_processor(recipe)
         raw = load_raw(recipe, task)
         info = task.label_info(raw.train, recipe)
 
@@ -323,6 +324,8 @@ def _setup_model(recipe: Any, task: Task, run: RunDir, splits: Splits, accelerat
     if recipe.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = apply_adapter(model, recipe, task, num_training_steps=total_steps)
+    if hasattr(task, "prepare_model"):  # audio: feature-encoder freeze, multi-label loss
+        task.prepare_model(model.get_base_model() if hasattr(model, "get_base_model") else model, recipe)
     trainable, total = count_parameters(model)
     if trainable == 0:
         raise HfadaptError(f"adapter: {recipe.adapter.method} left no trainable parameters in {recipe.model.name_or_path}")
@@ -410,7 +413,9 @@ def _save_model(model: Any, processor: Any, run: RunDir, recipe: Any, peft: bool
         if recipe.model.init == "config":
             # The base is the random model saved in the run; point the adapter at it.
             model.peft_config["default"].base_model_name_or_path = str(run.base_model_dir.resolve())
-        model.save_pretrained(tmp)
+        # hfadapt never resizes embeddings: a head sized to new labels or a CTC vocabulary is saved through
+        # modules_to_save, and peft's "vocab_size changed" guess would try to save input embeddings audio models lack.
+        model.save_pretrained(tmp, save_embedding_layers=False)
         model.get_base_model().config.save_pretrained(tmp)  # id2label/label2id/problem_type for reloading
     else:
         model.save_pretrained(tmp)

@@ -34,6 +34,7 @@ os.environ.pop("HF_TOKEN", None)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from tests.hub_server import hub_server  # noqa: E402,F401  (fixture; imported after the variables above)
+from tests.audio_fixtures import sound_folder, tiny_wav2vec2, tiny_whisper, tone_speech  # noqa: E402,F401  (fixtures)
 
 import torch  # noqa: E402
 

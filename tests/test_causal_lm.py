@@ -248,7 +248,7 @@ def test_missing_column_names_field(tmp_path, lm):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"data": {"problem_type": "multi_label"}}, "data.problem_type: a field of image-classification and text-classification, not of causal-lm"),
+        ({"data": {"problem_type": "multi_label"}}, "data.problem_type: a field of audio-classification, image-classification and text-classification, not of causal-lm"),
         ({"data": {"augment": True}}, "data.augment: a field of image-classification, not of causal-lm"),
         ({"eval": {"metrics": ["accuracy"]}}, "eval.metrics: causal-lm computes loss and perplexity itself"),
         ({"data": {"packing": True}, "adapter": {"method": "prompt"}}, "data.packing: prompt tuning prepends virtual tokens"),

@@ -52,8 +52,8 @@ def _close(got: dict, expected: dict) -> None:
 
 def test_available_metrics() -> None:
     assert metrics.available() == [
-        "accuracy", "bleu", "chrf", "f1", "matthews_correlation", "mse", "pearsonr", "precision", "recall", "rouge",
-        "seqeval", "spearmanr", "squad", "squad_v2",
+        "accuracy", "bleu", "cer", "chrf", "f1", "matthews_correlation", "mse", "pearsonr", "precision", "recall", "rouge",
+        "seqeval", "spearmanr", "squad", "squad_v2", "wer",
     ]
 
 
@@ -193,7 +193,7 @@ def test_unknown_metric_raises_with_suggestion() -> None:
     assert "eval.metrics" in msg
     assert "unknown metric 'acuracy'" in msg
     assert "did you mean 'accuracy'" in msg
-    assert "known: accuracy, bleu, chrf, f1" in msg
+    assert "known: accuracy, bleu, cer, chrf, f1" in msg
     with pytest.raises(HfadaptError, match="did you mean 'spearmanr'"):
         metrics.compute(["spearman"], [1.0, 2.0], [1.0, 2.0])
 

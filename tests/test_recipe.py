@@ -261,7 +261,7 @@ def test_data_needs_exactly_one_source(base: Path) -> None:
         (["task=image-classification", "adapter.method=prompt"], ["adapter.method", "'prompt' does not fit"]),
         (
             ["task=text-clasification"],
-            ["task: unknown task 'text-clasification'", "did you mean 'text-classification'", "known: causal-lm, image-classification"],
+            ["task: unknown task 'text-clasification'", "did you mean 'text-classification'", "known: audio-classification, causal-lm, image-classification"],
         ),
         (["adapter.method=lorra"], ["adapter.method: unknown adapter method 'lorra'", "did you mean 'lora'", "known: adalora"]),
         (["eval.metrics=[acuracy]"], ["eval.metrics: unknown metric 'acuracy'", "did you mean 'accuracy'"]),

@@ -71,6 +71,24 @@ def _first_image(request: Any) -> list[str]:
     return [str(sorted((folder / "validation" / "red").glob("*.png"))[0]), str(sorted((folder / "validation" / "blue").glob("*.png"))[0])]
 
 
+def _audio_classification(tmp: Path, request: Any) -> dict[str, Any]:
+    return {"dataset": request.getfixturevalue("sound_folder")}
+
+
+def _first_sounds(request: Any) -> list[str]:
+    folder = Path(request.getfixturevalue("sound_folder"))
+    return [str(folder / "validation" / "tone" / "0.wav"), str(folder / "validation" / "noise" / "1.wav")]
+
+
+def _speech_recognition(tmp: Path, request: Any) -> dict[str, Any]:
+    return {"train_files": [request.getfixturevalue("tone_speech")]}
+
+
+def _first_utterances(request: Any) -> list[str]:
+    clips = Path(request.getfixturevalue("tone_speech")).parent / "clips"
+    return [str(clips / "0.wav"), str(clips / "5.wav")]
+
+
 CASES: dict[str, Case] = {
     "text-classification": Case("tiny_bert", _text_classification, lambda r: ["the film was good", "the plot was dull"]),
     "token-classification": Case("tiny_bert", _token_classification, lambda r: ["the film was good", "the plot was dull"]),
@@ -78,6 +96,8 @@ CASES: dict[str, Case] = {
     "causal-lm": Case("tiny_gpt2", _causal_lm, lambda r: ["the film", "the plot was"]),
     "seq2seq": Case("tiny_seq2seq", _seq2seq, lambda r: ["the film was good", "the plot was dull"]),
     "image-classification": Case("tiny_vit", _image_classification, _first_image),
+    "audio-classification": Case("tiny_wav2vec2", _audio_classification, _first_sounds),
+    "speech-recognition": Case("tiny_whisper", _speech_recognition, _first_utterances),
 }
 
 
@@ -116,7 +136,8 @@ def _outputs(model: Any, batch: dict[str, Any]) -> list[Any]:
     batch = dict(batch)
     if model.config.is_encoder_decoder:
         start = model.config.decoder_start_token_id
-        batch["decoder_input_ids"] = torch.full((batch["input_ids"].shape[0], 1), start, dtype=torch.long)
+        rows = next(iter(batch.values())).shape[0]  # input_ids, or a speech model's input_features
+        batch["decoder_input_ids"] = torch.full((rows, 1), start, dtype=torch.long)
     with torch.no_grad():
         out = model(**batch)
     return [out[k] for k in ("logits", "start_logits", "end_logits") if k in out]
@@ -130,6 +151,7 @@ def test_task_trains_evaluates_predicts_saves_and_reloads_with_plain_peft(task_n
 
     from hfadapt import Recipe, evaluate_run, predict, train
     from hfadapt.inference import load_model_and_processor
+    from hfadapt.modeling import auto_model_class
     from hfadapt.run import RunDir
 
     case = CASES[task_name]
@@ -161,8 +183,9 @@ def test_task_trains_evaluates_predicts_saves_and_reloads_with_plain_peft(task_n
     ours, processor, _ = load_model_and_processor(run)
     adapter = str(run.model_dir)
     base_path = PeftConfig.from_pretrained(adapter).base_model_name_or_path
-    auto = getattr(transformers, TASKS.get(task_name).auto_class)
-    base = auto.from_pretrained(base_path, config=transformers.AutoConfig.from_pretrained(adapter))
+    config = transformers.AutoConfig.from_pretrained(adapter)
+    auto = auto_model_class(TASKS.get(task_name), config)  # the task's Auto* class (speech: seq2seq or CTC by config)
+    base = auto.from_pretrained(base_path, config=config)
     plain = PeftModel.from_pretrained(base, adapter).eval()
     batch = run.task.encode_inputs(inputs, processor, run.recipe)
     expected, got = _outputs(ours, batch), _outputs(plain, batch)

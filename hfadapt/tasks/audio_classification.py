@@ -1,0 +1,165 @@
+"""audio-classification: keyword spotting, intent, speaker, emotion, sound events.
+
+AutoModelForAudioClassification bases: wav2vec2/HuBERT/WavLM-style (raw waveform, normalised by the
+feature extractor), Audio Spectrogram Transformer (log-mel filter banks) and Whisper's encoder
+(WhisperForAudioClassification, 30 s log-mel). Single- and multi-label, with the classification
+metrics and outputs of text-classification (hfadapt.classification).
+
+The clips are checked, their labels encoded and their durations measured in one cached
+`datasets.map` pass; decoding, resampling and feature extraction happen on the fly (see
+hfadapt/audio.py for why). Clips longer than data.max_duration_s are cut to it by default
+(data.long_audio=truncate): a keyword or sound event is classified from its first seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .. import audio, classification
+from ..errors import HfadaptError, first_line
+from ..recipe import DataSection
+from .base import EvalContext, register_task
+
+
+class AudioClassificationData(audio.AudioFields, classification.LabelFields, DataSection):
+    """Audio clips (an Audio feature, file paths relative to the data file, or an audio folder with one
+    sub-folder per class) and their labels."""
+
+    long_audio: Literal["drop", "truncate"] = Field(
+        "truncate", description="clips over data.max_duration_s: cut to it (default), or dropped (counted)"
+    )
+
+
+class AudioClassification:
+    name = "audio-classification"
+    modality = "audio"
+    peft_task_type = None  # peft has no audio task type; the head goes to modules_to_save
+    auto_class = "AutoModelForAudioClassification"
+    data_model = AudioClassificationData
+    pipeline_tag = "audio-classification"
+    card_example = "clip.wav"
+    extra_result_keys: tuple[str, ...] = ()
+
+    def check(self, recipe: Any) -> list[str]:
+        problems = classification.check(recipe)
+        if recipe.data.problem_type == "regression":
+            problems.append("data.problem_type: audio-classification takes single_label or multi_label")
+        return problems
+
+    def columns(self, recipe: Any, with_labels: bool = True) -> dict[str, str]:
+        d = recipe.data
+        return {d.audio_column: "data.audio_column", **({d.label_column: "data.label_column"} if with_labels else {})}
+
+    def default_metrics(self, recipe: Any) -> list[str]:
+        return classification.default_metrics(recipe)
+
+    def load_processor(self, recipe: Any, path: str | None = None) -> Any:
+        return load_feature_extractor(recipe, path)
+
+    def label_info(self, train: Any, recipe: Any) -> Any:
+        return classification.label_info(train, recipe)
+
+    def info_from_config(self, config: Any) -> Any:
+        from ..labels import LabelInfo
+
+        return LabelInfo.from_model_config(config)
+
+    def model_kwargs(self, info: Any) -> dict:
+        return classification.model_kwargs(info)
+
+    def evaluate(self, ctx: EvalContext, model: Any, dataloader: Any) -> dict:
+        return classification.evaluate(ctx, model, dataloader)
+
+    def prepare_model(self, model: Any, recipe: Any) -> None:
+        """After the adapter is applied: freeze the feature encoder; multi-label loss where the head lacks one."""
+        audio.freeze_feature_encoder(model, recipe)
+        if recipe.data.problem_type == "multi_label":
+            _binary_cross_entropy_loss(model)
+
+    def predict(self, model: Any, processor: Any, items: list[str], recipe: Any, info: Any) -> list[dict]:
+        batch = {k: v.to(model.device) for k, v in self.encode_inputs(items, processor, recipe).items()}
+        return classification.predict_batch(model, batch, info)
+
+    def preprocess(self, ds: Any, split: str, processor: Any, recipe: Any, labels: Any, train: bool) -> Any:
+        d = recipe.data
+        has_labels = d.label_column in ds.column_names
+        rate = audio.sampling_rate_of(processor)
+
+        def encode(batch: dict, rows: list[int]) -> dict:
+            if not has_labels:
+                return {}
+            return {"labels": classification.encode_labels(batch[d.label_column], rows, labels, split, d)}
+
+        checked = audio.check_audio(ds, split, recipe, rate, encode, f"Checking audio of {split}")
+        limit = audio.max_samples(d, rate)
+
+        def to_features(batch: dict) -> dict:
+            # On the fly: decode, mix down, resample, cut, features (cached arrays would dwarf the audio).
+            waves = [audio.load_clip(v, rate, d.resample, f"{split} clip {v.get('path')}", limit) for v in batch[audio.AUDIO_COLUMN]]
+            rows = [audio.extract(processor, w) for w in waves]
+            out = {k: [r[k] for r in rows] for k in rows[0]}
+            if "labels" in batch:
+                out["labels"] = batch["labels"]
+            return out
+
+        return checked.with_transform(to_features)
+
+    def collator(self, processor: Any) -> Any:
+        return AudioCollator(processor)
+
+    def encode_inputs(self, items: list[str], processor: Any, recipe: Any) -> dict:
+        return audio.encode_files(items, processor, recipe.data)
+
+
+class AudioCollator:
+    """Pads a batch of clip features with the feature extractor; stacks the labels."""
+
+    def __init__(self, feature_extractor: Any) -> None:
+        self.feature_extractor = feature_extractor
+
+    def __call__(self, rows: list[dict]) -> dict:
+        import torch
+
+        batch = audio.pad_features(self.feature_extractor, rows)
+        if "labels" in rows[0]:
+            labels = [r["labels"] for r in rows]
+            batch["labels"] = torch.tensor(labels, dtype=torch.float if isinstance(labels[0], list) else torch.long)
+        return batch
+
+
+def _binary_cross_entropy_loss(model: Any) -> None:
+    """wav2vec2-style and Whisper audio classifiers always compute a cross-entropy loss, whatever
+    config.problem_type says; for multi-label the loss is taken over here (one sigmoid per label).
+    The instance's forward is wrapped because peft calls `model.forward` directly (no module hooks)."""
+    import torch.nn.functional as F
+
+    original = model.forward
+
+    def forward(*args: Any, labels: Any = None, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        if labels is not None:
+            out.loss = F.binary_cross_entropy_with_logits(out.logits, labels.to(out.logits.dtype))
+        return out
+
+    model.forward = forward
+
+
+def load_feature_extractor(recipe: Any, path: str | None = None) -> Any:
+    """The base model's (or a run's) feature extractor: sampling rate, log-mel or normalisation settings."""
+    from transformers import AutoFeatureExtractor
+
+    from ..modeling import check_local_path
+
+    m = recipe.model
+    source = path or m.name_or_path
+    field = "model.name_or_path" if path is None else f"the run's folder {path}"
+    check_local_path(source, field)
+    try:
+        return AutoFeatureExtractor.from_pretrained(source, revision=None if path else m.revision, trust_remote_code=m.trust_remote_code)
+    except Exception as e:  # noqa: BLE001
+        raise HfadaptError(f"{field}: cannot load a feature extractor from '{source}': {first_line(e)}") from e
+
+
+register_task(AudioClassification())
