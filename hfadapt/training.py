@@ -20,6 +20,7 @@ import yaml
 from .checkpoint import TrainerState, latest_checkpoint, load_trainable, no_checkpoint_message, write_json_atomic
 from .errors import HfadaptError, first_line
 from .loop import LoopParts, fit
+from .predictions import PREDICTIONS_FILE
 from .run import STATE_FILE, RunDir, RunMetrics
 from .status import recorded, write_status
 from .tasks import TASKS, EvalContext, Task
@@ -62,9 +63,10 @@ class Evaluator:
     dataloader: Any
     count: int = 0
 
-    def __call__(self, step: int) -> dict[str, float]:
+    def __call__(self, step: int, predictions_file: Path | None = None) -> dict[str, float]:
         self.count += 1
-        return self.task.evaluate(replace(self.ctx, step=step, evaluation=self.count), self.model, self.dataloader)
+        ctx = replace(self.ctx, step=step, evaluation=self.count, predictions_file=predictions_file)
+        return self.task.evaluate(ctx, self.model, self.dataloader)
 
 
 @dataclass
@@ -283,7 +285,7 @@ def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState, met
         load_trainable(unwrapped, run.best_weights)
     final = RunMetrics(
         train={"loss": state.losses[-1] if state.losses else float("nan"), "steps": state.global_step},
-        eval=session.validate(state.global_step) if session.validate is not None else {},
+        eval=session.validate(state.global_step, run.path / PREDICTIONS_FILE) if session.validate is not None else {},
         test=session.test(state.global_step) if session.test is not None else {},
         best_step=state.best_step,
         perf=figures(state.perf),

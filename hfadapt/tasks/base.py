@@ -32,6 +32,7 @@ class EvalContext:
     run_dir: Path | None = None  # where evaluation artefacts go (causal-lm generations); None: nowhere
     step: int | None = None  # optimizer step of this evaluation, None outside training
     evaluation: int = 0  # 1, 2, ... for the evaluations of one training process; 0 outside training
+    predictions_file: Path | None = None  # the final evaluation: per-example results go here (predictions.py)
 
 
 class Task(Protocol):
