@@ -42,6 +42,7 @@ class ReportData:
     """What a report reads from a run directory."""
 
     path: Path
+    task: str  # the recipe's task name
     recipe: Any  # the Recipe, or None when it does not load (an unknown task: the page still renders)
     recipe_text: str
     metrics: dict[str, Any]
@@ -50,10 +51,6 @@ class ReportData:
     status: dict[str, Any]
     predictions: list[dict[str, Any]] = field(default_factory=list)
     generations: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def task(self) -> str:
-        return self.recipe.task if self.recipe is not None else "?"
 
     def split(self, name: str) -> dict[str, Any]:
         return {k[len(name) + 1:]: v for k, v in self.metrics.items() if k.startswith(f"{name}/")}
@@ -86,14 +83,18 @@ def load(path: Path, from_hub: bool = False) -> ReportData:
         raise HfadaptError(f"{path}: not an hfadapt run (no {RECIPE_FILE})")
     try:
         recipe = run.recipe
-    except HfadaptError:
-        recipe = None
+        task = recipe.task
+    except HfadaptError:  # e.g. a task this installation lacks: the page still shows what the files say
+        import yaml
+
+        recipe, raw = None, yaml.safe_load((path / RECIPE_FILE).read_text()) or {}
+        task = str(raw.get("task", "?")) if isinstance(raw, dict) else "?"
     state = _json(path / STATE_FILE)
     if not state:  # not finished: the latest checkpoint's state
         checkpoints = complete_checkpoints(path)
         state = _json(checkpoints[-1] / STATE_FILE) if checkpoints else {}
     return ReportData(
-        path=path, recipe=recipe, recipe_text=(path / RECIPE_FILE).read_text(), metrics=_json(path / METRICS_FILE),
+        path=path, task=task, recipe=recipe, recipe_text=(path / RECIPE_FILE).read_text(), metrics=_json(path / METRICS_FILE),
         state=state, info=_json(path / INFO_FILE), status=read_status(path),
         predictions=read_predictions(path), generations=_jsonl(path / GENERATIONS_FILE),
     )
@@ -363,7 +364,7 @@ def _confusion_plot(matrix: list[list[int]], names: list[str]) -> Any:
     plt = _plt()
     n = len(names)
     fig, ax = plt.subplots(figsize=(min(1.0 + 0.6 * n, 10) + 1.5, min(1.0 + 0.6 * n, 10) + 1))
-    im = ax.imshow(matrix, cmap="Blues")
+    im = ax.imshow(matrix, cmap="Blues", vmin=0)
     ax.set_xticks(range(n), names, rotation=45, ha="right")
     ax.set_yticks(range(n), names)
     ax.set_xlabel("predicted")
@@ -387,7 +388,7 @@ def _training_plot(data: ReportData) -> str:
     steps = list(range(1, len(losses) + 1))
     a.plot(steps, losses, lw=1, alpha=0.5, label="per step")
     if len(losses) >= 10:
-        k = max(2, len(losses) // 20)
+        k = max(5, len(losses) // 20)
         smooth = [sum(losses[max(0, i - k + 1): i + 1]) / len(losses[max(0, i - k + 1): i + 1]) for i in range(len(losses))]
         a.plot(steps, smooth, lw=2, label=f"mean of {k}")
         a.legend(fontsize=8)
@@ -461,8 +462,8 @@ PERF_LABELS = {
     "steps_per_s": "optimizer steps / s",
     "tokens": "tokens (non-pad)",
     "tokens_per_s": "tokens / s",
-    "data_share": "time waiting for data",
     "model_share": "time in the model (forward, backward, optimizer)",
+    "data_share": "time waiting for data",
     "eval_share": "time in evaluation",
     "checkpoint_share": "time saving checkpoints",
     "peak_rss_mb": "peak process memory (RSS, MiB)",
@@ -475,7 +476,8 @@ def _perf_section(data: ReportData) -> str:
     if not perf:
         return "<p class=note>No speed figures (the run did not finish, or it predates them).</p>"
     rows = []
-    for k, v in perf.items():
+    order = {k: i for i, k in enumerate(PERF_LABELS)}
+    for k, v in sorted(perf.items(), key=lambda kv: order.get(kv[0], len(order))):
         label = PERF_LABELS.get(k) or (f"peak CUDA memory allocated, process {k.rsplit('_', 1)[-1]} (MiB)" if k.startswith("peak_cuda_mb_") else k.replace("_", " "))
         shown = _value_cell(f"perf/{k}", v)
         if k.endswith("_share"):
@@ -491,6 +493,7 @@ def _perf_section(data: ReportData) -> str:
         left += share
     ax.set_xlim(0, 1)
     ax.set_yticks([])
+    ax.set_xticks([])
     ax.legend(ncol=4, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25), frameon=False)
     ax.set_title("where the training time went", fontsize=10)
     return f"<div class=row>{table}{_img(fig)}</div>"
