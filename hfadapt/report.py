@@ -249,7 +249,8 @@ def token_classification_section(data: ReportData) -> str:
     body = "".join(
         f"<tr><td>{_e(t)}</td>" + "".join(_value_cell(f"eval/{t}/{c}", evals.get(f"{t}/{c}")) for c in cols) + "</tr>" for t in types
     )
-    overall = "<tr class=total><td>overall</td>" + "".join(_value_cell(f"eval/overall_{c}", evals.get(f"overall_{c}")) for c in cols) + "</tr>"
+    over = {c: (f"overall_{c}" if f"overall_{c}" in evals else c) for c in cols}  # seqeval's overall_* keys, or plain
+    overall = "<tr class=total><td>overall</td>" + "".join(_value_cell(f"eval/{over[c]}", evals.get(over[c])) for c in cols) + "</tr>"
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(types) + 2), 3))
     width = 0.27
