@@ -91,3 +91,18 @@ def test_runs_sort_and_errors(runs_root: Path, capsys, tmp_path: Path) -> None:
     assert runs[0]["name"] == "a-finished"  # the only run with a final eval loss comes first; the rest follow
     assert main(["runs", str(tmp_path / "nowhere")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_runs_imports_no_heavy_library(runs_root: Path) -> None:
+    from tests.test_cli import HEAVY
+
+    snippet = (
+        "import sys\n"
+        "from hfadapt.cli import main\n"
+        f"assert main(['runs', {str(runs_root)!r}, '--sort', 'accuracy']) == 0\n"
+        f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})\n"
+        "assert not heavy, heavy\n"
+    )
+    r = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "a-finished" in r.stdout
