@@ -323,7 +323,7 @@ def question_answering_section(data: ReportData) -> str:
 def causal_lm_section(data: ReportData) -> str:
     gens = data.generations
     if not gens:
-        return "<p class=note>No sample generations: list prompts under generation.prompts in the recipe to see the model's completions at every evaluation.</p>" + generic_section(data)
+        return "<p class=note>No sample generations: list prompts under generation.prompts in the recipe to see the model's completions at every evaluation.</p>"
     steps = sorted({g.get("step") for g in gens if g.get("step") is not None})
     show = [steps[0], steps[-1]] if len(steps) > 1 else steps
     out = ["<h3>Sample generations</h3>"]
@@ -337,7 +337,7 @@ def causal_lm_section(data: ReportData) -> str:
 def seq2seq_section(data: ReportData) -> str:
     rows = data.predictions[:10]
     if not rows:
-        return "<p class=note>No sample generations (set generation.predict_with_generate and an eval metric such as rouge).</p>" + generic_section(data)
+        return "<p class=note>No sample generations (set generation.predict_with_generate and an eval metric such as rouge).</p>"
     body = "".join(f"<tr><td>{_e(r.get('input') or '')}</td><td>{_e(r['reference'])}</td><td>{_e(r['prediction'])}</td></tr>" for r in rows)
     return "<h3>Sample generations (validation)</h3><table class=gen><tr><th>input</th><th>reference</th><th>generated</th></tr>" + body + "</table>"
 

@@ -57,7 +57,9 @@ class RunDir:
     adapter/             peft adapter + tokenizer/image processor + config.json with id2label
     model/               instead of adapter/ for adapter.method full or freeze
     base_model/          only for model.init=config: the randomly initialised base, so the adapter reloads
-    metrics.json         final evaluation
+    metrics.json         final evaluation; perf/* speed and memory figures (throughput.py)
+    eval_predictions.jsonl  per-example results of the final validation (predictions.py), for reports
+    status.json          running / finished / failed, for `hfadapt runs` (status.py)
     trainer_state.json   per-step losses and log history
     checkpoints/         checkpoint-N folders for --resume
     best/                trainable weights of the best evaluation so far (+ best.json: its step and value)
