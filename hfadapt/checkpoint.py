@@ -38,6 +38,7 @@ class TrainerState:
     best_step: int | None = None
     evals_without_improvement: int = 0
     stopped_early: bool = False
+    perf: dict[str, Any] = field(default_factory=dict)  # throughput totals up to global_step (throughput.Meter.totals)
 
     def save(self, path: Path) -> None:
         write_json_atomic(path, asdict(self))

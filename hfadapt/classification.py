@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 
 from . import metrics
 from .labels import LabelInfo, encode_label, infer_labels
+from .predictions import save_predictions
 from .recipe import Section
 
 if TYPE_CHECKING:
@@ -85,7 +86,38 @@ def evaluate(ctx: "EvalContext", model: Any, dataloader: Any) -> dict[str, float
     loss, preds, refs = loss_and_predictions(logits, targets, labels)
     results = {"loss": loss, "samples": int(targets.shape[0])}
     results.update(metrics.compute(list(ctx.metric_names), preds, refs, multilabel=labels.problem_type == "multi_label"))
+    if ctx.predictions_file is not None:
+        save_predictions(ctx, prediction_rows(ctx, logits, targets, labels))
     return results
+
+
+def prediction_rows(ctx: "EvalContext", logits: Any, targets: Any, labels: LabelInfo) -> list[dict[str, Any]]:
+    """One row per evaluated example for eval_predictions.jsonl: the true and the predicted label, the
+    model's probabilities of both, and the input text (text tasks)."""
+    import torch
+
+    from .predictions import input_texts
+
+    logits = logits.float()
+    texts = input_texts(ctx, range(int(targets.shape[0])))
+    if labels.problem_type == "regression":
+        values = zip(targets.float().tolist(), logits.squeeze(-1).tolist())
+        return [{"index": i, "label": t, "pred": p, "text": texts[i]} for i, (t, p) in enumerate(values)]
+    names = labels.names or [str(i) for i in range(logits.shape[-1])]
+    if labels.problem_type == "multi_label":
+        probs = torch.sigmoid(logits).tolist()
+        return [
+            {"index": i, "labels": [names[j] for j, v in enumerate(t) if v > 0.5], "preds": [names[j] for j, p in enumerate(row) if p > 0.5], "text": texts[i]}
+            for i, (t, row) in enumerate(zip(targets.tolist(), probs))
+        ]
+    probs = torch.softmax(logits, dim=-1)
+    pred = probs.argmax(dim=-1)
+    target = targets.long()
+    rows = []
+    for i in range(len(target)):
+        t, p = int(target[i]), int(pred[i])
+        rows.append({"index": i, "label": names[t], "pred": names[p], "confidence": float(probs[i, p]), "p_label": float(probs[i, t]), "text": texts[i]})
+    return rows
 
 
 def loss_and_predictions(logits: Any, targets: Any, labels: LabelInfo) -> tuple[float, Any, Any]:

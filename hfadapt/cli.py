@@ -78,6 +78,15 @@ def _parser() -> argparse.ArgumentParser:
     mg.add_argument("--overwrite", action="store_true")
     mg.add_argument("--allow-quantized", action="store_true", help="merge even into a quantized base")
 
+    rp = sub.add_parser("report", parents=[common], help="one self-contained HTML page about a run: curves, per-task views, recipe, speed")
+    rp.add_argument("run", help="run directory or Hub adapter id (user/adapter)")
+    rp.add_argument("--out", help="output file (default: RUN/report.html, or ./NAME-report.html for a Hub adapter)")
+
+    rs = sub.add_parser("runs", parents=[common], help="a table of the runs under a folder: state, best metric, steps, time")
+    rs.add_argument("dir", nargs="?", default="runs", help="folder to search (default: runs)")
+    rs.add_argument("--sort", metavar="METRIC", help="best first by this evaluation metric (e.g. accuracy, loss)")
+    rs.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     sub.add_parser("recipes", parents=[common], help="list the shipped recipes")
     sub.add_parser("schema", parents=[common], help="print the recipe JSON Schema")
     return p
@@ -176,6 +185,24 @@ def _run(args: argparse.Namespace) -> int:
         from .plan import format_plan, plan_recipe
 
         print(format_plan(plan_recipe(load_recipe(args.recipe, overrides=args.overrides)), args.processes))
+        return 0
+    if args.command == "report":
+        from .report import write_report
+
+        print(f"report written to {write_report(args.run, args.out)}")
+        return 0
+    if args.command == "runs":
+        from .runs import format_table, list_runs
+
+        if not Path(args.dir).is_dir():
+            raise HfadaptError(f"runs: {args.dir}: no such folder")
+        found = list_runs(args.dir, sort=args.sort)
+        if args.json:
+            print(json.dumps(found, indent=2))
+        elif found:
+            print(format_table(found))
+        else:
+            print(f"no runs under {args.dir}", file=sys.stderr)
         return 0
     if args.command == "targets":
         if args.r < 1:

@@ -14,9 +14,11 @@ from .errors import HfadaptError, first_line
 from .run import INFO_FILE, METRICS_FILE, RECIPE_FILE, STATE_FILE, RunDir
 
 # What a pushed repo holds besides the adapter folder's files. Weights go as safetensors only.
-RUN_FILES = (RECIPE_FILE, METRICS_FILE, STATE_FILE, INFO_FILE)
+# The .jsonl files (per-example results, sample generations) let `hfadapt report user/adapter` show
+# what it shows for the local run.
+RUN_FILES = (RECIPE_FILE, METRICS_FILE, STATE_FILE, INFO_FILE, "eval_predictions.jsonl", "generations.jsonl")
 NEVER_PUSHED = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.yaml", "*.txt", "*.model", "*.md", "*.tiktoken", "*.jinja"]
+DOWNLOAD_PATTERNS = ["*.json", "*.jsonl", "*.safetensors", "*.yaml", "*.txt", "*.model", "*.md", "*.tiktoken", "*.jinja"]
 
 
 def _token() -> str | None:

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from . import metrics
 from .checkpoint import TrainerState, save_checkpoint, save_trainable, write_json_atomic
 from .run import RunDir
+from .throughput import Meter
 
 
 @dataclass
@@ -26,6 +27,7 @@ class LoopParts:
     evaluate: Callable[[int], dict[str, float]] | None  # optimizer step -> validation results
     run: RunDir
     on_step_end: Callable[[Any, TrainerState], None] | None = None  # AdaLoRA's rank update
+    meter: Meter | None = None  # throughput: examples, units and where the time goes (throughput.py)
 
 
 def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int, callbacks: list[Callable] = ()) -> TrainerState:
@@ -44,11 +46,13 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
     progress = tqdm(total=state.total_steps, initial=state.global_step, disable=not acc.is_local_main_process, desc="train")
     model.train()
     micro_losses: list[Any] = []
+    meter = parts.meter if parts.meter is not None else Meter(base=state.perf)
+    meter.start(state.global_step)
     while state.epoch < num_epochs and state.global_step < state.total_steps and not state.stopped_early:
         loader = parts.make_train_loader(state.epoch)
         if state.batches_in_epoch:  # resumed mid-epoch: the same order, minus what was already seen
             loader = skip_first_batches(loader, state.batches_in_epoch)
-        for batch in loader:
+        for batch in meter.batches(loader):  # times the wait for each batch
             with acc.accumulate(model):
                 loss = model(**batch).loss
                 acc.backward(loss)
@@ -61,6 +65,7 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
                         parts.on_step_end(model, state)
                 optimizer.zero_grad()
             micro_losses.append(loss.detach())
+            meter.count(batch)
             state.batches_in_epoch += 1
             if not acc.sync_gradients:
                 continue
@@ -77,9 +82,12 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
                 state.log_history.append({"step": state.global_step, **logs})
                 progress.set_postfix(loss=f"{step_loss:.4f}")
             if parts.evaluate is not None and t.eval_steps and state.global_step % t.eval_steps == 0:
-                _evaluate_and_track(parts, state, best_metric, greater, t.early_stopping_patience)
+                with meter.timed("eval"):
+                    _evaluate_and_track(parts, state, best_metric, greater, t.early_stopping_patience)
             if t.save_steps and state.global_step % t.save_steps == 0:
-                save_checkpoint(acc, parts.run.path, state, t.save_total_limit)
+                with meter.timed("checkpoint"):
+                    state.perf = meter.totals(acc, state.global_step)  # a resumed run continues these
+                    save_checkpoint(acc, parts.run.path, state, t.save_total_limit)
             for cb in callbacks:
                 cb(state)
             if state.global_step >= state.total_steps or state.stopped_early:

@@ -28,10 +28,11 @@ class RunMetrics:
     eval: dict[str, float] = field(default_factory=dict)  # validation results; "loss" and "samples" included
     test: dict[str, float] = field(default_factory=dict)
     best_step: int | None = None
+    perf: dict[str, float] = field(default_factory=dict)  # time, rates, time shares, peak memory (throughput.figures)
 
     def to_json(self) -> dict[str, float]:
         flat: dict[str, float] = {}
-        for split in ("train", "eval", "test"):
+        for split in ("train", "eval", "test", "perf"):
             flat.update({f"{split}/{k}": v for k, v in getattr(self, split).items()})
         if self.best_step is not None:
             flat["best/step"] = self.best_step
@@ -42,7 +43,7 @@ class RunMetrics:
         out = cls()
         for key, value in flat.items():
             split, _, name = key.partition("/")
-            if split in ("train", "eval", "test"):
+            if split in ("train", "eval", "test", "perf"):
                 getattr(out, split)[name] = value
             elif key == "best/step":
                 out.best_step = int(value)
@@ -56,7 +57,9 @@ class RunDir:
     adapter/             peft adapter + tokenizer/image processor + config.json with id2label
     model/               instead of adapter/ for adapter.method full or freeze
     base_model/          only for model.init=config: the randomly initialised base, so the adapter reloads
-    metrics.json         final evaluation
+    metrics.json         final evaluation; perf/* speed and memory figures (throughput.py)
+    eval_predictions.jsonl  per-example results of the final validation (predictions.py), for reports
+    status.json          running / finished / failed, for `hfadapt runs` (status.py)
     trainer_state.json   per-step losses and log history
     checkpoints/         checkpoint-N folders for --resume
     best/                trainable weights of the best evaluation so far (+ best.json: its step and value)

@@ -20,8 +20,11 @@ import yaml
 from .checkpoint import TrainerState, latest_checkpoint, load_trainable, no_checkpoint_message, write_json_atomic
 from .errors import HfadaptError, first_line
 from .loop import LoopParts, fit
+from .predictions import PREDICTIONS_FILE
 from .run import STATE_FILE, RunDir, RunMetrics
+from .status import recorded, write_status
 from .tasks import TASKS, EvalContext, Task
+from .throughput import Meter, figures, summary_line, unit_counter
 
 # Fields a resumed run may change: how long to train, and where the run lives.
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "max_steps"), ("output", "overwrite"), ("output", "dir")}
@@ -61,9 +64,10 @@ class Evaluator:
     dataloader: Any
     count: int = 0
 
-    def __call__(self, step: int) -> dict[str, float]:
+    def __call__(self, step: int, predictions_file: Path | None = None) -> dict[str, float]:
         self.count += 1
-        return self.task.evaluate(replace(self.ctx, step=step, evaluation=self.count), self.model, self.dataloader)
+        ctx = replace(self.ctx, step=step, evaluation=self.count, predictions_file=predictions_file)
+        return self.task.evaluate(ctx, self.model, self.dataloader)
 
 
 @dataclass
@@ -95,12 +99,14 @@ def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerSt
     on_step_end = None
     if recipe.adapter.method == "adalora":
         on_step_end = lambda m, s: session.accelerator.unwrap_model(m).base_model.update_and_allocate(s.global_step)  # noqa: E731
+    meter = Meter(unit_counter(task), base=session.state.perf)
     parts = LoopParts(
         session.accelerator, session.model, session.optimizer, session.scheduler,
-        session.make_train_loader, session.validate, run, on_step_end,
+        session.make_train_loader, session.validate, run, on_step_end, meter,
     )
-    state = fit(parts, recipe, session.state, session.steps_per_epoch, list(callbacks))
-    return _finish(recipe, run, session, state)
+    with recorded(run.path, session.state):
+        state = fit(parts, recipe, session.state, session.steps_per_epoch, list(callbacks))
+        return _finish(recipe, run, session, state, meter)
 
 
 # ---- setup ---------------------------------------------------------------------------------------
@@ -127,6 +133,7 @@ def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Ses
             + (f" | resuming from {checkpoint.name}" if checkpoint else "")
             + _planned_memory(recipe)
         )
+        write_status(run.path, "running", trainable=trainable, total=total, total_steps=total_steps, step=state.global_step)
     accelerator.init_trackers(recipe.run_name, config=_flat_config(recipe.to_dict()))
     return Session(accelerator, splits, model, optimizer, scheduler, make_train_loader, steps_per_epoch, validate, test, state)
 
@@ -373,20 +380,22 @@ def _setup_state(accelerator: Any, checkpoint: Path | None, total_steps: int) ->
 
 
 # ---- finish --------------------------------------------------------------------------------------
-def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState) -> TrainResult:
+def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState, meter: Meter) -> TrainResult:
     """Best weights back, final evaluation (and test), the saved model, run info; then push."""
     from .adapters import is_peft
     from .runinfo import collect as collect_run_info
 
     accelerator = session.accelerator
+    state.perf = meter.totals(accelerator, state.global_step)  # the loop's figures: before the final evaluation
     unwrapped = accelerator.unwrap_model(session.model)
     if state.best_step is not None and run.best_weights.is_file():
         load_trainable(unwrapped, run.best_weights)
     final = RunMetrics(
         train={"loss": state.losses[-1] if state.losses else float("nan"), "steps": state.global_step},
-        eval=session.validate(state.global_step) if session.validate is not None else {},
+        eval=session.validate(state.global_step, run.path / PREDICTIONS_FILE) if session.validate is not None else {},
         test=session.test(state.global_step) if session.test is not None else {},
         best_step=state.best_step,
+        perf=figures(state.perf),
     )
     accelerator.log({k: v for k, v in final.to_json().items() if not k.startswith("train/")}, step=state.global_step)
     accelerator.wait_for_everyone()
@@ -395,6 +404,7 @@ def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState) -> 
         write_json_atomic(run.metrics_file, final.to_json())
         write_json_atomic(run.info_file, collect_run_info(accelerator).to_json())
         state.save(run.state_file)
+        print(summary_line(final.perf))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if recipe.hub.push and accelerator.is_main_process:

@@ -135,9 +135,11 @@ def _check(name: str, cmd: list[str], rc: int | None, out: str, err: str) -> Non
 def _read_run(run: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
+    metrics = json.loads((run / "metrics.json").read_text())
     return {
         "state": json.loads((run / "trainer_state.json").read_text()),
-        "metrics": json.loads((run / "metrics.json").read_text()),
+        "metrics": {k: v for k, v in metrics.items() if not k.startswith("perf/")},  # timings differ between runs
+        "perf": {k[5:]: v for k, v in metrics.items() if k.startswith("perf/")},
         "adapter": load_file(str(run / "adapter" / "adapter_model.safetensors")),
     }
 
@@ -220,6 +222,12 @@ def test_two_processes_match_one_process(runs: dict[str, dict[str, Any]]) -> Non
     assert m2["eval/samples"] == N_VALIDATION, m2  # accelerate's padding of the last eval batch dropped again
     _assert_metrics_close(m1, m2, "metrics.json")
 
+    # ---- throughput: every example counted once, whatever the process count ----
+    for run in (one, two):
+        assert run["perf"]["samples"] == MAX_STEPS * GLOBAL_BATCH, run["perf"]
+        assert run["perf"]["samples_per_s"] * run["perf"]["train_time_s"] == pytest.approx(MAX_STEPS * GLOBAL_BATCH, rel=1e-3)
+    assert one["perf"]["tokens"] == two["perf"]["tokens"]  # the same examples, padded differently
+
 
 # ---- a 2-process run killed on one rank resumes exactly ---------------------------------------------
 
@@ -290,6 +298,9 @@ def test_two_processes_killed_on_one_rank_resume_exactly(tmp_path: Path, tiny_be
     for key, weight in full["adapter"].items():
         assert torch.equal(resumed["adapter"][key], weight), key
     assert resumed["metrics"] == full["metrics"]
+    # throughput covers the whole run: checkpoint-4's totals plus the resumed session's steps 5..8
+    assert resumed["perf"]["sessions"] == 2 and full["perf"]["sessions"] == 1
+    assert resumed["perf"]["samples"] == full["perf"]["samples"] == MAX_STEPS * GLOBAL_BATCH
 
 
 # ---- two "nodes" on this machine ---------------------------------------------------------------------

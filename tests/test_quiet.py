@@ -64,7 +64,7 @@ def test_a_run_prints_only_its_own_lines(tmp_path: Path, tiny_bert: str) -> None
     for noise in ("warn", "Loading weights", "LOAD REPORT", "[transformers]", "Map", "Tokenizing", "Generating"):
         assert not [line for line in shown if noise.lower() in line.lower()], (noise, quiet_output)
     # nothing but the summary, the training bar, `key: value` metrics and the run directory
-    ours = re.compile(r"hfadapt: text-classification \| |train: |[\w/]+: [-\w.]+$|run directory: ")
+    ours = re.compile(r"hfadapt: text-classification \| |hfadapt: trained in |train: |[\w/]+: [-\w.]+$|run directory: ")
     assert [line for line in shown if not ours.match(line)] == [], quiet_output
 
 

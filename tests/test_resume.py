@@ -53,7 +53,7 @@ def test_resume_of_an_early_stopped_run(make_recipe, tmp_path, save_steps):
     assert resumed.losses == full.losses
     assert resumed.state.log_history == full.state.log_history
     assert resumed.state.best_step == full.state.best_step
-    assert resumed.metrics == pytest.approx(full.metrics)
+    assert _no_perf(resumed.metrics) == pytest.approx(_no_perf(full.metrics))  # perf/: timings differ
     a, b = _adapter_weights(full.output_dir), _adapter_weights(resumed.output_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -119,3 +119,7 @@ def test_resume_with_overwrite_set_continues_the_run(make_recipe):
     train(make_recipe(train={"max_steps": 2, "save_steps": 2}))
     resumed = train(make_recipe(train={"max_steps": 4, "save_steps": 2}, output={"overwrite": True}), resume=True)
     assert resumed.state.global_step == 4 and len(resumed.losses) == 4
+
+
+def _no_perf(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not k.startswith("perf/")}

@@ -203,3 +203,8 @@ def test_task_trains_evaluates_predicts_saves_and_reloads_with_plain_peft(task_n
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["pipeline_tag"] in KNOWN_PIPELINE_TAGS and meta["library_name"] == "peft"
     assert "PeftModel.from_pretrained" in card
+
+    # its one-page report renders offline, with the run's own numbers (tests/test_report.py)
+    from tests.test_report import check_report
+
+    check_report(result.output_dir, tmp_path / "report.html")

@@ -32,6 +32,7 @@ class EvalContext:
     run_dir: Path | None = None  # where evaluation artefacts go (causal-lm generations); None: nowhere
     step: int | None = None  # optimizer step of this evaluation, None outside training
     evaluation: int = 0  # 1, 2, ... for the evaluations of one training process; 0 outside training
+    predictions_file: Path | None = None  # the final evaluation: per-example results go here (predictions.py)
 
 
 class Task(Protocol):
@@ -43,6 +44,9 @@ class Task(Protocol):
     extra_result_keys: tuple[str, ...]  # result keys computed besides metric modules (e.g. "perplexity")
     pipeline_tag: str  # the Hub's pipeline tag for model cards (one the Hub accepts)
     card_example: str  # an input for the usage snippet of model cards
+    # Optional, looked up with getattr: count_units(batch) -> {unit: amount} for the throughput figures
+    # (throughput.py; default: non-pad tokens, e.g. an audio task returns {"audio_seconds": ...}), and
+    # report_section(data) -> HTML for `hfadapt report` (report.py; default: one registered there, or generic).
 
     def check(self, recipe: "Recipe") -> list[str]:
         """Recipe problems across sections this task can see without loading anything (field path: message)."""

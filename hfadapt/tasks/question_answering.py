@@ -255,6 +255,14 @@ class QuestionAnswering:
         for name in ctx.metric_names:
             preds = [dict(p, no_answer_probability=0.0) for p in predictions] if name == "squad_v2" else predictions
             results.update(metrics.compute([name], preds, references))
+        if ctx.predictions_file is not None:  # per-example answers for `hfadapt report`
+            from ..predictions import save_predictions
+
+            save_predictions(ctx, (
+                {"index": int(p["id"]), "context": examples[ex]["context"][:300], "prediction": p["prediction_text"],
+                 "answers": list(r["answers"]["text"]), "answerable": bool(r["answers"]["text"])}
+                for ex, p, r in zip(sorted(examples), predictions, references)
+            ))
         return results
 
     def predict(self, model: Any, processor: Any, items: list[str], recipe: Any, info: Any) -> list[dict]:

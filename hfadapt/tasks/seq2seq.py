@@ -205,6 +205,12 @@ class Seq2Seq:
         results: dict[str, float] = {"loss": loss_sum / tokens if tokens else float("nan"), "samples": samples}
         if generate and predictions:
             results.update(metrics.compute(metric_names, predictions, references))
+            if ctx.predictions_file is not None:  # sample generations for `hfadapt report`
+                from ..predictions import MAX_GENERATIONS, input_texts, save_predictions
+
+                n = min(len(predictions), MAX_GENERATIONS)
+                rows = zip(input_texts(ctx, range(n)), predictions[:n], references[:n])
+                save_predictions(ctx, ({"index": i, "input": x, "prediction": p, "reference": r} for i, (x, p, r) in enumerate(rows)))
         return results
 
 
