@@ -248,7 +248,10 @@ def test_timm_resume_reproduces_uninterrupted_run(timm_bases: dict[str, str], pa
     a = load_file(str(full.output_dir / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(resumed.output_dir / "adapter" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed.metrics == pytest.approx(full.metrics)
+    timings = ("perf/",)  # wall-clock figures differ between runs; everything else must not
+    assert {k: v for k, v in resumed.metrics.items() if not k.startswith(timings)} == pytest.approx(
+        {k: v for k, v in full.metrics.items() if not k.startswith(timings)}
+    )
 
 
 # ---- two processes ----------------------------------------------------------------------------------------
