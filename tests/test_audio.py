@@ -365,3 +365,38 @@ def test_merge_gives_a_standalone_model_with_the_same_outputs(task: str, base: s
         torch.testing.assert_close(merged(**batch).logits, ours(**batch).logits, rtol=1e-4, atol=1e-5)
     card = (out / "README.md").read_text()
     assert f"pipeline_tag: {run.task.pipeline_tag}" in card
+
+
+# ---- exact resume ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("task", "base", "data"), [
+    ("audio-classification", "tiny_wav2vec2", "sound_folder"),
+    ("speech-recognition", "tiny_whisper", "tone_speech"),
+])
+def test_resume_reproduces_the_uninterrupted_run(task: str, base: str, data: str, tmp_path: Path, request: Any) -> None:
+    """Killed after a checkpoint and resumed, an audio run gives the same per-step losses and adapter (dropout on)."""
+    import torch
+    from safetensors.torch import load_file
+
+    source = request.getfixturevalue(data)
+    data_section = {"dataset": source} if data == "sound_folder" else {"train_files": [source], "validation_split": None}
+    common = {"max_steps": 4, "save_steps": 2, "batch_size": 4}
+
+    def recipe(name: str) -> Any:
+        return _recipe(task, request.getfixturevalue(base), data_section, tmp_path / name, train=common, adapter={"dropout": 0.1})
+
+    full = train(recipe("full"))
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_step_3(state: Any) -> None:
+        if state.global_step == 3:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        train(recipe("resumed"), callbacks=[crash_at_step_3])
+    resumed = train(recipe("resumed"), resume=True)
+    assert resumed.losses == full.losses and len(full.losses) == 4
+    a = load_file(str(full.output_dir / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(resumed.output_dir / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
