@@ -400,3 +400,49 @@ def test_resume_reproduces_the_uninterrupted_run(task: str, base: str, data: str
     a = load_file(str(full.output_dir / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(resumed.output_dir / "adapter" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---- two processes ----------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_two_processes_train_and_count_each_evaluation_example_once(tiny_wav2vec2: str, sound_folder: str, tmp_path: Path) -> None:
+    """audio-classification under torchrun: 2 processes x batch 4 train like 1 process x batch 8, and the
+    12 validation clips (eval batches of 5: the last one padded under 2 processes) are scored once each."""
+    import sys
+    import time
+
+    import torch
+    import yaml
+
+    from tests.test_distributed import TIMEOUT_S, _check, _env, _free_port, _Proc, _read_run, _torchrun
+
+    def write(name: str, batch: int) -> Path:
+        raw = {
+            "name": name, "task": "audio-classification", "model": {"name_or_path": tiny_wav2vec2},
+            "data": {"dataset": sound_folder}, "adapter": {"method": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
+            # 3 steps: 30 clips give 3 full global batches of 8 (a 4th, partial one is evened out differently)
+            "train": {"max_steps": 3, "batch_size": batch, "eval_batch_size": 5, "learning_rate": 1e-2, "seed": 3,
+                      "logging_steps": 1, "log_with": []},
+            "output": {"dir": str(tmp_path / f"run-{name}")},
+        }
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    one = [sys.executable, "-m", "hfadapt", "train", str(write("one", 8))]
+    two = _torchrun() + ["--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                         "-m", "hfadapt", "train", str(write("two", 4))]
+    procs = [_Proc("one", one, tmp_path, _env(tmp_path / "cache-one")), _Proc("two", two, tmp_path, _env(tmp_path / "cache-two"))]
+    deadline = time.perf_counter() + TIMEOUT_S
+    try:
+        results = {p.name: (p.cmd, *p.wait(deadline)) for p in procs}
+    finally:
+        for p in procs:
+            p.kill()
+    for name, (cmd, rc, out, err) in results.items():
+        _check(name, cmd, rc, out, err)
+    a, b = _read_run(tmp_path / "run-one"), _read_run(tmp_path / "run-two")
+    assert a["metrics"]["eval/samples"] == b["metrics"]["eval/samples"] == 12
+    # Clips of different lengths are padded differently in batches of 8 and of 4: close, not bit-equal.
+    torch.testing.assert_close(torch.tensor(b["state"]["losses"]), torch.tensor(a["state"]["losses"]), rtol=1e-3, atol=1e-4)
+    for key in ("eval/loss", "eval/accuracy"):
+        assert b["metrics"][key] == pytest.approx(a["metrics"][key], rel=1e-3, abs=1e-4), key
