@@ -124,94 +124,121 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    command = COMMANDS.get(args.command)
+    if command is None:
+        raise HfadaptError(f"unknown command {args.command}")
+    command(args)
+    return 0
+
+
+# ---- one function per subcommand; heavy libraries are imported inside ------------------------------
+def _positive(value: int, flag: str) -> None:
+    if value < 1:
+        raise HfadaptError(f"{flag}: must be a positive integer, got {value}")
+
+
+def _validate(args: argparse.Namespace) -> None:
     from .loading import load_recipe
 
-    if args.command == "validate":
-        recipe = load_recipe(args.recipe, overrides=args.overrides)
-        print(f"{recipe.source}: ok ({recipe.task}, {recipe.model.name_or_path}, {recipe.adapter.method})")
-        return 0
-    if args.command == "recipes":
-        from .shipped import recipes_dir, shipped_recipes
+    recipe = load_recipe(args.recipe, overrides=args.overrides)
+    print(f"{recipe.source}: ok ({recipe.task}, {recipe.model.name_or_path}, {recipe.adapter.method})")
 
-        for name in shipped_recipes():
-            print(name)
-        print(f"({recipes_dir()})", file=sys.stderr)
-        return 0
-    if args.command == "schema":
-        from .recipe import recipe_json_schema
 
-        print(json.dumps(recipe_json_schema(), indent=2))
-        return 0
-    if args.command == "train":
-        from .training import train
+def _recipes(args: argparse.Namespace) -> None:
+    from .shipped import recipes_dir, shipped_recipes
 
-        recipe = load_recipe(args.recipe, overrides=args.overrides)
-        result = train(recipe, resume=args.resume)
-        _print_metrics(result.metrics, result.output_dir)
-        return 0
-    if args.command == "eval":
-        from .inference import evaluate_run
+    for name in shipped_recipes():
+        print(name)
+    print(f"({recipes_dir()})", file=sys.stderr)
 
-        _print_metrics(evaluate_run(args.run, split=args.split, overrides=args.overrides), Path(args.run))
-        return 0
-    if args.command == "predict":
-        if args.batch_size < 1:
-            raise HfadaptError(f"predict --batch-size: must be a positive integer, got {args.batch_size}")
-        inputs = list(args.inputs)
-        if args.file:
-            inputs += _read_input_lines(Path(args.file))
-        from .inference import predict
 
-        settings = ("max_new_tokens", "temperature", "top_p", "num_beams", "do_sample")
-        generation = {k: getattr(args, k) for k in settings if getattr(args, k) is not None}
-        for row in predict(args.run, inputs, batch_size=args.batch_size, generation=generation):
-            print(json.dumps(row))
-        return 0
-    if args.command == "push":
-        from .hub import push
+def _schema(args: argparse.Namespace) -> None:
+    from .recipe import recipe_json_schema
 
-        url = push(args.run, args.repo_id, private=args.private, revision=args.revision,
-                   commit_message=args.commit_message, license=args.license)
-        print(f"pushed {args.run} to {args.repo_id}: {url}")
-        return 0
-    if args.command == "merge":
-        from .merge import merge
+    print(json.dumps(recipe_json_schema(), indent=2))
 
-        print(f"merged model written to {merge(args.run, args.out, overwrite=args.overwrite, allow_quantized=args.allow_quantized)}")
-        return 0
-    if args.command == "plan":
-        if args.processes < 1:
-            raise HfadaptError(f"plan --processes: must be a positive integer, got {args.processes}")
-        from .plan import format_plan, plan_recipe
 
-        print(format_plan(plan_recipe(load_recipe(args.recipe, overrides=args.overrides)), args.processes))
-        return 0
-    if args.command == "report":
-        from .report import write_report
+def _train(args: argparse.Namespace) -> None:
+    from .loading import load_recipe
+    from .training import train
 
-        print(f"report written to {write_report(args.run, args.out)}")
-        return 0
-    if args.command == "runs":
-        from .runs import format_table, list_runs
+    result = train(load_recipe(args.recipe, overrides=args.overrides), resume=args.resume)
+    _print_metrics(result.metrics, result.output_dir)
 
-        if not Path(args.dir).is_dir():
-            raise HfadaptError(f"runs: {args.dir}: no such folder")
-        found = list_runs(args.dir, sort=args.sort)
-        if args.json:
-            print(json.dumps(found, indent=2))
-        elif found:
-            print(format_table(found))
-        else:
-            print(f"no runs under {args.dir}", file=sys.stderr)
-        return 0
-    if args.command == "targets":
-        if args.r < 1:
-            raise HfadaptError(f"targets --r: must be a positive integer, got {args.r}")
-        from .targets import format_report, list_targets
 
-        print(format_report(list_targets(args.model, task=args.task, r=args.r, revision=args.revision, trust_remote_code=args.trust_remote_code)))
-        return 0
-    raise HfadaptError(f"unknown command {args.command}")
+def _eval(args: argparse.Namespace) -> None:
+    from .inference import evaluate_run
+
+    _print_metrics(evaluate_run(args.run, split=args.split, overrides=args.overrides), Path(args.run))
+
+
+def _predict(args: argparse.Namespace) -> None:
+    _positive(args.batch_size, "predict --batch-size")
+    inputs = list(args.inputs)
+    if args.file:
+        inputs += _read_input_lines(Path(args.file))
+    from .inference import predict
+
+    settings = ("max_new_tokens", "temperature", "top_p", "num_beams", "do_sample")
+    generation = {k: getattr(args, k) for k in settings if getattr(args, k) is not None}
+    for row in predict(args.run, inputs, batch_size=args.batch_size, generation=generation):
+        print(json.dumps(row))
+
+
+def _push(args: argparse.Namespace) -> None:
+    from .hub import push
+
+    url = push(args.run, args.repo_id, private=args.private, revision=args.revision,
+               commit_message=args.commit_message, license=args.license)
+    print(f"pushed {args.run} to {args.repo_id}: {url}")
+
+
+def _merge(args: argparse.Namespace) -> None:
+    from .merge import merge
+
+    print(f"merged model written to {merge(args.run, args.out, overwrite=args.overwrite, allow_quantized=args.allow_quantized)}")
+
+
+def _plan(args: argparse.Namespace) -> None:
+    _positive(args.processes, "plan --processes")
+    from .loading import load_recipe
+    from .plan import format_plan, plan_recipe
+
+    print(format_plan(plan_recipe(load_recipe(args.recipe, overrides=args.overrides)), args.processes))
+
+
+def _report(args: argparse.Namespace) -> None:
+    from .report import write_report
+
+    print(f"report written to {write_report(args.run, args.out)}")
+
+
+def _runs(args: argparse.Namespace) -> None:
+    from .runs import format_table, list_runs
+
+    if not Path(args.dir).is_dir():
+        raise HfadaptError(f"runs: {args.dir}: no such folder")
+    found = list_runs(args.dir, sort=args.sort)
+    if args.json:
+        print(json.dumps(found, indent=2))
+    elif found:
+        print(format_table(found))
+    else:
+        print(f"no runs under {args.dir}", file=sys.stderr)
+
+
+def _targets(args: argparse.Namespace) -> None:
+    _positive(args.r, "targets --r")
+    from .targets import format_report, list_targets
+
+    print(format_report(list_targets(args.model, task=args.task, r=args.r, revision=args.revision, trust_remote_code=args.trust_remote_code)))
+
+
+COMMANDS = {
+    "validate": _validate, "recipes": _recipes, "schema": _schema, "train": _train, "eval": _eval,
+    "predict": _predict, "push": _push, "merge": _merge, "plan": _plan, "report": _report, "runs": _runs,
+    "targets": _targets,
+}
 
 
 def _read_input_lines(path: Path) -> list[str]:
