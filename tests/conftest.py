@@ -197,3 +197,35 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny_bert: str, senti
 
     run_dir = tmp_path_factory.mktemp("finished") / "run"
     return train(Recipe.from_dict(sentiment_recipe(tiny_bert, sentiment_csv, run_dir), overrides=["train.max_steps=4"]))
+
+
+class _Crash(Exception):
+    """Stands for a kill: raised from a step callback, after the last checkpoint."""
+
+
+def train_interrupted_then_resumed(recipe: Any, crash_at: int) -> Any:
+    """Train `recipe` until optimizer step `crash_at`, stop there as a crash would, then `--resume` it.
+
+    Returns the resumed run's TrainResult, to compare with an uninterrupted run of the same recipe.
+    """
+    from hfadapt import train
+
+    def crash(state: Any) -> None:
+        if state.global_step == crash_at:
+            raise _Crash()
+
+    with pytest.raises(_Crash):
+        train(recipe, callbacks=[crash])
+    assert not (Path(recipe.output_dir) / "adapter").exists()  # the crash came before the end
+    return train(recipe, resume=True)
+
+
+def assert_same_adapter(one: Path, two: Path) -> None:
+    """The saved adapter weights of two runs are bit-identical (and there are some)."""
+    from safetensors.torch import load_file
+
+    a = load_file(str(Path(one) / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(Path(two) / "adapter" / "adapter_model.safetensors"))
+    assert a and a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -374,8 +374,7 @@ def test_merge_gives_a_standalone_model_with_the_same_outputs(task: str, base: s
 ])
 def test_resume_reproduces_the_uninterrupted_run(task: str, base: str, data: str, tmp_path: Path, request: Any) -> None:
     """Killed after a checkpoint and resumed, an audio run gives the same per-step losses and adapter (dropout on)."""
-    import torch
-    from safetensors.torch import load_file
+    from tests.conftest import assert_same_adapter, train_interrupted_then_resumed
 
     source = request.getfixturevalue(data)
     data_section = {"dataset": source} if data == "sound_folder" else {"train_files": [source], "validation_split": None}
@@ -385,21 +384,9 @@ def test_resume_reproduces_the_uninterrupted_run(task: str, base: str, data: str
         return _recipe(task, request.getfixturevalue(base), data_section, tmp_path / name, train=common, adapter={"dropout": 0.1})
 
     full = train(recipe("full"))
-
-    class Crash(Exception):
-        pass
-
-    def crash_at_step_3(state: Any) -> None:
-        if state.global_step == 3:
-            raise Crash()
-
-    with pytest.raises(Crash):
-        train(recipe("resumed"), callbacks=[crash_at_step_3])
-    resumed = train(recipe("resumed"), resume=True)
+    resumed = train_interrupted_then_resumed(recipe("resumed"), crash_at=3)
     assert resumed.losses == full.losses and len(full.losses) == 4
-    a = load_file(str(full.output_dir / "adapter" / "adapter_model.safetensors"))
-    b = load_file(str(resumed.output_dir / "adapter" / "adapter_model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_adapter(full.output_dir, resumed.output_dir)
 
 
 # ---- two processes ----------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from hfadapt import HfadaptError, Recipe, train
 from tests.conftest import sentiment_rows, write_csv, write_jsonl
@@ -73,27 +72,16 @@ def test_stream_without_a_validation_split_says_what_to_do(make_recipe: Any) -> 
 
 def test_streamed_resume_is_bit_identical(make_recipe: Any, tmp_path: Path) -> None:
     """Killed mid-stream and resumed, a run continues from the same example: losses and weights equal."""
-    from safetensors.torch import load_file
+    from tests.conftest import assert_same_adapter, train_interrupted_then_resumed
 
     common = {"max_steps": 9, "save_steps": 3, "gradient_accumulation_steps": 2}
     full = train(make_recipe(data=STREAM, train=common, adapter={"dropout": 0.1}, output={"dir": str(tmp_path / "full")}))
-
-    class Crash(Exception):
-        pass
-
-    def crash_at_step_7(state: Any) -> None:
-        if state.global_step == 7:
-            raise Crash()
-
     interrupted = make_recipe(data=STREAM, train=common, adapter={"dropout": 0.1}, output={"dir": str(tmp_path / "resumed")})
-    with pytest.raises(Crash):
-        train(interrupted, callbacks=[crash_at_step_7])
-    resumed = train(interrupted, resume=True)  # from checkpoint-6: 12 micro-batches already read
-    # 9 steps x 2 micro-batches x 8 examples = 144 examples of a 64-example stream: it wraps into new epochs.
+    # from checkpoint-6: 12 micro-batches already read; 9 steps x 2 micro-batches x 8 examples = 144
+    # examples of a 64-example stream, so the run also wraps into new epochs.
+    resumed = train_interrupted_then_resumed(interrupted, crash_at=7)
     assert resumed.losses == full.losses
-    a = load_file(str(full.output_dir / "adapter" / "adapter_model.safetensors"))
-    b = load_file(str(resumed.output_dir / "adapter" / "adapter_model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_adapter(full.output_dir, resumed.output_dir)
 
 
 def test_packing_on_the_fly_equals_packing_the_materialised_set(tmp_path: Path, tiny_gpt2: str) -> None:

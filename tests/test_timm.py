@@ -223,7 +223,7 @@ def test_timm_augment_recipe_checks(timm_bases: dict[str, str], patterns: str, t
 
 # ---- exact resume --------------------------------------------------------------------------------------
 def test_timm_resume_reproduces_uninterrupted_run(timm_bases: dict[str, str], patterns: str, tmp_path: Path) -> None:
-    from safetensors.torch import load_file
+    from tests.conftest import assert_same_adapter, train_interrupted_then_resumed
 
     common = {"max_steps": 6, "save_steps": 3, "batch_size": 8, "eval_steps": 3}
 
@@ -233,21 +233,9 @@ def test_timm_resume_reproduces_uninterrupted_run(timm_bases: dict[str, str], pa
         return timm_recipe(timm_bases["resnet"], patterns, tmp_path / name, train=common, adapter={"dropout": 0.1})
 
     full = train(recipe("full"))
-
-    class Crash(Exception):
-        pass
-
-    def crash_at_step_5(state: Any) -> None:
-        if state.global_step == 5:
-            raise Crash()
-
-    with pytest.raises(Crash):
-        train(recipe("resumed"), callbacks=[crash_at_step_5])
-    resumed = train(recipe("resumed"), resume=True)
+    resumed = train_interrupted_then_resumed(recipe("resumed"), crash_at=5)
     assert resumed.losses == full.losses
-    a = load_file(str(full.output_dir / "adapter" / "adapter_model.safetensors"))
-    b = load_file(str(resumed.output_dir / "adapter" / "adapter_model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_adapter(full.output_dir, resumed.output_dir)
     timings = ("perf/",)  # wall-clock figures differ between runs; everything else must not
     assert {k: v for k, v in resumed.metrics.items() if not k.startswith(timings)} == pytest.approx(
         {k: v for k, v in full.metrics.items() if not k.startswith(timings)}
