@@ -433,3 +433,24 @@ def test_two_processes_train_and_count_each_evaluation_example_once(tiny_wav2vec
     torch.testing.assert_close(torch.tensor(b["state"]["losses"]), torch.tensor(a["state"]["losses"]), rtol=1e-3, atol=1e-4)
     for key in ("eval/loss", "eval/accuracy"):
         assert b["metrics"][key] == pytest.approx(a["metrics"][key], rel=1e-3, abs=1e-4), key
+
+
+def test_an_audio_feature_as_hub_datasets_store_it(tiny_wav2vec2: str, tmp_path: Path) -> None:
+    """A parquet file whose column is a datasets `Audio` feature (the bytes inside, as Hub audio datasets
+    are stored) goes through the Audio-feature path: cast to decode=False, decoded with soundfile."""
+    import datasets
+
+    for i in range(12):
+        write_wav(tmp_path / f"{i}.wav", tone(300.0, 0.4) if i % 2 else noise(0.4, seed=i), rate=(RATE, 8000)[i % 2])
+    table = datasets.Dataset.from_dict(
+        {"audio": [str(tmp_path / f"{i}.wav") for i in range(12)], "label": ["noise", "tone"] * 6}
+    ).cast_column("audio", datasets.Audio(decode=False))
+    table = table.map(lambda ex: {"audio": {"bytes": Path(ex["audio"]["path"]).read_bytes(), "path": Path(ex["audio"]["path"]).name}})
+    parquet = tmp_path / "hub-style.parquet"
+    table.cast_column("audio", datasets.Audio()).to_parquet(str(parquet))
+    for i in range(12):
+        (tmp_path / f"{i}.wav").unlink()  # the bytes in the parquet are all there is
+    assert isinstance(datasets.load_dataset("parquet", data_files=str(parquet))["train"].features["audio"], datasets.Audio)
+    recipe = _recipe("audio-classification", tiny_wav2vec2, {"train_files": [str(parquet)], "validation_size": 0.25}, tmp_path / "run")
+    result = train(recipe)
+    assert result.state.global_step == 2 and result.metrics["eval/samples"] == 3
