@@ -260,5 +260,7 @@ def _print_metrics(metrics: dict, where: Path) -> None:
     if int(os.environ.get("RANK", "0")) != 0:
         return
     for k, v in metrics.items():
+        if k.startswith("perf/"):
+            continue  # summed up in the run's "hfadapt: trained in ..." line; all of them are in metrics.json
         print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
     print(f"run directory: {where}")
