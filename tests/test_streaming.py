@@ -107,3 +107,38 @@ def test_packing_on_the_fly_equals_packing_the_materialised_set(tmp_path: Path, 
     assert len(blocks) == len(materialised) < len(rows)  # packed: fewer blocks than examples
     for a, b in zip(blocks, materialised):
         assert {k: list(v) for k, v in a.items()} == {k: list(b[k]) for k in a}
+
+
+@pytest.mark.slow
+def test_two_processes_stream_their_own_shares(tmp_path: Path, tiny_bert: str, sentiment_csv: str) -> None:
+    """Under torchrun each process reads its own share of the stream (no dispatch from the main process,
+    no hang at an epoch's end), and the run ends at train.max_steps with one banner."""
+    import time
+
+    import yaml
+
+    from tests.test_distributed import TIMEOUT_S, _check, _env, _free_port, _Proc, _read_run, _torchrun
+
+    raw = {
+        "name": "stream2", "task": "text-classification", "model": {"name_or_path": tiny_bert},
+        "data": {"train_files": [sentiment_csv], "max_length": 16, **STREAM, "validation_split": "validation", "max_eval_samples": 10},
+        "adapter": {"method": "lora", "r": 4},
+        # 64 rows, 10 held out: 54 streamed, 27 per process; 10 steps of 4 per process cross into a second epoch
+        "train": {"max_steps": 10, "batch_size": 4, "eval_batch_size": 3, "log_with": [], "logging_steps": 1},
+        "output": {"dir": str(tmp_path / "run")},
+    }
+    recipe = tmp_path / "stream2.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    cmd = _torchrun() + ["--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                         "-m", "hfadapt", "train", str(recipe)]
+    proc = _Proc("stream2", cmd, tmp_path, _env(tmp_path / "cache"))
+    try:
+        rc, out, err = proc.wait(time.perf_counter() + TIMEOUT_S)
+    finally:
+        proc.kill()
+    _check("stream2", cmd, rc, out, err)
+    assert out.count("hfadapt: text-classification") == 1 and "train examples streamed | 10 steps on 2 process(es)" in out, out[-2000:]
+    run = _read_run(tmp_path / "run")
+    assert run["state"]["global_step"] == 10 and len(run["state"]["losses"]) == 10
+    assert run["metrics"]["eval/samples"] == 10  # the held-out rows, each scored once over both processes
+    assert run["perf"]["samples"] == 10 * 4 * 2  # both processes' shares counted
