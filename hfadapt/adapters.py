@@ -24,7 +24,7 @@ AUDIO_LORA_TARGETS: dict[str, list[str]] = {
     )},
     "wav2vec2-conformer": ["linear_q", "linear_v"],
     "sew-d": ["query_proj", "value_proj"],
-    "audio-spectrogram-transformer": ["query", "value"],
+    "audio-spectrogram-transformer": ["q_proj", "v_proj"],  # transformers 5 names (4.x: query/value)
 }
 LORA_FAMILY = ("LORA", "ADALORA", "LOHA", "LOKR")
 
@@ -192,9 +192,11 @@ def default_targets(model: Any, method: AdapterMethod) -> list[str] | str | None
     if timm_models.is_timm(model):
         return timm_models.default_targets(model)
     default = peft_default_targets(getattr(model.config, "model_type", None), method.peft_type)
-    if default is not None:
-        return default
     names = sorted(linear_module_names(model, exclude=head_modules(model)))
+    # A mapping written for another transformers version may name modules this one renamed
+    # (ViT's and AST's query/value became q_proj/v_proj in transformers 5): then all linear layers.
+    if default is not None and any(name in names for name in default):
+        return default
     if not names:
         raise HfadaptError(f"adapter.target_modules: found no linear layers in {type(model).__name__}; list modules to adapt")
     return names

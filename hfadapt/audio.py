@@ -307,3 +307,22 @@ def split_long(wave: Any, rate: int, max_s: float) -> list[Any]:
 
 def seconds(n: int, rate: int) -> float:
     return math.floor(100 * n / rate) / 100
+
+
+def plan_inputs(config: Any, batch_size: int, seconds: float | None) -> tuple[dict, str]:
+    """A meta-device batch of model inputs for `hfadapt plan`, shaped as the feature extractor would
+    give them: Whisper's 30 s log-mel window, AST's fixed spectrogram, else raw 16 kHz waveforms of
+    `seconds` (data.max_duration_s; 10 s when unset)."""
+    import torch
+
+    kind = getattr(config, "model_type", "")
+    if kind == "whisper":
+        frames = 2 * config.max_source_positions
+        return {"input_features": torch.zeros(batch_size, config.num_mel_bins, frames, device="meta")}, "30 s log-mel windows"
+    if kind == "audio-spectrogram-transformer":
+        shape = (batch_size, config.max_length, config.num_mel_bins)
+        return {"input_values": torch.zeros(*shape, device="meta")}, f"{config.max_length} x {config.num_mel_bins} spectrograms"
+    seconds = seconds or 10.0
+    samples = int(seconds * 16_000)
+    return {"input_values": torch.zeros(batch_size, samples, device="meta")}, f"{seconds:g} s at 16 kHz"
+

@@ -71,6 +71,7 @@ def plan_recipe(recipe: Any) -> MemoryPlan:
     import transformers
 
     from .adapters import apply_adapter
+    from .modeling import auto_model_class
     from .tasks import TASKS
 
     task = TASKS.get(recipe.task, field="task")
@@ -82,7 +83,7 @@ def plan_recipe(recipe: Any) -> MemoryPlan:
     info = task.info_from_config(config)
     for key, value in task.model_kwargs(info).items():
         setattr(config, key, value)
-    auto = getattr(transformers, task.auto_class)
+    auto = auto_model_class(task, config)  # speech-recognition: seq2seq or CTC, from the config
     # torch.device("meta") rather than accelerate's init_empty_weights: under the latter,
     # transformers 5 leaves tied embeddings untied (GPT-2 would count its 38.6M embedding twice).
     with torch.device("meta"):

@@ -119,3 +119,22 @@ def test_memory_plan_layouts_add_up() -> None:
     assert plan.per_device("ddp", 4) == 1000 + 8 + 16 + 8 + 100
     assert plan.per_device("fsdp", 4) == (1000 + 8 + 16) // 4 + 50 + 100
     assert plan.per_device("qlora") == 300 + 8 + 16 + 100
+
+
+def test_audio_recipes_plan_with_their_inputs(tmp_path: Path) -> None:
+    """Audio models are planned with the inputs their feature extractors give; AST's default LoRA targets
+    exist under transformers 5 (q_proj/v_proj: 12 layers x 2 x 768*8*2, plus its layernorm+linear head)."""
+    from transformers import ASTConfig, Wav2Vec2Config, WhisperConfig
+
+    ast = plan_recipe(_recipe("audio-classification", _config_only(tmp_path, ASTConfig(), "ast"), data={"dataset": "d", "train_files": None}))
+    assert ast.trainable_params == 12 * 2 * (768 * 8 * 2) + (768 * 2 + 768 * 2 + 2)
+    assert ast.sequence == "1024 x 128 spectrograms" and ast.activation_bytes > 0
+    whisper = _config_only(tmp_path, WhisperConfig(d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                                                   decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=100,
+                                                   pad_token_id=0, bos_token_id=1, eos_token_id=0, decoder_start_token_id=1), "whisper")
+    asr = plan_recipe(_recipe("speech-recognition", whisper, data={"dataset": "d", "train_files": None, "max_target_length": 32}))
+    assert asr.sequence == "30 s log-mel windows + 32-token transcripts" and asr.activation_bytes > 0
+    ctc = _config_only(tmp_path, Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                                  conv_dim=(32, 32), conv_kernel=(10, 4), conv_stride=(5, 4), vocab_size=32), "ctc")
+    kws = plan_recipe(_recipe("audio-classification", ctc, data={"dataset": "d", "train_files": None, "max_duration_s": 2}))
+    assert kws.sequence == "2 s at 16 kHz" and kws.activation_bytes > 0

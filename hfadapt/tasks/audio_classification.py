@@ -106,6 +106,13 @@ class AudioClassification:
 
         return checked.with_transform(to_features)
 
+    def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
+        """A meta-device micro-batch for `hfadapt plan`: clips of data.max_duration_s."""
+        from ..plan import meta_labels
+
+        inputs, what = audio.plan_inputs(config, batch_size, recipe.data.max_duration_s)
+        return {**inputs, "labels": meta_labels(batch_size)}, what
+
     def collator(self, processor: Any) -> Any:
         return AudioCollator(processor)
 

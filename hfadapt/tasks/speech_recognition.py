@@ -262,6 +262,16 @@ class SpeechRecognition:
 
         return checked.with_transform(to_features)
 
+    def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
+        """A meta-device micro-batch for `hfadapt plan`: clips of data.max_duration_s and full-length transcripts."""
+        from ..plan import meta_labels
+
+        inputs, what = audio.plan_inputs(config, batch_size, recipe.data.max_duration_s)
+        if model_kind(config) == "ctc":  # the CTC loss reads label lengths (values); its share is small
+            return inputs, f"{what} (CTC loss left out)"
+        tokens = recipe.data.max_target_length or 128
+        return {**inputs, "labels": meta_labels(batch_size, tokens)}, f"{what} + {tokens}-token transcripts"
+
     def collator(self, processor: Any) -> Any:
         return SpeechCollator(processor)
 
