@@ -113,7 +113,7 @@ def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerSt
 def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Session:
     accelerator = _setup_accelerator(recipe, run)
     splits = _setup_data(recipe, task, accelerator)
-    make_train_loader = _train_loader_factory(recipe, splits, accelerator)
+    make_train_loader = _train_loader_factory(recipe, task, splits, accelerator)
     if recipe.data.streaming:  # one endless "epoch"; checks guarantee train.max_steps
         steps_per_epoch = total_steps = recipe.train.max_steps
     else:
@@ -273,7 +273,7 @@ def _setup_data(recipe: Any, task: Task, accelerator: Any) -> Splits:
     return Splits(processor, info, train, validation, test, task.collator(processor), train_collate)
 
 
-def _train_loader_factory(recipe: Any, splits: Splits, accelerator: Any) -> Callable[[int], Any]:
+def _train_loader_factory(recipe: Any, task: Task, splits: Splits, accelerator: Any) -> Callable[[int], Any]:
     import torch
     from accelerate.data_loader import prepare_data_loader
     from torch.utils.data import DataLoader
@@ -300,11 +300,20 @@ def _train_loader_factory(recipe: Any, splits: Splits, accelerator: Any) -> Call
 
         return make_stream_loader
 
+    from .grouping import grouped_order, row_lengths, wants_grouping
+
+    group, _why = wants_grouping(recipe, task, splits.train)
+    lengths = row_lengths(splits.train) if group else None  # once per run, not per epoch
+    global_batch = t.batch_size * accelerator.num_processes  # accelerate hands process i the batches i, i+N, ...
+
     def make_train_loader(epoch: int) -> Any:
         # The shuffle of each epoch is a pure function of (seed, epoch): a resumed run sees the
         # same order, and every process agrees on it. The loader's own generator keeps
         # iterator creation from drawing on the global RNG that dropout uses.
-        order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(t.seed + epoch)).tolist()
+        if lengths is not None:  # train.group_by_length: similar lengths per global batch (grouping.py)
+            order = grouped_order(lengths, global_batch, t.seed, epoch)
+        else:
+            order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(t.seed + epoch)).tolist()
         dl = DataLoader(
             splits.train, batch_size=t.batch_size, sampler=order, collate_fn=splits.train_collate or splits.collate,
             num_workers=t.num_workers, generator=torch.Generator().manual_seed(t.seed),
