@@ -84,6 +84,7 @@ class Session:
     validate: Evaluator | None
     test: Evaluator | None
     state: TrainerState
+    compiled: Any = None  # train.compile: the compiled training forward (compiling.py), or None
 
 
 def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerState], None]] = ()) -> TrainResult:
@@ -102,7 +103,7 @@ def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerSt
     meter = Meter(unit_counter(task), base=session.state.perf)
     parts = LoopParts(
         session.accelerator, session.model, session.optimizer, session.scheduler,
-        session.make_train_loader, session.validate, run, on_step_end, meter,
+        session.make_train_loader, session.validate, run, on_step_end, meter, session.compiled,
     )
     with recorded(run.path, session.state):
         state = fit(parts, recipe, session.state, session.steps_per_epoch, list(callbacks))
@@ -122,6 +123,7 @@ def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Ses
     model, trainable, total = _setup_model(recipe, task, run, splits, accelerator, total_steps)
     optimizer, scheduler = _setup_optimizer(recipe, model, total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    compiled = _setup_compile(recipe, model, accelerator)
     validate = _evaluator(recipe, task, run, splits, accelerator, model, "validation")
     test = _evaluator(recipe, task, run, splits, accelerator, model, "test")
     state = _setup_state(accelerator, checkpoint, total_steps)
@@ -135,7 +137,21 @@ def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Ses
         )
         write_status(run.path, "running", trainable=trainable, total=total, total_steps=total_steps, step=state.global_step)
     accelerator.init_trackers(recipe.run_name, config=_flat_config(recipe.to_dict()))
-    return Session(accelerator, splits, model, optimizer, scheduler, make_train_loader, steps_per_epoch, validate, test, state)
+    return Session(accelerator, splits, model, optimizer, scheduler, make_train_loader, steps_per_epoch, validate, test, state, compiled)
+
+
+def _setup_compile(recipe: Any, model: Any, accelerator: Any) -> Any:
+    """train.compile: the compiled training forward, or None (with one line saying why where it can't)."""
+    if not recipe.train.compile:
+        return None
+    from .compiling import CompiledForward, compile_blocker
+
+    why = compile_blocker(recipe, accelerator.device.type)
+    if why is not None:
+        if accelerator.is_main_process:
+            print(f"hfadapt: train.compile: training eagerly: {why}")
+        return None
+    return CompiledForward(model, verbose=accelerator.is_main_process)
 
 
 def _train_size(train: Any) -> str:
@@ -396,6 +412,7 @@ def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState, met
 
     accelerator = session.accelerator
     state.perf = meter.totals(accelerator, state.global_step)  # the loop's figures: before the final evaluation
+    compile_figures = session.compiled.figures() if session.compiled is not None else {}
     unwrapped = accelerator.unwrap_model(session.model)
     if state.best_step is not None and run.best_weights.is_file():
         load_trainable(unwrapped, run.best_weights)
@@ -404,7 +421,7 @@ def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState, met
         eval=session.validate(state.global_step, run.path / PREDICTIONS_FILE) if session.validate is not None else {},
         test=session.test(state.global_step) if session.test is not None else {},
         best_step=state.best_step,
-        perf=figures(state.perf),
+        perf={**figures(state.perf), **compile_figures},  # compile figures: this session's
     )
     accelerator.log({k: v for k, v in final.to_json().items() if not k.startswith("train/")}, step=state.global_step)
     accelerator.wait_for_everyone()
@@ -414,6 +431,10 @@ def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState, met
         write_json_atomic(run.info_file, collect_run_info(accelerator).to_json())
         state.save(run.state_file)
         print(summary_line(final.perf))
+        if session.compiled is not None:
+            from .compiling import summary as compile_summary
+
+            print(compile_summary(compile_figures, session.compiled.failed))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if recipe.hub.push and accelerator.is_main_process:
