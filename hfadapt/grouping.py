@@ -75,3 +75,16 @@ def wants_grouping(recipe: Any, task: Any, train: Any) -> tuple[bool, str]:
     if getattr(recipe.data, "packing", False):
         return False, "packed"
     return True, "default for padded text"
+
+
+def eval_order(task: Any, dataset: Any) -> list[int] | None:
+    """Evaluation rows longest first (less padding per batch), or None for dataset order.
+
+    Only for tasks whose evaluate() declares it puts results back in dataset order
+    (`restores_eval_order = True`, reading EvalContext.order): their metrics, loss and
+    predictions file are those of dataset order, up to float rounding of the per-batch padding.
+    """
+    if not getattr(task, "restores_eval_order", False) or "input_ids" not in getattr(dataset, "column_names", ()):
+        return None
+    lengths = row_lengths(dataset)
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])

@@ -383,11 +383,15 @@ def _evaluator(recipe: Any, task: Task, run: RunDir, splits: Splits, accelerator
     dataset = splits.validation if split == "validation" else splits.test
     if dataset is None:
         return None
+    from .grouping import eval_order
+
     batch_size = recipe.train.eval_batch_size or recipe.train.batch_size
-    loader = accelerator.prepare_data_loader(DataLoader(dataset, batch_size=batch_size, collate_fn=splits.collate))
+    order = eval_order(task, dataset)  # longest first where the task restores dataset order
+    loader = accelerator.prepare_data_loader(DataLoader(dataset, batch_size=batch_size, sampler=order, collate_fn=splits.collate))
     ctx = EvalContext(
         accelerator=accelerator, recipe=recipe, processor=splits.processor, info=splits.info, dataset=dataset,
         split=split, metric_names=tuple(recipe.eval.metrics or task.default_metrics(recipe)), run_dir=run.path,
+        order=tuple(order) if order is not None else None,
     )
     return Evaluator(task, ctx, model, loader)
 

@@ -10,6 +10,16 @@ import pytest
 from hfadapt.grouping import grouped_order
 
 
+@pytest.fixture
+def varied_csv(tmp_path):
+    """The sentiment rows with 0..10 extra filler words: lengths 5..16 tokens (max_length 16)."""
+    from tests.conftest import FILLERS, sentiment_rows, write_csv
+
+    rng = random.Random(5)
+    rows = [{**r, "text": r["text"] + "".join(" " + rng.choice(FILLERS) for _ in range(rng.randint(0, 10)))} for r in sentiment_rows(64)]
+    return str(write_csv(tmp_path / "varied.csv", rows))
+
+
 def _spread(order, lengths, batch):
     """Mean (max - min) length within each batch: what padding costs."""
     chunks = [order[i:i + batch] for i in range(0, len(order), batch)]
@@ -58,14 +68,15 @@ def test_incomplete_last_batch_stays_last():
     assert len(tail) == 4 and sorted(order) == list(range(20))
 
 
-def test_resume_with_grouping_reproduces_uninterrupted_run(make_recipe, tmp_path):
+def test_resume_with_grouping_reproduces_uninterrupted_run(make_recipe, tmp_path, varied_csv):
     from tests.test_training import _adapter_weights
     import torch
 
     from hfadapt import train
 
     common = {"max_steps": 9, "save_steps": 3, "gradient_accumulation_steps": 2, "group_by_length": True}
-    full = train(make_recipe(train=common, adapter={"dropout": 0.1}, output={"dir": str(tmp_path / "full")}))
+    data = {"train_files": [varied_csv]}
+    full = train(make_recipe(train=common, data=data, adapter={"dropout": 0.1}, output={"dir": str(tmp_path / "full")}))
 
     class Crash(Exception):
         pass
@@ -74,7 +85,7 @@ def test_resume_with_grouping_reproduces_uninterrupted_run(make_recipe, tmp_path
         if state.global_step == 7:
             raise Crash()
 
-    interrupted = make_recipe(train=common, adapter={"dropout": 0.1}, output={"dir": str(tmp_path / "resumed")})
+    interrupted = make_recipe(train=common, data=data, adapter={"dropout": 0.1}, output={"dir": str(tmp_path / "resumed")})
     with pytest.raises(Crash):
         train(interrupted, callbacks=[crash_at_step_7])
     resumed = train(interrupted, resume=True)
@@ -100,3 +111,45 @@ def test_group_by_length_refused_where_rows_have_no_tokens():
     assert wants_grouping(recipe, text, SimpleNamespace(column_names=["input_ids", "labels"]))[0] is True
     recipe.data.packing = True
     assert wants_grouping(recipe, text, SimpleNamespace(column_names=["input_ids", "labels"]))[0] is False
+
+
+def test_length_sorted_evaluation_gives_dataset_order_results(make_recipe, tmp_path, monkeypatch, varied_csv):
+    """Evaluation reads rows longest first; metrics and the predictions file are those of dataset order."""
+    import json
+
+    from hfadapt import train
+    from hfadapt.tasks import TASKS
+
+    task = TASKS.get("text-classification")
+    from hfadapt.grouping import eval_order
+
+    common, data = {"max_steps": 2, "log_with": [], "eval_batch_size": 5}, {"train_files": [varied_csv]}
+    calls = []
+    monkeypatch.setattr("hfadapt.grouping.eval_order", lambda t, ds: calls.append(eval_order(t, ds)) or calls[-1])
+    sorted_run = train(make_recipe(train=common, data=data, output={"dir": str(tmp_path / "sorted")}))
+    assert calls and calls[0] != sorted(calls[0])  # the loader really read another order
+    monkeypatch.setattr(type(task), "restores_eval_order", False)
+    plain_run = train(make_recipe(train=common, data=data, output={"dir": str(tmp_path / "plain")}))
+    a = {k: v for k, v in sorted_run.metrics.items() if k.startswith("eval/")}
+    b = {k: v for k, v in plain_run.metrics.items() if k.startswith("eval/")}
+    assert a == pytest.approx(b, rel=1e-5)
+    rows = lambda run: [json.loads(x) for x in (run.output_dir / "eval_predictions.jsonl").read_text().splitlines()]  # noqa: E731
+    ra, rb = rows(sorted_run), rows(plain_run)
+    assert [(r["index"], r["label"], r["pred"], r["text"]) for r in ra] == [(r["index"], r["label"], r["pred"], r["text"]) for r in rb]
+    assert [r["confidence"] for r in ra] == pytest.approx([r["confidence"] for r in rb], rel=1e-4)
+
+
+def test_eval_order_is_longest_first_only_where_restored():
+    from types import SimpleNamespace
+
+    from hfadapt.grouping import eval_order
+
+    class DS:
+        column_names = ["input_ids", "labels"]
+        _indices = None
+
+        def __getitem__(self, key):
+            return [[1] * n for n in (3, 9, 1, 9, 5)]
+
+    assert eval_order(SimpleNamespace(restores_eval_order=True), DS()) == [1, 3, 4, 0, 2]
+    assert eval_order(SimpleNamespace(), DS()) is None
