@@ -8,6 +8,8 @@ The scheme is HF Trainer's LengthGroupedSampler (megabatches), with two changes:
   * it works in units of the GLOBAL batch (train.batch_size x processes): accelerate gives
     process i the batches i, i+N, ... of the order, so a 2-process run with batch 4 sees the
     same 8 examples per step as a 1-process run with batch 8;
+  * rows are sorted by length rounded up to 8 tokens, ties in shuffled order, so batch
+    membership keeps changing between epochs even when one megabatch holds the whole data set;
   * after sorting, the global batches of the whole epoch are shuffled again (longest first, so
     a too-large batch fails at step 1), so consecutive steps don't walk down a length staircase.
 A last, incomplete global batch stays last, where the plain shuffle has it too.
@@ -18,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 MEGABATCH = 50  # global batches sorted together: larger groups tighter, smaller keeps more randomness
+BUCKET = 8  # tokens: lengths are compared rounded up to a multiple of this
 
 
 def grouped_order(lengths: Sequence[int], global_batch: int, seed: int, epoch: int, megabatch: int = MEGABATCH) -> list[int]:
@@ -30,13 +33,16 @@ def grouped_order(lengths: Sequence[int], global_batch: int, seed: int, epoch: i
     span = megabatch * global_batch
     batches: list[list[int]] = []
     for start in range(0, n, span):
-        mega = sorted(perm[start:start + span], key=lambda i: -lengths[i])  # stable: ties keep the shuffle
+        # By length rounded up to BUCKET tokens, stable: rows of one bucket stay in shuffled order, so
+        # which of them share a batch still changes from epoch to epoch (a plain sort would fix the
+        # batches of a small data set for good) at a cost of < BUCKET pad tokens per row.
+        mega = sorted(perm[start:start + span], key=lambda i: -((lengths[i] + BUCKET - 1) // BUCKET))
         batches += [mega[i:i + global_batch] for i in range(0, len(mega), global_batch)]
     tail = [batches.pop()] if batches and len(batches[-1]) < global_batch else []
     if not batches:
         return [i for b in tail for i in b]
     shuffled = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
-    longest = max(range(len(shuffled)), key=lambda k: lengths[shuffled[k][0]])
+    longest = max(range(len(shuffled)), key=lambda k: max(lengths[i] for i in shuffled[k]))
     shuffled[0], shuffled[longest] = shuffled[longest], shuffled[0]
     return [i for b in shuffled + tail for i in b]
 
