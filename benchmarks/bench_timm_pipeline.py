@@ -76,7 +76,7 @@ def run_hfadapt(model_dir: Path, data: Path, out: Path, steps: int, batch: int) 
     from accelerate import Accelerator
 
     splits = _setup_data(recipe, TASKS.get("image-classification"), Accelerator(cpu=True))
-    loader = _train_loader_factory(recipe, splits, Accelerator(cpu=True))(0)
+    loader = _train_loader_factory(recipe, TASKS.get("image-classification"), splits, Accelerator(cpu=True))(0)
     it = iter(loader)
     next(it)
     t = time.perf_counter()

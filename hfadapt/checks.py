@@ -37,6 +37,8 @@ def common_problems(recipe: "Recipe", task: Any) -> list[str]:
             problems.append(f"eval.metrics: unknown metric '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}")
     if recipe.data.streaming and recipe.train.max_steps is None:
         problems.append("data.streaming: a stream has no length to count epochs in; set train.max_steps")
+    if recipe.data.streaming and recipe.train.group_by_length:
+        problems.append("train.group_by_length: a stream's lengths are not known in advance; set train.group_by_length=false")
     best = recipe.eval.best_metric
     if best is not None:
         keys = ["loss", *task.extra_result_keys] + [k for n in names if n in known for k in metrics.result_keys(n)]

@@ -56,6 +56,7 @@ def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list
     from torch.utils.data import DataLoader
 
     from .cards import PATH_FIELDS, unpublished_fields
+    from .grouping import eval_order
     from .data import load_raw
     from .recipe import Recipe
     from .tasks import EvalContext
@@ -82,11 +83,13 @@ def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list
         raise HfadaptError(f"eval --split: the recipe of {run.path} has no {split} split")
     prepared = task.preprocess(ds, split, processor, recipe, info, train=False)
     accelerator = Accelerator()
-    dl = DataLoader(prepared, batch_size=recipe.train.eval_batch_size or recipe.train.batch_size, collate_fn=task.collator(processor))
+    order = eval_order(task, prepared)  # longest first where the task restores dataset order
+    dl = DataLoader(prepared, batch_size=recipe.train.eval_batch_size or recipe.train.batch_size, sampler=order,
+                    collate_fn=task.collator(processor))
     model, dl = accelerator.prepare(model, dl)
     ctx = EvalContext(
         accelerator=accelerator, recipe=recipe, processor=processor, info=info, dataset=prepared, split=split,
         metric_names=tuple(recipe.eval.metrics or task.default_metrics(recipe)),
-        run_dir=None if run.from_hub else run.path,
+        run_dir=None if run.from_hub else run.path, order=tuple(order) if order is not None else None,
     )
     return {f"{split}/{k}": v for k, v in task.evaluate(ctx, model, dl).items()}

@@ -103,9 +103,7 @@ def infer_labels(
 
 def encode_label(value: Any, info: LabelInfo, column: str, row: int, split: str, data: Any = None) -> Any:
     """One raw label -> the model's target (class id, multi-hot vector, or float)."""
-    from .data import row_location
-
-    where = f"data.label_column '{column}', {row_location(split, row, data)}"
+    where = _Where(column, row, split, data)  # spelled out only in an error: finding the line reads the file
     if is_missing(value):
         raise HfadaptError(f"{where}: label is missing (empty cell)")
     if info.problem_type == "regression":
@@ -140,7 +138,23 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _class_id(value: Any, info: LabelInfo, where: str) -> int:
+class _Where:
+    """"data.label_column 'COL', line N of FILE", computed when an error message formats it."""
+
+    __slots__ = ("column", "row", "split", "data")
+
+    def __init__(self, column: str, row: int, split: str, data: Any) -> None:
+        self.column, self.row, self.split, self.data = column, row, split, data
+
+    def __str__(self) -> str:
+        from .data import row_location
+
+        return f"data.label_column '{self.column}', {row_location(self.split, self.row, self.data)}"
+
+    __format__ = lambda self, spec: format(str(self), spec)  # noqa: E731
+
+
+def _class_id(value: Any, info: LabelInfo, where: Any) -> int:
     if isinstance(value, str):
         try:
             return info.label2id[value]

@@ -28,6 +28,7 @@ class LoopParts:
     run: RunDir
     on_step_end: Callable[[Any, TrainerState], None] | None = None  # AdaLoRA's rank update
     meter: Meter | None = None  # throughput: examples, units and where the time goes (throughput.py)
+    compiled: Any = None  # train.compile: a compiling.CompiledForward for the training forward, or None
 
 
 def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int, callbacks: list[Callable] = ()) -> TrainerState:
@@ -46,6 +47,7 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
     progress = tqdm(total=state.total_steps, initial=state.global_step, disable=not acc.is_local_main_process, desc="train")
     model.train()
     micro_losses: list[Any] = []
+    compiled = parts.compiled
     meter = parts.meter if parts.meter is not None else Meter(base=state.perf)
     meter.start(state.global_step)
     while state.epoch < num_epochs and state.global_step < state.total_steps and not state.stopped_early:
@@ -53,8 +55,9 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
         if state.batches_in_epoch:  # resumed mid-epoch: the same order, minus what was already seen
             loader = skip_first_batches(loader, state.batches_in_epoch)
         for batch in meter.batches(loader):  # times the wait for each batch
+            mark = compiled.start() if compiled is not None else None
             with acc.accumulate(model):
-                loss = model(**batch).loss
+                loss = (compiled or model)(**batch).loss
                 acc.backward(loss)
                 if acc.sync_gradients and t.max_grad_norm is not None:
                     acc.clip_grad_norm_(model.parameters(), t.max_grad_norm)
@@ -64,6 +67,8 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
                     if parts.on_step_end is not None:
                         parts.on_step_end(model, state)
                 optimizer.zero_grad()
+            if mark is not None:
+                compiled.stop(mark)
             micro_losses.append(loss.detach())
             meter.count(batch)
             state.batches_in_epoch += 1

@@ -154,6 +154,12 @@ class TrainSection(Section):
     early_stopping_patience: int | None = Field(None, gt=0, description="evaluations without improvement")
     log_with: list[str] = Field(default_factory=lambda: ["tensorboard"], description="Accelerate trackers")
     num_workers: int = Field(0, ge=0)
+    group_by_length: bool | None = Field(
+        None,
+        description="batch rows of similar length together (less padding; the same examples each epoch, in a "
+        "shuffled order of batches); default: on for padded text tasks, off for packed causal-lm, images, audio and streams",
+    )
+    compile: bool = Field(False, description="torch.compile the model's training forward (falls back with a note where it can't)")
 
     @model_validator(mode="after")
     def _check(self) -> "TrainSection":

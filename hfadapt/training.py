@@ -84,6 +84,7 @@ class Session:
     validate: Evaluator | None
     test: Evaluator | None
     state: TrainerState
+    compiled: Any = None  # train.compile: the compiled training forward (compiling.py), or None
 
 
 def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerState], None]] = ()) -> TrainResult:
@@ -102,7 +103,7 @@ def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerSt
     meter = Meter(unit_counter(task), base=session.state.perf)
     parts = LoopParts(
         session.accelerator, session.model, session.optimizer, session.scheduler,
-        session.make_train_loader, session.validate, run, on_step_end, meter,
+        session.make_train_loader, session.validate, run, on_step_end, meter, session.compiled,
     )
     with recorded(run.path, session.state):
         state = fit(parts, recipe, session.state, session.steps_per_epoch, list(callbacks))
@@ -113,7 +114,7 @@ def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerSt
 def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Session:
     accelerator = _setup_accelerator(recipe, run)
     splits = _setup_data(recipe, task, accelerator)
-    make_train_loader = _train_loader_factory(recipe, splits, accelerator)
+    make_train_loader = _train_loader_factory(recipe, task, splits, accelerator)
     if recipe.data.streaming:  # one endless "epoch"; checks guarantee train.max_steps
         steps_per_epoch = total_steps = recipe.train.max_steps
     else:
@@ -122,6 +123,7 @@ def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Ses
     model, trainable, total = _setup_model(recipe, task, run, splits, accelerator, total_steps)
     optimizer, scheduler = _setup_optimizer(recipe, model, total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    compiled = _setup_compile(recipe, model, accelerator)
     validate = _evaluator(recipe, task, run, splits, accelerator, model, "validation")
     test = _evaluator(recipe, task, run, splits, accelerator, model, "test")
     state = _setup_state(accelerator, checkpoint, total_steps)
@@ -135,7 +137,21 @@ def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Ses
         )
         write_status(run.path, "running", trainable=trainable, total=total, total_steps=total_steps, step=state.global_step)
     accelerator.init_trackers(recipe.run_name, config=_flat_config(recipe.to_dict()))
-    return Session(accelerator, splits, model, optimizer, scheduler, make_train_loader, steps_per_epoch, validate, test, state)
+    return Session(accelerator, splits, model, optimizer, scheduler, make_train_loader, steps_per_epoch, validate, test, state, compiled)
+
+
+def _setup_compile(recipe: Any, model: Any, accelerator: Any) -> Any:
+    """train.compile: the compiled training forward, or None (with one line saying why where it can't)."""
+    if not recipe.train.compile:
+        return None
+    from .compiling import CompiledForward, compile_blocker
+
+    why = compile_blocker(recipe, accelerator.device.type)
+    if why is not None:
+        if accelerator.is_main_process:
+            print(f"hfadapt: train.compile: training eagerly: {why}")
+        return None
+    return CompiledForward(model, verbose=accelerator.is_main_process)
 
 
 def _train_size(train: Any) -> str:
@@ -273,7 +289,7 @@ def _setup_data(recipe: Any, task: Task, accelerator: Any) -> Splits:
     return Splits(processor, info, train, validation, test, task.collator(processor), train_collate)
 
 
-def _train_loader_factory(recipe: Any, splits: Splits, accelerator: Any) -> Callable[[int], Any]:
+def _train_loader_factory(recipe: Any, task: Task, splits: Splits, accelerator: Any) -> Callable[[int], Any]:
     import torch
     from accelerate.data_loader import prepare_data_loader
     from torch.utils.data import DataLoader
@@ -300,11 +316,20 @@ def _train_loader_factory(recipe: Any, splits: Splits, accelerator: Any) -> Call
 
         return make_stream_loader
 
+    from .grouping import grouped_order, row_lengths, wants_grouping
+
+    group, _why = wants_grouping(recipe, task, splits.train)
+    lengths = row_lengths(splits.train) if group else None  # once per run, not per epoch
+    global_batch = t.batch_size * accelerator.num_processes  # accelerate hands process i the batches i, i+N, ...
+
     def make_train_loader(epoch: int) -> Any:
         # The shuffle of each epoch is a pure function of (seed, epoch): a resumed run sees the
         # same order, and every process agrees on it. The loader's own generator keeps
         # iterator creation from drawing on the global RNG that dropout uses.
-        order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(t.seed + epoch)).tolist()
+        if lengths is not None:  # train.group_by_length: similar lengths per global batch (grouping.py)
+            order = grouped_order(lengths, global_batch, t.seed, epoch)
+        else:
+            order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(t.seed + epoch)).tolist()
         dl = DataLoader(
             splits.train, batch_size=t.batch_size, sampler=order, collate_fn=splits.train_collate or splits.collate,
             num_workers=t.num_workers, generator=torch.Generator().manual_seed(t.seed),
@@ -358,11 +383,15 @@ def _evaluator(recipe: Any, task: Task, run: RunDir, splits: Splits, accelerator
     dataset = splits.validation if split == "validation" else splits.test
     if dataset is None:
         return None
+    from .grouping import eval_order
+
     batch_size = recipe.train.eval_batch_size or recipe.train.batch_size
-    loader = accelerator.prepare_data_loader(DataLoader(dataset, batch_size=batch_size, collate_fn=splits.collate))
+    order = eval_order(task, dataset)  # longest first where the task restores dataset order
+    loader = accelerator.prepare_data_loader(DataLoader(dataset, batch_size=batch_size, sampler=order, collate_fn=splits.collate))
     ctx = EvalContext(
         accelerator=accelerator, recipe=recipe, processor=splits.processor, info=splits.info, dataset=dataset,
         split=split, metric_names=tuple(recipe.eval.metrics or task.default_metrics(recipe)), run_dir=run.path,
+        order=tuple(order) if order is not None else None,
     )
     return Evaluator(task, ctx, model, loader)
 
@@ -387,6 +416,7 @@ def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState, met
 
     accelerator = session.accelerator
     state.perf = meter.totals(accelerator, state.global_step)  # the loop's figures: before the final evaluation
+    compile_figures = session.compiled.figures() if session.compiled is not None else {}
     unwrapped = accelerator.unwrap_model(session.model)
     if state.best_step is not None and run.best_weights.is_file():
         load_trainable(unwrapped, run.best_weights)
@@ -395,7 +425,7 @@ def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState, met
         eval=session.validate(state.global_step, run.path / PREDICTIONS_FILE) if session.validate is not None else {},
         test=session.test(state.global_step) if session.test is not None else {},
         best_step=state.best_step,
-        perf=figures(state.perf),
+        perf={**figures(state.perf), **compile_figures},  # compile figures: this session's
     )
     accelerator.log({k: v for k, v in final.to_json().items() if not k.startswith("train/")}, step=state.global_step)
     accelerator.wait_for_everyone()
@@ -405,6 +435,10 @@ def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState, met
         write_json_atomic(run.info_file, collect_run_info(accelerator).to_json())
         state.save(run.state_file)
         print(summary_line(final.perf))
+        if session.compiled is not None:
+            from .compiling import summary as compile_summary
+
+            print(compile_summary(compile_figures, session.compiled.failed))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if recipe.hub.push and accelerator.is_main_process:

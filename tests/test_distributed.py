@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-N_EXAMPLES = 64  # rows of the sentiment_csv fixture
+N_EXAMPLES = 64  # rows of the sentiment_csv fixture (and of varied_csv)
 VALIDATION_SIZE = 0.25
 N_VALIDATION = round(N_EXAMPLES * VALIDATION_SIZE)  # 16
 N_TRAIN = N_EXAMPLES - N_VALIDATION  # 48
@@ -155,8 +155,22 @@ def _assert_metrics_close(one: dict[str, Any], two: dict[str, Any], where: str) 
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, tiny_bert: str, sentiment_csv: str) -> dict[str, dict[str, Any]]:
+def varied_csv(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The sentiment rows with 0..10 extra filler words (5..16 tokens): with train.group_by_length on (the
+    default for text), the batches are length-grouped, and must still be the same global batches."""
+    import random
+
+    from tests.conftest import FILLERS, sentiment_rows, write_csv
+
+    rng = random.Random(5)
+    rows = [{**r, "text": r["text"] + "".join(" " + rng.choice(FILLERS) for _ in range(rng.randint(0, 10)))} for r in sentiment_rows(N_EXAMPLES)]
+    return str(write_csv(tmp_path_factory.mktemp("varied") / "varied.csv", rows))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, tiny_bert: str, varied_csv: str) -> dict[str, dict[str, Any]]:
     """Train the 1-process and the 2-process run concurrently; return what each wrote."""
+    sentiment_csv = varied_csv
     root = tmp_path_factory.mktemp("distributed")
     one_recipe = _write_recipe(root / "one.yaml", tiny_bert, sentiment_csv, GLOBAL_BATCH, root / "run-1proc")
     two_recipe = _write_recipe(root / "two.yaml", tiny_bert, sentiment_csv, GLOBAL_BATCH // 2, root / "run-2proc")
@@ -305,12 +319,12 @@ def test_two_processes_killed_on_one_rank_resume_exactly(tmp_path: Path, tiny_be
 
 # ---- two "nodes" on this machine ---------------------------------------------------------------------
 @pytest.mark.slow
-def test_two_nodes_train_like_one_two_process_run(tmp_path: Path, tiny_bert: str, sentiment_csv: str, runs: dict[str, dict[str, Any]]) -> None:
+def test_two_nodes_train_like_one_two_process_run(tmp_path: Path, tiny_bert: str, varied_csv: str, runs: dict[str, dict[str, Any]]) -> None:
     """Two torchrun agents (--nnodes 2, one process each) meet through a c10d rendezvous on localhost,
     as two machines of a cluster would, and train exactly like the 2-process run on one node."""
     import torch
 
-    recipe = _write_recipe(tmp_path / "nodes.yaml", tiny_bert, sentiment_csv, GLOBAL_BATCH // 2, tmp_path / "run-2nodes")
+    recipe = _write_recipe(tmp_path / "nodes.yaml", tiny_bert, varied_csv, GLOBAL_BATCH // 2, tmp_path / "run-2nodes")
     endpoint = f"127.0.0.1:{_free_port()}"
 
     def agent(is_host: int) -> list[str]:

@@ -33,6 +33,7 @@ class EvalContext:
     step: int | None = None  # optimizer step of this evaluation, None outside training
     evaluation: int = 0  # 1, 2, ... for the evaluations of one training process; 0 outside training
     predictions_file: Path | None = None  # the final evaluation: per-example results go here (predictions.py)
+    order: tuple[int, ...] | None = None  # the dataloader's row order when not dataset order (grouping.eval_order)
 
 
 class Task(Protocol):

@@ -33,6 +33,7 @@ class TextClassification:
     pipeline_tag = "text-classification"  # the Hub's task for the model card
     card_example = "an example sentence"  # the input shown in the model card's usage
     extra_result_keys: tuple[str, ...] = ()
+    restores_eval_order = True  # classification.evaluate puts length-sorted evaluation back in dataset order
 
     def check(self, recipe: Any) -> list[str]:
         return classification.check(recipe)
