@@ -121,7 +121,7 @@ def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Ses
         steps_per_epoch = math.ceil(len(make_train_loader(0)) / recipe.train.gradient_accumulation_steps)
         total_steps = recipe.train.max_steps or recipe.train.epochs * steps_per_epoch
     model, trainable, total = _setup_model(recipe, task, run, splits, accelerator, total_steps)
-    optimizer, scheduler = _setup_optimizer(recipe, model, total_steps)
+    optimizer, scheduler = _setup_optimizer(recipe, model, total_steps, accelerator.device)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     compiled = _setup_compile(recipe, model, accelerator)
     validate = _evaluator(recipe, task, run, splits, accelerator, model, "validation")
@@ -305,7 +305,7 @@ def _train_loader_factory(recipe: Any, task: Task, splits: Splits, accelerator: 
             # The loader's own generator, as below: creating its iterator must not draw on the global RNG.
             dl = DataLoader(
                 stream, batch_size=t.batch_size, collate_fn=splits.train_collate or splits.collate, num_workers=t.num_workers,
-                generator=torch.Generator().manual_seed(t.seed),
+                generator=torch.Generator().manual_seed(t.seed), pin_memory=accelerator.device.type == "cuda",
             )
             # dispatch_batches=False: for an iterable dataset Accelerate would otherwise read it on the
             # main process only and send slices to the others (and drop the loader's generator).
@@ -333,6 +333,7 @@ def _train_loader_factory(recipe: Any, task: Task, splits: Splits, accelerator: 
         dl = DataLoader(
             splits.train, batch_size=t.batch_size, sampler=order, collate_fn=splits.train_collate or splits.collate,
             num_workers=t.num_workers, generator=torch.Generator().manual_seed(t.seed),
+            pin_memory=accelerator.device.type == "cuda",  # page-locked batches: faster host-to-GPU copies
         )
         return prepare_data_loader(
             dl, device=accelerator.device, num_processes=accelerator.num_processes,
@@ -364,13 +365,15 @@ def _setup_model(recipe: Any, task: Task, run: RunDir, splits: Splits, accelerat
     return model, trainable, total
 
 
-def _setup_optimizer(recipe: Any, model: Any, total_steps: int) -> tuple[Any, Any]:
+def _setup_optimizer(recipe: Any, model: Any, total_steps: int, device: Any) -> tuple[Any, Any]:
     import torch
     from transformers import get_scheduler
 
     t = recipe.train
+    # On a GPU, the fused AdamW kernel (one launch for all parameters), as HF Trainer's default there.
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=t.learning_rate, weight_decay=t.weight_decay
+        [p for p in model.parameters() if p.requires_grad], lr=t.learning_rate, weight_decay=t.weight_decay,
+        fused=True if device.type == "cuda" else None,
     )
     warmup = t.warmup_steps if t.warmup_steps is not None else int((t.warmup_ratio or 0.0) * total_steps)
     scheduler = get_scheduler(t.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)

@@ -94,3 +94,16 @@ def test_wheel_carries_the_shipped_recipes(tmp_path):
     assert "hfadapt/_recipes/assets/tiny-bert/vocab.txt" in names
     assert "hfadapt/metrics/accuracy/accuracy.py" in names
     assert "hfadapt/_model_cards/adapter.md" in names
+
+
+def test_fused_adamw_on_a_gpu_only(make_recipe):
+    """On a CUDA device the optimizer is the fused AdamW (HF Trainer's default there); elsewhere the default one."""
+    import torch
+
+    from hfadapt.training import _setup_optimizer
+
+    model = torch.nn.Linear(4, 2)
+    recipe = make_recipe()
+    on_gpu, _ = _setup_optimizer(recipe, model, 10, torch.device("cuda"))
+    on_cpu, _ = _setup_optimizer(recipe, model, 10, torch.device("cpu"))
+    assert on_gpu.defaults["fused"] is True and not on_cpu.defaults["fused"]
