@@ -395,12 +395,11 @@ def test_two_processes_train_and_count_each_evaluation_example_once(tiny_wav2vec
     """audio-classification under torchrun: 2 processes x batch 4 train like 1 process x batch 8, and the
     12 validation clips (eval batches of 5: the last one padded under 2 processes) are scored once each."""
     import sys
-    import time
 
     import torch
     import yaml
 
-    from tests.test_distributed import TIMEOUT_S, _check, _env, _free_port, _Proc, _read_run, _torchrun
+    from tests.test_distributed import _check, _env, _free_port, _Proc, _read_run, _run_all, _torchrun
 
     def write(name: str, batch: int) -> Path:
         raw = {
@@ -419,12 +418,7 @@ def test_two_processes_train_and_count_each_evaluation_example_once(tiny_wav2vec
     two = _torchrun() + ["--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
                          "-m", "hfadapt", "train", str(write("two", 4))]
     procs = [_Proc("one", one, tmp_path, _env(tmp_path / "cache-one")), _Proc("two", two, tmp_path, _env(tmp_path / "cache-two"))]
-    deadline = time.perf_counter() + TIMEOUT_S
-    try:
-        results = {p.name: (p.cmd, *p.wait(deadline)) for p in procs}
-    finally:
-        for p in procs:
-            p.kill()
+    results = _run_all(procs)
     for name, (cmd, rc, out, err) in results.items():
         _check(name, cmd, rc, out, err)
     a, b = _read_run(tmp_path / "run-one"), _read_run(tmp_path / "run-two")

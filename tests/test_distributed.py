@@ -125,6 +125,17 @@ class _Proc:
             self.proc.wait()
 
 
+def _run_all(procs: list["_Proc"]) -> dict[str, tuple[list[str], int | None, str, str]]:
+    """Wait for processes started together (one shared deadline), kill what is left, and return
+    name -> (command, exit code, stdout, stderr)."""
+    deadline = time.perf_counter() + TIMEOUT_S
+    try:
+        return {p.name: (p.cmd, *p.wait(deadline)) for p in procs}
+    finally:
+        for p in procs:
+            p.kill()
+
+
 def _check(name: str, cmd: list[str], rc: int | None, out: str, err: str) -> None:
     if rc == 0:
         return
@@ -184,12 +195,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_bert: str, varied_csv: s
         _Proc("2proc", two_cmd, root, _env(root / "cache-2proc")),
         _Proc("1proc", one_cmd, root, _env(root / "cache-1proc")),
     ]
-    deadline = time.perf_counter() + TIMEOUT_S
-    try:
-        results = {p.name: (p.cmd, *p.wait(deadline)) for p in procs}
-    finally:
-        for p in procs:
-            p.kill()
+    results = _run_all(procs)
     for name, (cmd, rc, out, err) in results.items():
         _check(name, cmd, rc, out, err)
 
@@ -282,12 +288,7 @@ def test_two_processes_killed_on_one_rank_resume_exactly(tmp_path: Path, tiny_be
         _Proc("full", _two_processes("-m", "hfadapt", "train", str(full_recipe)), tmp_path, _env(tmp_path / "cache-full")),
         _Proc("killed", _two_processes(str(killer), str(killed_recipe), str(KILL_STEP)), tmp_path, _env(tmp_path / "cache-killed")),
     ]
-    deadline = time.perf_counter() + TIMEOUT_S
-    try:
-        results = {p.name: (p.cmd, *p.wait(deadline)) for p in procs}
-    finally:
-        for p in procs:
-            p.kill()
+    results = _run_all(procs)
     _check("full", *results["full"])
     cmd, rc, out, err = results["killed"]
     assert rc not in (0, None), f"the killed run exited with {rc}\n{out[-2000:]}\n{err[-4000:]}"
@@ -336,12 +337,7 @@ def test_two_nodes_train_like_one_two_process_run(tmp_path: Path, tiny_bert: str
 
     # Both "nodes" share this file system, as cluster nodes share the run directory; each has its own cache.
     procs = [_Proc("node0", agent(1), tmp_path, _env(tmp_path / "cache-0")), _Proc("node1", agent(0), tmp_path, _env(tmp_path / "cache-1"))]
-    deadline = time.perf_counter() + TIMEOUT_S
-    try:
-        results = {p.name: (p.cmd, *p.wait(deadline)) for p in procs}
-    finally:
-        for p in procs:
-            p.kill()
+    results = _run_all(procs)
     for name, (cmd, rc, out, err) in results.items():
         _check(name, cmd, rc, out, err)
     banners = "".join(out for _, _, out, _ in results.values())

@@ -247,11 +247,10 @@ def test_timm_resume_reproduces_uninterrupted_run(timm_bases: dict[str, str], pa
 def test_timm_two_processes_match_one_process(timm_bases: dict[str, str], patterns: str, tmp_path: Path) -> None:
     """As tests/test_distributed.py for a transformers base: 1 process x batch 8 == 2 processes x batch 4."""
     import sys
-    import time
 
     import yaml
 
-    from tests.test_distributed import TIMEOUT_S, _check, _env, _free_port, _Proc, _read_run, _torchrun
+    from tests.test_distributed import _check, _env, _free_port, _Proc, _read_run, _run_all, _torchrun
 
     def write(name: str, batch_size: int) -> Path:
         recipe = timm_recipe(timm_bases["vit"], patterns, tmp_path / f"run-{name}", train={"max_steps": 6, "batch_size": batch_size,
@@ -266,12 +265,7 @@ def test_timm_two_processes_match_one_process(timm_bases: dict[str, str], patter
                                       str(_free_port()), "-m", "hfadapt", "train", str(two)], tmp_path, _env(tmp_path / "cache-2")),
         _Proc("1proc", [sys.executable, "-m", "hfadapt", "train", str(one)], tmp_path, _env(tmp_path / "cache-1")),
     ]
-    deadline = time.perf_counter() + TIMEOUT_S
-    try:
-        results = {p.name: (p.cmd, *p.wait(deadline)) for p in procs}
-    finally:
-        for p in procs:
-            p.kill()
+    results = _run_all(procs)
     for name, (cmd, rc, out, err) in results.items():
         _check(name, cmd, rc, out, err)
     assert "on 2 process(es)" in results["2proc"][2]
