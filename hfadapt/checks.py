@@ -39,6 +39,9 @@ def common_problems(recipe: "Recipe", task: Any) -> list[str]:
         problems.append("data.streaming: a stream has no length to count epochs in; set train.max_steps")
     if recipe.data.streaming and recipe.train.group_by_length:
         problems.append("train.group_by_length: a stream's lengths are not known in advance; set train.group_by_length=false")
+    if recipe.train.liger_kernel and not getattr(task, "liger_kernel", False):
+        # liger replaces a causal LM's forward (fused LM head + loss); on another head it would be wrong
+        problems.append(f"train.liger_kernel: Liger's kernels are for causal-lm models, not {task.name}; set train.liger_kernel=false")
     best = recipe.eval.best_metric
     if best is not None:
         keys = ["loss", *task.extra_result_keys] + [k for n in names if n in known for k in metrics.result_keys(n)]

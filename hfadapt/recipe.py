@@ -160,6 +160,11 @@ class TrainSection(Section):
         "shuffled order of batches); default: on for padded text tasks, off for packed causal-lm, images, audio and streams",
     )
     compile: bool = Field(False, description="torch.compile the model's training forward (falls back with a note where it can't)")
+    liger_kernel: bool = Field(
+        False,
+        description="causal-lm on a GPU: Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear "
+        "cross-entropy) for the model families liger-kernel supports; needs pip install 'hfadapt[liger]'",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "TrainSection":

@@ -16,9 +16,10 @@ from typing import Any
 LIBRARIES = ("hfadapt", "torch", "transformers", "peft", "accelerate", "datasets", "evaluate", "huggingface_hub")
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Installed versions of LIBRARIES and `extra` (optional packages the run used)."""
     out = {}
-    for name in LIBRARIES:
+    for name in LIBRARIES + extra:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -75,6 +76,7 @@ class RunInfo:
     distributed_type: str = "NO"
     mixed_precision: str | None = None
     command: str = ""  # as the user would type it; "" when started from Python
+    liger_kernel: bool = False  # whether Liger's kernels were applied to the model (train.liger_kernel)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,7 +96,7 @@ def precision_that_ran(accelerator: Any) -> str:
     return "no"
 
 
-def collect(accelerator: Any) -> RunInfo:
+def collect(accelerator: Any, liger_kernel: bool = False) -> RunInfo:
     import torch
 
     device = accelerator.device
@@ -103,11 +105,12 @@ def collect(accelerator: Any) -> RunInfo:
     else:
         hardware = f"{device.type} ({platform.processor() or platform.machine()})"
     return RunInfo(
-        versions=library_versions(),
+        versions=library_versions(("liger-kernel",) if liger_kernel else ()),  # listed only where it ran
         python=platform.python_version(),
         hardware=hardware,
         num_processes=accelerator.num_processes,
         distributed_type=str(accelerator.distributed_type).split(".")[-1],
         mixed_precision=precision_that_ran(accelerator),
         command=launch_command(accelerator.num_processes),
+        liger_kernel=liger_kernel,
     )

@@ -85,6 +85,7 @@ class Session:
     test: Evaluator | None
     state: TrainerState
     compiled: Any = None  # train.compile: the compiled training forward (compiling.py), or None
+    liger: str | None = None  # train.liger_kernel: the model_type liger patched, or None
 
 
 def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerState], None]] = ()) -> TrainResult:
@@ -113,6 +114,10 @@ def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerSt
 # ---- setup ---------------------------------------------------------------------------------------
 def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Session:
     accelerator = _setup_accelerator(recipe, run)
+    if recipe.train.liger_kernel:  # package and device: refused before data and model are loaded
+        from .liger import check_available
+
+        check_available(accelerator.device.type)
     splits = _setup_data(recipe, task, accelerator)
     make_train_loader = _train_loader_factory(recipe, task, splits, accelerator)
     if recipe.data.streaming:  # one endless "epoch"; checks guarantee train.max_steps
@@ -120,7 +125,7 @@ def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Ses
     else:
         steps_per_epoch = math.ceil(len(make_train_loader(0)) / recipe.train.gradient_accumulation_steps)
         total_steps = recipe.train.max_steps or recipe.train.epochs * steps_per_epoch
-    model, trainable, total = _setup_model(recipe, task, run, splits, accelerator, total_steps)
+    model, trainable, total, liger = _setup_model(recipe, task, run, splits, accelerator, total_steps)
     optimizer, scheduler = _setup_optimizer(recipe, model, total_steps, accelerator.device)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     compiled = _setup_compile(recipe, model, accelerator)
@@ -137,7 +142,7 @@ def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Ses
         )
         write_status(run.path, "running", trainable=trainable, total=total, total_steps=total_steps, step=state.global_step)
     accelerator.init_trackers(recipe.run_name, config=_flat_config(recipe.to_dict()))
-    return Session(accelerator, splits, model, optimizer, scheduler, make_train_loader, steps_per_epoch, validate, test, state, compiled)
+    return Session(accelerator, splits, model, optimizer, scheduler, make_train_loader, steps_per_epoch, validate, test, state, compiled, liger)
 
 
 def _setup_compile(recipe: Any, model: Any, accelerator: Any) -> Any:
@@ -343,8 +348,11 @@ def _train_loader_factory(recipe: Any, task: Task, splits: Splits, accelerator: 
     return make_train_loader
 
 
-def _setup_model(recipe: Any, task: Task, run: RunDir, splits: Splits, accelerator: Any, total_steps: int) -> tuple[Any, int, int]:
-    """The base model with the adapter applied; returns it with its trainable and total parameter counts."""
+def _setup_model(
+    recipe: Any, task: Task, run: RunDir, splits: Splits, accelerator: Any, total_steps: int
+) -> tuple[Any, int, int, str | None]:
+    """The base model with the adapter applied; returns it with its trainable and total parameter counts
+    and the model_type Liger's kernels were applied to (train.liger_kernel), or None."""
     from .adapters import apply_adapter, count_parameters
     from .modeling import load_base_model
 
@@ -354,6 +362,13 @@ def _setup_model(recipe: Any, task: Task, run: RunDir, splits: Splits, accelerat
         # Random weights: keep them, or the adapter could never be loaded onto its base again.
         model.save_pretrained(run.base_model_dir)
         splits.processor.save_pretrained(run.base_model_dir)
+    liger = None
+    if recipe.train.liger_kernel:  # on the plain transformers model, before peft wraps it (liger.py)
+        from .liger import apply as apply_liger, installed_version
+
+        liger = apply_liger(model)
+        if accelerator.is_main_process:
+            print(f"hfadapt: train.liger_kernel: Liger kernels applied to {liger} (liger-kernel {installed_version()})")
     if recipe.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = apply_adapter(model, recipe, task, num_training_steps=total_steps)
@@ -362,7 +377,7 @@ def _setup_model(recipe: Any, task: Task, run: RunDir, splits: Splits, accelerat
     trainable, total = count_parameters(model)
     if trainable == 0:
         raise HfadaptError(f"adapter: {recipe.adapter.method} left no trainable parameters in {recipe.model.name_or_path}")
-    return model, trainable, total
+    return model, trainable, total, liger
 
 
 def _setup_optimizer(recipe: Any, model: Any, total_steps: int, device: Any) -> tuple[Any, Any]:
@@ -435,7 +450,7 @@ def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState, met
     if accelerator.is_main_process:
         _save_model(unwrapped, session.splits.processor, run, recipe, is_peft(recipe.adapter.method))
         write_json_atomic(run.metrics_file, final.to_json())
-        write_json_atomic(run.info_file, collect_run_info(accelerator).to_json())
+        write_json_atomic(run.info_file, collect_run_info(accelerator, liger_kernel=session.liger is not None).to_json())
         state.save(run.state_file)
         print(summary_line(final.perf))
         if session.compiled is not None:

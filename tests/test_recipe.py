@@ -272,6 +272,7 @@ def test_data_needs_exactly_one_source(base: Path) -> None:
         (["data.problem_type=regression", "eval.metrics=[accuracy]"], ["eval.metrics: 'accuracy' does not fit problem_type regression"]),
         (["data.problem_type=multi_label", "eval.metrics=[matthews_correlation]"], ["matthews_correlation is not defined for multi_label"]),
         (["train.early_stopping_patience=2"], ["train.early_stopping_patience needs train.eval_steps"]),
+        (["train.liger_kernel=true"], ["train.liger_kernel: Liger's kernels are for causal-lm models, not text-classification"]),
         (["train.scheduler=cosin"], ["train.scheduler", "unknown scheduler 'cosin'", "did you mean 'cosine'"]),
         (["data.augment=true"], ["data.augment: a field of image-classification, not of text-classification"]),
         (["task=image-classification", "data.text_pair_column=b"], ["data.text_pair_column: a field of text-classification, not of image-classification"]),

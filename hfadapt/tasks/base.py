@@ -47,7 +47,8 @@ class Task(Protocol):
     card_example: str  # an input for the usage snippet of model cards
     # Optional, looked up with getattr: count_units(batch) -> {unit: amount} for the throughput figures
     # (throughput.py; default: non-pad tokens, e.g. an audio task returns {"audio_seconds": ...}), and
-    # report_section(data) -> HTML for `hfadapt report` (report.py; default: one registered there, or generic).
+    # report_section(data) -> HTML for `hfadapt report` (report.py; default: one registered there, or generic),
+    # and liger_kernel = True where train.liger_kernel may patch the task's model (liger.py; default False).
 
     def check(self, recipe: "Recipe") -> list[str]:
         """Recipe problems across sections this task can see without loading anything (field path: message)."""

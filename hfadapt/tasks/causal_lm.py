@@ -54,6 +54,7 @@ class CausalLM:
     pipeline_tag = "text-generation"  # the Hub's task for the model card
     card_example = "Write a haiku about rain."  # the input shown in the model card's usage
     extra_result_keys = ("perplexity",)
+    liger_kernel = True  # train.liger_kernel: liger patches *ForCausalLM models (hfadapt.liger)
 
     # ---- recipe -----------------------------------------------------------------------------
     def check(self, recipe: Any) -> list[str]:
