@@ -93,28 +93,98 @@ def write_json_atomic(path: Path, data: Any) -> None:
     replace_durably(tmp, path)
 
 
+def sharding(model: Any) -> str | None:
+    """How the model's weights are split over processes: "fsdp2" (torch `fully_shard`, as Accelerate's
+    FSDP2 applies it in place), "zero3" (DeepSpeed ZeRO-3: parameters are empty partitions), or None
+    (every process holds every weight: one process, DDP, ZeRO-1/2). Read from the model itself, so the
+    same functions serve a model prepared by Accelerate and one sharded by hand (tests)."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch built without distributed support
+        FSDPModule = ()  # noqa: N806
+    # The module, not its parameters: between forward and backward FSDP2 swaps in unsharded plain tensors.
+    if isinstance(model, FSDPModule) or any(isinstance(m, FSDPModule) for m in model.modules()):
+        return "fsdp2"
+    if any(hasattr(p, "ds_id") for p in model.parameters()):  # set on every parameter ZeRO-3 partitioned
+        return "zero3"
+    return None
+
+
+def _trainable(model: Any) -> list[tuple[str, Any]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
 def trainable_state_dict(model: Any) -> dict[str, Any]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    """The trainable weights, whole, on the CPU.
+
+    For a sharded model this is a collective: every process must call it, in the same order. Under FSDP2
+    only process 0 gets the weights (the others get {}: a full copy per process could exhaust host memory).
+    """
+    kind = sharding(model)
+    if kind == "fsdp2":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        # ignore_frozen_params: gather the adapter, not the frozen base it is a tiny fraction of.
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+        full = get_model_state_dict(model, options=options)
+        names = {n for n, _ in _trainable(model)}
+        return {n: t.contiguous() for n, t in full.items() if n in names}  # buffers are not trainable
+    if kind == "zero3":
+        import deepspeed  # only ever reached inside a DeepSpeed run
+
+        trainable = _trainable(model)
+        with deepspeed.zero.GatheredParameters([p for _, p in trainable]):  # modifier_rank=None: read only
+            return {n: p.detach().cpu().clone() for n, p in trainable}
+    return {n: p.detach().cpu().contiguous() for n, p in _trainable(model)}
 
 
-def save_trainable(model: Any, path: Path) -> None:
+def save_trainable(model: Any, path: Path, main: bool = True) -> None:
+    """Write the trainable weights to `path` (safetensors, atomically) from the main process.
+
+    Call it on every process: for a sharded model gathering the weights is a collective. Only the
+    process with `main` true writes.
+    """
     from safetensors.torch import save_file
 
+    if not main and sharding(model) is None:
+        return  # nothing to take part in
+    weights = trainable_state_dict(model)
+    if not main:
+        return
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(trainable_state_dict(model), str(tmp))
+    save_file(weights, str(tmp))
     fsync_file(tmp)
     replace_durably(tmp, path)
 
 
 def load_trainable(model: Any, path: Path) -> None:
+    """Put the weights of `path` into the model's trainable parameters. Every process reads the file
+    and calls this (for a sharded model it is a collective: each process keeps its shard)."""
     from safetensors.torch import load_file
 
     weights = load_file(str(path))
-    expected = {n for n, p in model.named_parameters() if p.requires_grad}
+    trainable = _trainable(model)
+    expected = {n for n, _ in trainable}
     if set(weights) != expected:
         missing = sorted(expected - set(weights))[:3]
         raise HfadaptError(f"{path}: does not match this model's trainable weights (e.g. missing {missing}); was the recipe changed?")
-    model.load_state_dict(weights, strict=False)
+    kind = sharding(model)
+    if kind == "fsdp2":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        # full_state_dict: the file holds whole tensors; each process keeps its own shard of them.
+        set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
+    elif kind == "zero3":
+        import deepspeed
+        import torch
+
+        # Every process gathers; process 0's copy is written back and partitioned again on exit.
+        with deepspeed.zero.GatheredParameters([p for _, p in trainable], modifier_rank=0):
+            with torch.no_grad():
+                for n, p in trainable:
+                    p.copy_(weights[n].to(device=p.device, dtype=p.dtype))
+    else:
+        model.load_state_dict(weights, strict=False)
 
 
 def complete_checkpoints(run_dir: Path) -> list[Path]:
@@ -187,12 +257,15 @@ def register_trainable_hooks(accelerator: Any) -> None:
     """Make save_state/load_state store only trainable weights (the adapter), not the frozen base."""
 
     def save_hook(models: list, weights: list, output_dir: str) -> None:
-        if accelerator.is_main_process:
-            for i, model in enumerate(models):
-                save_trainable(accelerator.unwrap_model(model), Path(output_dir) / f"{i}-{TRAINABLE_FILE}")
+        # Every process: gathering a sharded model's weights is a collective; only the main one writes.
+        for i, model in enumerate(models):
+            path = Path(output_dir) / f"{i}-{TRAINABLE_FILE}"
+            save_trainable(accelerator.unwrap_model(model), path, main=accelerator.is_main_process)
         weights.clear()
 
     def load_hook(models: list, input_dir: str) -> None:
+        # Under FSDP and DeepSpeed, Accelerate has already loaded the weights from its own sharded files
+        # and passes no models here; the trainable file is then used for nothing but inspection.
         for i, model in enumerate(models):
             load_trainable(accelerator.unwrap_model(model), Path(input_dir) / f"{i}-{TRAINABLE_FILE}")
         models.clear()

@@ -120,7 +120,9 @@ def _evaluate_and_track(parts: LoopParts, state: TrainerState, key: str | None, 
         state.best_metric, state.best_step, state.evals_without_improvement = value, state.global_step, 0
         if acc.is_main_process:
             parts.run.best_dir.mkdir(exist_ok=True)
-            save_trainable(acc.unwrap_model(parts.model), parts.run.best_weights)
+        # Every process: a sharded model's weights are gathered collectively; the main one writes.
+        save_trainable(acc.unwrap_model(parts.model), parts.run.best_weights, main=acc.is_main_process)
+        if acc.is_main_process:
             write_json_atomic(parts.run.best_info_file, {"step": state.global_step, key: value})
         acc.wait_for_everyone()
     else:

@@ -447,8 +447,9 @@ def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState, met
     )
     accelerator.log({k: v for k, v in final.to_json().items() if not k.startswith("train/")}, step=state.global_step)
     accelerator.wait_for_everyone()
+    weights = _gathered_weights(accelerator, session.model)  # every process: a collective when sharded
     if accelerator.is_main_process:
-        _save_model(unwrapped, session.splits.processor, run, recipe, is_peft(recipe.adapter.method))
+        _save_model(unwrapped, session.splits.processor, run, recipe, is_peft(recipe.adapter.method), weights)
         write_json_atomic(run.metrics_file, final.to_json())
         write_json_atomic(run.info_file, collect_run_info(accelerator, liger_kernel=session.liger is not None).to_json())
         state.save(run.state_file)
@@ -467,7 +468,25 @@ def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState, met
     return TrainResult(run.path, final.to_json(), state)
 
 
-def _save_model(model: Any, processor: Any, run: RunDir, recipe: Any, peft: bool) -> None:
+def _gathered_weights(accelerator: Any, model: Any) -> dict[str, Any] | None:
+    """The whole model's weights, gathered, when FSDP2 or ZeRO-3 shards them; None when every process
+    holds them (save_pretrained then reads the model itself, as it always has).
+
+    Accelerate's get_state_dict is the library's gather (FSDP2: torch's full state dict, offloaded to
+    the CPU of process 0; ZeRO-3: the engine's 16-bit consolidation, which needs the config's
+    zero3_save_16bit_model). Every process must call it."""
+    from .checkpoint import sharding
+
+    if sharding(accelerator.unwrap_model(model)) is None:
+        return None
+    return accelerator.get_state_dict(model)
+
+
+def _save_model(model: Any, processor: Any, run: RunDir, recipe: Any, peft: bool, state_dict: dict[str, Any] | None = None) -> None:
+    """Save the adapter (peft) or the whole model, plus the processor, into the run; main process only.
+
+    `state_dict`: the gathered weights of a sharded model (_gathered_weights); peft picks the adapter's
+    out of it, so the folder is a plain peft adapter whatever the sharding was."""
     target = run.saved_model_dir(peft)
     tmp = run.path / f".tmp-{target.name}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -477,10 +496,11 @@ def _save_model(model: Any, processor: Any, run: RunDir, recipe: Any, peft: bool
             model.peft_config["default"].base_model_name_or_path = str(run.base_model_dir.resolve())
         # hfadapt never resizes embeddings: a head sized to new labels or a CTC vocabulary is saved through
         # modules_to_save, and peft's "vocab_size changed" guess would try to save input embeddings audio models lack.
-        model.save_pretrained(tmp, save_embedding_layers=False)
+        extra = {"state_dict": state_dict} if state_dict is not None else {}
+        model.save_pretrained(tmp, save_embedding_layers=False, **extra)
         model.get_base_model().config.save_pretrained(tmp)  # id2label/label2id/problem_type for reloading
     else:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, **({"state_dict": state_dict} if state_dict is not None else {}))
     processor.save_pretrained(tmp)
     if target.exists():
         shutil.rmtree(target)

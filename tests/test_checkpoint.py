@@ -160,3 +160,17 @@ def test_json_and_trainable_weights_fsync_their_folder(tmp_path, disk_log):
     rename = next(i for i, e in enumerate(disk_log) if e[0] == "replace")
     assert ("fsync", str((tmp_path / ".w.safetensors.tmp").resolve())) in disk_log[:rename]
     assert ("fsync", str(tmp_path.resolve())) in disk_log[rename + 1 :]
+
+
+def test_unsharded_model_is_written_by_the_main_process_only(tmp_path):
+    """Plain / DDP: every process holds the weights, so the others neither gather nor write."""
+    import torch
+    from safetensors.torch import load_file
+
+    model = torch.nn.Linear(2, 2)
+    model.bias.requires_grad_(False)
+    assert ckpt.sharding(model) is None
+    ckpt.save_trainable(model, tmp_path / "other.safetensors", main=False)
+    assert not (tmp_path / "other.safetensors").exists()
+    ckpt.save_trainable(model, tmp_path / "main.safetensors")
+    assert sorted(load_file(str(tmp_path / "main.safetensors"))) == ["weight"]  # trainable only
