@@ -1,4 +1,4 @@
-"""Checks that need CUDA GPUs (run by hand on a GPU machine; CI has none). About 8 minutes on one H200.
+"""Checks that need CUDA GPUs (run by hand on a GPU machine; CI has none). About 13 minutes on one H200 (8 without speed).
 
 Sections (all by default; `--only SECTION` runs one):
 
@@ -11,8 +11,11 @@ Sections (all by default; `--only SECTION` runs one):
           and its adapter folder must load with plain peft and equal the DDP run's adapter.
           DeepSpeed configs are skipped with a line when deepspeed is not installed; multi-GPU
           variants when only one GPU is visible.
+  speed   benchmarks/gpu_speed.py with its defaults (~5 min): causal-lm tokens/s and peak memory of
+          hfadapt (defaults / liger_kernel / compile) against TRL SFTTrainer + PEFT. A measurement,
+          not a pass/fail check: it fails only when a variant cannot run.
 
-    python benchmarks/gpu_check.py [--only amp|launch]
+    python benchmarks/gpu_check.py [--only amp|launch|speed]
 """
 
 from __future__ import annotations
@@ -221,7 +224,14 @@ def launch_section() -> bool:
     return ok
 
 
-SECTIONS = {"amp": amp_section, "launch": launch_section}
+def speed_section() -> bool:
+    sys.path.insert(0, str(Path(__file__).parent))  # run as a script: its sibling is importable
+    import gpu_speed
+
+    return gpu_speed.main([]) == 0
+
+
+SECTIONS = {"amp": amp_section, "launch": launch_section, "speed": speed_section}
 
 
 def main() -> int:
