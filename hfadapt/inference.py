@@ -92,8 +92,10 @@ def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list
     prepared = task.preprocess(ds, split, processor, recipe, info, train=False)
     accelerator = Accelerator()
     order = eval_order(task, prepared)  # longest first where the task restores dataset order
+    from .workers import run_workers
+
     dl = DataLoader(prepared, batch_size=recipe.train.eval_batch_size or recipe.train.batch_size, sampler=order,
-                    collate_fn=task.collator(processor))
+                    collate_fn=task.collator(processor), num_workers=run_workers(recipe, task, accelerator))
     model, dl = accelerator.prepare(model, dl)
     ctx = EvalContext(
         accelerator=accelerator, recipe=recipe, processor=processor, info=info, dataset=prepared, split=split,

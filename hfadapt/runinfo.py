@@ -75,6 +75,7 @@ class RunInfo:
     distributed_type: str = "NO"
     mixed_precision: str | None = None
     command: str = ""  # as the user would type it; "" when started from Python
+    num_workers: int = 0  # DataLoader worker processes per training process, as resolved (hfadapt.workers)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,7 +95,7 @@ def precision_that_ran(accelerator: Any) -> str:
     return "no"
 
 
-def collect(accelerator: Any) -> RunInfo:
+def collect(accelerator: Any, num_workers: int = 0) -> RunInfo:
     import torch
 
     device = accelerator.device
@@ -110,4 +111,5 @@ def collect(accelerator: Any) -> RunInfo:
         distributed_type=str(accelerator.distributed_type).split(".")[-1],
         mixed_precision=precision_that_ran(accelerator),
         command=launch_command(accelerator.num_processes),
+        num_workers=num_workers,
     )
