@@ -17,7 +17,7 @@ waveform normalisation) then happen on the fly in `with_transform`: a float32 wa
 takes 64 kB per second, 5-10x the FLAC/OGG it came from, and Whisper's log-mel is 30 s of frames
 (960 kB) for every clip however short -- caching either multiplies a speech corpus's size on disk
 (LibriSpeech 960 h: ~60 GB of FLAC -> ~220 GB of waveforms), while decoding a clip costs far less
-than the model's forward pass on it (and `train.num_workers` moves it off the training process).
+than the model's forward pass on it (and worker processes, `train.num_workers`, on by default on CUDA, move it off the training process).
 """
 
 from __future__ import annotations

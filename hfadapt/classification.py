@@ -83,9 +83,8 @@ def evaluate(ctx: "EvalContext", model: Any, dataloader: Any) -> dict[str, float
     model.train(was_training)
     labels: LabelInfo = ctx.info
     logits, targets = torch.cat(all_logits), torch.cat(all_targets)
-    if ctx.order is not None:  # the loader read rows in another order (longest first): back to dataset order
-        back = torch.argsort(torch.tensor(ctx.order))
-        logits, targets = logits[back], targets[back]
+    # The loader may have read rows longest first (grouping.eval_order): back to dataset order.
+    logits, targets = ctx.in_dataset_order(logits), ctx.in_dataset_order(targets)
     loss, preds, refs = loss_and_predictions(logits, targets, labels)
     results = {"loss": loss, "samples": int(targets.shape[0])}
     results.update(metrics.compute(list(ctx.metric_names), preds, refs, multilabel=labels.problem_type == "multi_label"))

@@ -87,10 +87,37 @@ def eval_order(task: Any, dataset: Any) -> list[int] | None:
     """Evaluation rows longest first (less padding per batch), or None for dataset order.
 
     Only for tasks whose evaluate() declares it puts results back in dataset order
-    (`restores_eval_order = True`, reading EvalContext.order): their metrics, loss and
+    (`restores_eval_order = True`, through EvalContext.in_dataset_order): their metrics, loss and
     predictions file are those of dataset order, up to float rounding of the per-batch padding.
+    Packed causal-lm blocks (a position_ids column) are all max_length: nothing to gain.
     """
-    if not getattr(task, "restores_eval_order", False) or "input_ids" not in getattr(dataset, "column_names", ()):
+    columns = getattr(dataset, "column_names", ())
+    if not getattr(task, "restores_eval_order", False) or "input_ids" not in columns or "position_ids" in columns:
         return None
-    lengths = row_lengths(dataset)
+    return longest_first(row_lengths(dataset))
+
+
+def longest_first(lengths: Sequence[int]) -> list[int]:
+    """Row indices by decreasing length, ties in input order: batches of this order pad least, and a
+    too-large batch fails at the first one."""
     return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
+def in_input_order(order: Sequence[int] | None, items: Any) -> Any:
+    """Results read in `order` (items[k] belongs to row order[k]) put back in row order 0, 1, ...
+
+    `items` is a tensor (rows along dim 0) or a list; order None: already in row order.
+    """
+    if order is None:
+        return items
+    if len(items) != len(order):
+        # Would silently pair results with the wrong rows: a loader that dropped or repeated rows.
+        raise ValueError(f"in_input_order: {len(items)} results for {len(order)} rows")
+    if hasattr(items, "index_select"):  # a tensor: one gather
+        import torch
+
+        return items[torch.argsort(torch.as_tensor(order))]
+    out: list[Any] = [None] * len(order)
+    for k, row in enumerate(order):
+        out[row] = items[k]
+    return out

@@ -37,13 +37,21 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 16, genera
             setattr(run.recipe.generation, key, value)
         except ValidationError as e:
             raise HfadaptError(f"generation.{key}: {e.errors()[0]['msg']} (got {value!r})") from None
+    from .grouping import in_input_order, longest_first
+
     model, processor, info = load_model_and_processor(run)
+    # Text inputs longest first (characters: a free proxy for tokens), so each chunk pads (and
+    # generates) about as long as its own rows; the results come back in input order.
+    order = None
+    if run.task.modality == "text" and len(inputs) > batch_size:
+        order = longest_first([len(x) if isinstance(x, str) else 0 for x in inputs])
+    items = [inputs[i] for i in order] if order is not None else list(inputs)
     out: list[dict] = []
-    for start in range(0, len(inputs), batch_size):
-        chunk = inputs[start : start + batch_size]
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
         for item, pred in zip(chunk, run.task.predict(model, processor, chunk, run.recipe, info)):
             out.append({"input": item, **pred})
-    return out
+    return in_input_order(order, out)
 
 
 def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list[str] | None = None) -> dict[str, float]:
@@ -84,8 +92,10 @@ def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list
     prepared = task.preprocess(ds, split, processor, recipe, info, train=False)
     accelerator = Accelerator()
     order = eval_order(task, prepared)  # longest first where the task restores dataset order
+    from .workers import run_workers
+
     dl = DataLoader(prepared, batch_size=recipe.train.eval_batch_size or recipe.train.batch_size, sampler=order,
-                    collate_fn=task.collator(processor))
+                    collate_fn=task.collator(processor), num_workers=run_workers(recipe, task, accelerator))
     model, dl = accelerator.prepare(model, dl)
     ctx = EvalContext(
         accelerator=accelerator, recipe=recipe, processor=processor, info=info, dataset=prepared, split=split,

@@ -153,7 +153,11 @@ class TrainSection(Section):
     save_total_limit: int | None = Field(2, gt=0, description="checkpoints kept")
     early_stopping_patience: int | None = Field(None, gt=0, description="evaluations without improvement")
     log_with: list[str] = Field(default_factory=lambda: ["tensorboard"], description="Accelerate trackers")
-    num_workers: int = Field(0, ge=0)
+    num_workers: int | None = Field(
+        None, ge=0,
+        description="DataLoader worker processes (training and evaluation); default: for image/audio tasks on CUDA "
+        "min(8, CPUs per process - 1), else 0",
+    )
     group_by_length: bool | None = Field(
         None,
         description="batch rows of similar length together (less padding; the same examples each epoch, in a "

@@ -77,6 +77,7 @@ class RunInfo:
     mixed_precision: str | None = None
     command: str = ""  # as the user would type it; "" when started from Python
     liger_kernel: bool = False  # whether Liger's kernels were applied to the model (train.liger_kernel)
+    num_workers: int = 0  # DataLoader worker processes per training process, as resolved (hfadapt.workers)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,7 +97,7 @@ def precision_that_ran(accelerator: Any) -> str:
     return "no"
 
 
-def collect(accelerator: Any, liger_kernel: bool = False) -> RunInfo:
+def collect(accelerator: Any, liger_kernel: bool = False, num_workers: int = 0) -> RunInfo:
     import torch
 
     device = accelerator.device
@@ -113,4 +114,5 @@ def collect(accelerator: Any, liger_kernel: bool = False) -> RunInfo:
         mixed_precision=precision_that_ran(accelerator),
         command=launch_command(accelerator.num_processes),
         liger_kernel=liger_kernel,
+        num_workers=num_workers,
     )

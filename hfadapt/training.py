@@ -299,7 +299,10 @@ def _train_loader_factory(recipe: Any, task: Task, splits: Splits, accelerator: 
     from accelerate.data_loader import prepare_data_loader
     from torch.utils.data import DataLoader
 
+    from .workers import run_workers
+
     t = recipe.train
+    workers = run_workers(recipe, task, accelerator)  # train.num_workers, or the task's default on this device
     if recipe.data.streaming:
         from .streaming import EpochStream
 
@@ -309,7 +312,7 @@ def _train_loader_factory(recipe: Any, task: Task, splits: Splits, accelerator: 
             # Each process reads its own share (EpochStream): Accelerate only moves batches to the device.
             # The loader's own generator, as below: creating its iterator must not draw on the global RNG.
             dl = DataLoader(
-                stream, batch_size=t.batch_size, collate_fn=splits.train_collate or splits.collate, num_workers=t.num_workers,
+                stream, batch_size=t.batch_size, collate_fn=splits.train_collate or splits.collate, num_workers=workers,
                 generator=torch.Generator().manual_seed(t.seed), pin_memory=accelerator.device.type == "cuda",
             )
             # dispatch_batches=False: for an iterable dataset Accelerate would otherwise read it on the
@@ -337,7 +340,9 @@ def _train_loader_factory(recipe: Any, task: Task, splits: Splits, accelerator: 
             order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(t.seed + epoch)).tolist()
         dl = DataLoader(
             splits.train, batch_size=t.batch_size, sampler=order, collate_fn=splits.train_collate or splits.collate,
-            num_workers=t.num_workers, generator=torch.Generator().manual_seed(t.seed),
+            # Workers seed their RNGs from this generator: seeded per epoch, augmentation drawn in the
+            # workers differs between epochs and is the same in a rerun.
+            num_workers=workers, generator=torch.Generator().manual_seed(t.seed + epoch),
             pin_memory=accelerator.device.type == "cuda",  # page-locked batches: faster host-to-GPU copies
         )
         return prepare_data_loader(
@@ -402,10 +407,16 @@ def _evaluator(recipe: Any, task: Task, run: RunDir, splits: Splits, accelerator
     if dataset is None:
         return None
     from .grouping import eval_order
+    from .workers import run_workers
 
     batch_size = recipe.train.eval_batch_size or recipe.train.batch_size
     order = eval_order(task, dataset)  # longest first where the task restores dataset order
-    loader = accelerator.prepare_data_loader(DataLoader(dataset, batch_size=batch_size, sampler=order, collate_fn=splits.collate))
+    workers = run_workers(recipe, task, accelerator)
+    loader = accelerator.prepare_data_loader(DataLoader(
+        dataset, batch_size=batch_size, sampler=order, collate_fn=splits.collate, num_workers=workers,
+        persistent_workers=workers > 0,  # one loader serves every evaluation of the run: start its workers once
+        pin_memory=accelerator.device.type == "cuda",
+    ))
     ctx = EvalContext(
         accelerator=accelerator, recipe=recipe, processor=splits.processor, info=splits.info, dataset=dataset,
         split=split, metric_names=tuple(recipe.eval.metrics or task.default_metrics(recipe)), run_dir=run.path,
@@ -431,6 +442,7 @@ def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState, met
     """Best weights back, final evaluation (and test), the saved model, run info; then push."""
     from .adapters import is_peft
     from .runinfo import collect as collect_run_info
+    from .workers import run_workers
 
     accelerator = session.accelerator
     state.perf = meter.totals(accelerator, state.global_step)  # the loop's figures: before the final evaluation
@@ -451,7 +463,11 @@ def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState, met
     if accelerator.is_main_process:
         _save_model(unwrapped, session.splits.processor, run, recipe, is_peft(recipe.adapter.method), weights)
         write_json_atomic(run.metrics_file, final.to_json())
-        write_json_atomic(run.info_file, collect_run_info(accelerator, liger_kernel=session.liger is not None).to_json())
+        run_info = collect_run_info(
+            accelerator, liger_kernel=session.liger is not None,
+            num_workers=run_workers(recipe, TASKS.get(recipe.task), accelerator),
+        )
+        write_json_atomic(run.info_file, run_info.to_json())
         state.save(run.state_file)
         print(summary_line(final.perf))
         if session.compiled is not None:

@@ -470,3 +470,23 @@ def test_qlora_needs_a_gpu(tmp_path, lm):
     recipe.model.quantization = "4bit"
     with pytest.raises(HfadaptError, match="model.quantization: 4bit \\(QLoRA\\) needs a CUDA GPU"):
         train(recipe)
+
+
+def test_length_sorted_evaluation_gives_dataset_order_loss_and_not_for_packed_blocks(tmp_path, lm, monkeypatch):
+    """Padded evaluation reads rows longest first with the loss, token and example counts of dataset
+    order; packed blocks (all max_length) keep dataset order."""
+    from transformers import AutoModelForCausalLM
+
+    from hfadapt.grouping import eval_order
+    from tests.sorted_eval import evaluate_sorted_and_plain
+
+    recipe = lm_recipe(tmp_path, lm, {"train_files": [str(write_jsonl(tmp_path / "t.jsonl", [{"text": "a"}]))]})
+    rows = _varied_texts(13, seed=3, longest=30)
+    ds, task, tok = preprocess(recipe, rows, split="validation")
+    model = AutoModelForCausalLM.from_pretrained(lm).eval()
+    got = evaluate_sorted_and_plain(task, model, tok, None, ds, recipe, [], 4, tmp_path, monkeypatch)
+    s, p = got["sorted"], got["plain"]
+    assert s["results"] == pytest.approx(p["results"], rel=1e-9) and s["results"]["samples"] == 13
+    assert s["results"]["tokens"] == p["results"]["tokens"]
+    packed = lm_recipe(tmp_path, lm, {"train_files": [str(write_jsonl(tmp_path / "t.jsonl", [{"text": "a"}]))], "packing": True})
+    assert eval_order(task, preprocess(packed, rows, split="validation")[0]) is None

@@ -153,3 +153,18 @@ def test_eval_order_is_longest_first_only_where_restored():
 
     assert eval_order(SimpleNamespace(restores_eval_order=True), DS()) == [1, 3, 4, 0, 2]
     assert eval_order(SimpleNamespace(), DS()) is None
+
+
+def test_in_input_order_puts_lists_and_tensors_back():
+    import torch
+
+    from hfadapt.grouping import in_input_order, longest_first
+
+    order = longest_first([2, 7, 1, 7, 4])
+    assert order == [1, 3, 4, 0, 2]  # ties keep input order
+    read = [f"row{i}" for i in order]
+    assert in_input_order(order, read) == ["row0", "row1", "row2", "row3", "row4"]
+    assert in_input_order(order, torch.tensor(order) * 10).tolist() == [0, 10, 20, 30, 40]
+    assert in_input_order(None, read) is read
+    with pytest.raises(ValueError, match="4 results for 5 rows"):
+        in_input_order(order, read[:4])

@@ -393,3 +393,28 @@ def test_two_processes_score_every_window_once(trained, tmp_path) -> None:
     assert two["loss"] == pytest.approx(m["eval/loss"], rel=1e-5)
     assert two["exact_match"] == pytest.approx(m["eval/exact_match"])
     assert two["f1"] == pytest.approx(m["eval/f1"])
+
+
+def test_length_sorted_evaluation_gives_dataset_order_results(trained, tmp_path, monkeypatch) -> None:
+    """Windows read longest first: an example's windows land in different batches, yet each window is
+    matched to its example through qa_window, and the answers, scores and predictions file are those
+    of dataset order."""
+    from hfadapt.data import load_raw
+    from hfadapt.grouping import eval_order
+    from hfadapt.inference import load_model_and_processor
+    from hfadapt.run import RunDir
+    from tests.sorted_eval import evaluate_sorted_and_plain
+
+    run = RunDir(trained.output_dir)
+    model, processor, info = load_model_and_processor(run)
+    task = run.task
+    ds = task.preprocess(load_raw(run.recipe, task).validation, "validation", processor, run.recipe, info, train=False)
+    examples = ds["qa_example"]
+    assert len(examples) > len(set(examples))  # some examples take two windows
+    order, batch = eval_order(task, ds), 5
+    batch_of = {w: k // batch for k, w in enumerate(order)}
+    assert any(batch_of[a] != batch_of[b] for a in range(len(examples)) for b in range(a) if examples[a] == examples[b])
+    got = evaluate_sorted_and_plain(task, model, processor, info, ds, run.recipe, ["squad"], batch, tmp_path, monkeypatch)
+    s, p = got["sorted"], got["plain"]
+    assert s["results"] == pytest.approx(p["results"], rel=1e-6) and s["results"]["samples"] == N_VALIDATION
+    assert s["metric_inputs"] == p["metric_inputs"] and s["rows"] == p["rows"]

@@ -355,3 +355,30 @@ def test_two_processes_score_every_example_once(trained: Any, tmp_path: Path) ->
     assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
     for key in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf"):
         assert two[key] == pytest.approx(one[key]), key
+
+
+def test_length_sorted_evaluation_gives_dataset_order_results(trained: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    """Sources read longest first (less padding in the forward pass and in generate): loss, scores, the
+    generated texts given to the metrics and the predictions file are those of dataset order."""
+    from tests.sorted_eval import evaluate_sorted_and_plain
+
+    import datasets
+
+    task, model, processor, info, _, recipe = _validation_setup(trained)
+    # Sources of 4 to 12 words (the validation file's are all 4): sorting changes the batches.
+    varied = [{**r, "text": " ".join(["a"] * (i % 9)) + " " + r["text"]} for i, r in enumerate(rows(N_VALIDATION, 3))]
+    ds = task.preprocess(datasets.Dataset.from_list(varied), "validation", processor, recipe, info, train=False)
+    got = evaluate_sorted_and_plain(task, model, processor, info, ds, recipe, ["rouge", "bleu"], 4, tmp_path, monkeypatch)
+    s, p = got["sorted"], got["plain"]
+    assert s["results"] == pytest.approx(p["results"], rel=1e-6) and s["results"]["samples"] == N_VALIDATION
+    assert s["metric_inputs"] == p["metric_inputs"] and len(s["metric_inputs"]) == 2
+    assert s["rows"] == p["rows"] and [r["index"] for r in s["rows"]] == list(range(N_VALIDATION))
+
+
+def test_predict_sorts_chunks_by_length_and_answers_in_input_order(trained: Any) -> None:
+    """More inputs than one batch: chunks are formed longest first, the answers come back in input order
+    and equal those of one unsorted batch."""
+    sources = [" ".join(["a"] * (i % 5)) + f" the big {COLORS[i % 4]} {ANIMALS[i % 3]}" for i in range(9)]
+    chunked, whole = predict(trained.output_dir, sources, batch_size=2), predict(trained.output_dir, sources, batch_size=64)
+    assert [o["input"] for o in chunked] == sources
+    assert chunked == whole

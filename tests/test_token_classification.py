@@ -312,6 +312,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from hfadapt import Recipe
 from hfadapt.data import load_raw
+from hfadapt.grouping import eval_order
 from hfadapt.modeling import load_base_model
 from hfadapt.tasks import TASKS, EvalContext
 
@@ -324,9 +325,10 @@ info = task.label_info(raw.train, recipe)
 ds = task.preprocess(raw.validation, "validation", tok, recipe, info, train=False)
 torch.manual_seed(0)  # the same random head in every process and every run
 model = load_base_model(recipe, task, info, tok)
-dl = DataLoader(ds, batch_size=int(sys.argv[2]), collate_fn=task.collator(tok))
+order = eval_order(task, ds)  # longest first, as training evaluates: each process gets other rows
+dl = DataLoader(ds, batch_size=int(sys.argv[2]), sampler=order, collate_fn=task.collator(tok))
 model, dl = accelerator.prepare(model, dl)
-results = task.evaluate(EvalContext(accelerator, recipe, tok, info, ds, "validation", ("seqeval",)), model, dl)
+results = task.evaluate(EvalContext(accelerator, recipe, tok, info, ds, "validation", ("seqeval",), order=tuple(order)), model, dl)
 if accelerator.is_main_process:
     print("RESULT " + json.dumps(results))
 """
@@ -336,7 +338,8 @@ if accelerator.is_main_process:
 def test_evaluation_counts_every_example_once_across_processes(tmp_path, wordpiece_bert) -> None:
     """16 sentences of different lengths, batches of 5: under 2 processes the batches of the two
     processes differ in length (pad_across_processes) and the last one is padded with repeated
-    examples (gather_for_metrics drops them). Loss and scores must equal the 1-process ones, which
+    examples (gather_for_metrics drops them); rows are read longest first and put back in dataset
+    order. Loss and scores must equal the 1-process ones, which
     in turn must equal the model's own loss and a hand count over one batch of all 16."""
     import subprocess
     import sys
@@ -393,3 +396,27 @@ def test_evaluation_counts_every_example_once_across_processes(tmp_path, wordpie
     assert one["loss"] == pytest.approx(out.loss.item(), rel=1e-5)
     right = int((out.logits.argmax(-1)[mask] == labels[mask]).sum())
     assert 0 < right < int(mask.sum()) and one["accuracy"] == pytest.approx(right / int(mask.sum()), abs=1e-12)
+
+
+def test_length_sorted_evaluation_gives_dataset_order_results(tmp_path, wordpiece_bert, monkeypatch) -> None:
+    """Sentences read longest first: the loss, the scores and the tag sequences given to seqeval, in
+    their order, are those of dataset order."""
+    import torch
+
+    from hfadapt.data import load_raw
+    from hfadapt.modeling import load_base_model
+    from hfadapt.tasks import TASKS
+    from tests.sorted_eval import evaluate_sorted_and_plain
+
+    recipe = recipe_for(tmp_path, wordpiece_bert, ner_rows(16, seed=0), ner_rows(16, seed=1))
+    task = TASKS.get("token-classification")
+    tok = task.load_processor(recipe)
+    raw = load_raw(recipe, task)
+    info = task.label_info(raw.train, recipe)
+    ds = task.preprocess(raw.validation, "validation", tok, recipe, info, train=False)
+    torch.manual_seed(0)  # a random head: predictions of every tag, so the order of the lists matters
+    model = load_base_model(recipe, task, info, tok).eval()
+    got = evaluate_sorted_and_plain(task, model, tok, info, ds, recipe, ["seqeval"], 5, tmp_path, monkeypatch)
+    s, p = got["sorted"], got["plain"]
+    assert s["results"] == pytest.approx(p["results"], rel=1e-6) and s["results"]["samples"] == 16
+    assert s["metric_inputs"] == p["metric_inputs"] and len(s["metric_inputs"]) == 1

@@ -35,6 +35,12 @@ class EvalContext:
     predictions_file: Path | None = None  # the final evaluation: per-example results go here (predictions.py)
     order: tuple[int, ...] | None = None  # the dataloader's row order when not dataset order (grouping.eval_order)
 
+    def in_dataset_order(self, items: Any) -> Any:
+        """Per-row results gathered in the dataloader's order (a tensor or a list) back in dataset order."""
+        from ..grouping import in_input_order
+
+        return in_input_order(self.order, items)
+
 
 class Task(Protocol):
     name: str

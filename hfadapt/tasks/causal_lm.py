@@ -55,6 +55,7 @@ class CausalLM:
     card_example = "Write a haiku about rain."  # the input shown in the model card's usage
     extra_result_keys = ("perplexity",)
     liger_kernel = True  # train.liger_kernel: liger patches *ForCausalLM models (hfadapt.liger)
+    restores_eval_order = True  # padded (unpacked) evaluation reads rows longest first; evaluate() sums in dataset order
 
     # ---- recipe -----------------------------------------------------------------------------
     def check(self, recipe: Any) -> list[str]:
@@ -230,7 +231,8 @@ class CausalLM:
             s, c = ctx.accelerator.gather_for_metrics(((token_loss * mask).sum(1), mask.sum(1)))
             sums.append(s.detach().double().cpu())
             counts.append(c.detach().cpu())
-        total_loss, tokens = torch.cat(sums).sum().item(), int(torch.cat(counts).sum().item())
+        # Dataset order (the loader may read longest first): the same double-precision sum as unsorted.
+        total_loss, tokens = ctx.in_dataset_order(torch.cat(sums)).sum().item(), int(torch.cat(counts).sum().item())
         loss = total_loss / tokens if tokens else float("nan")
         results = {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": tokens, "samples": int(sum(x.shape[0] for x in counts))}
         if ctx.recipe.generation.prompts and ctx.run_dir is not None:

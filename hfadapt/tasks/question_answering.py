@@ -68,6 +68,7 @@ class QuestionAnswering:
     pipeline_tag = "question-answering"  # the Hub's task for the model card
     card_example = ""  # the input shown in the model card's usage
     extra_result_keys: tuple[str, ...] = ()
+    restores_eval_order = True  # evaluate() scores windows in dataset order whatever order the loader read
 
     # ---- recipe -----------------------------------------------------------------------------
     def check(self, recipe: Any) -> list[str]:
@@ -205,10 +206,8 @@ class QuestionAnswering:
         meta = ds.select_columns(list(META_COLUMNS))
         was_training = model.training
         model.eval()
-        loss_sum, windows_seen = 0.0, 0
-        best: dict[int, tuple] = {}  # example -> (span score, char start, char end, start token, end token)
-        null: dict[int, float] = {}  # example -> lowest CLS score over its windows
-        examples: dict[int, dict] = {}
+        # Per window, in the loader's order: (start logits, end logits over its own tokens, loss or None, its qa_* columns).
+        windows: list[tuple] = []
         for batch in dataloader:
             batch = dict(batch)
             window = batch.pop(WINDOW)
@@ -222,26 +221,32 @@ class QuestionAnswering:
             s, e, window = gathered[:3]
             rows = meta[window.tolist()]
             for k in range(len(window)):
-                offs = rows["qa_offsets"][k]
-                n = len(offs)
+                n = len(rows["qa_offsets"][k])
                 sk, ek = s[k, :n], e[k, :n]
+                loss = None
                 if starts is not None:  # the model's QA loss, over the window's own tokens only
                     sp, ep = gathered[3][k], gathered[4][k]
-                    loss_sum += float((F.cross_entropy(sk[None], sp[None]) + F.cross_entropy(ek[None], ep[None])) / 2)
-                windows_seen += 1
-                ex = rows["qa_example"][k]
-                cls = rows["qa_cls"][k]
-                null_score = float(sk[cls] + ek[cls])
-                null[ex] = min(null.get(ex, null_score), null_score)
-                span = best_span(sk, ek, offs, max_answer_length)
-                if span is not None and (ex not in best or span[0] > best[ex][0]):
-                    best[ex] = span
-                if ex not in examples:
-                    examples[ex] = {
-                        "context": rows["qa_context"][k],
-                        "answers": {"text": rows["qa_answers"][k], "answer_start": rows["qa_answer_starts"][k]},
-                    }
+                    loss = float((F.cross_entropy(sk[None], sp[None]) + F.cross_entropy(ek[None], ep[None])) / 2)
+                windows.append((sk, ek, loss, {c: rows[c][k] for c in META_COLUMNS}))
         model.train(was_training)
+
+        # Windows back in dataset order (the loader may read longest first), so that ties between an
+        # example's windows and the loss sum go as in an unsorted evaluation.
+        loss_sum = 0.0
+        best: dict[int, tuple] = {}  # example -> (span score, char start, char end, start token, end token)
+        null: dict[int, float] = {}  # example -> lowest CLS score over its windows
+        examples: dict[int, dict] = {}
+        for sk, ek, loss, row in ctx.in_dataset_order(windows):
+            loss_sum += loss or 0.0
+            ex, cls = row["qa_example"], row["qa_cls"]
+            null_score = float(sk[cls] + ek[cls])
+            null[ex] = min(null.get(ex, null_score), null_score)
+            span = best_span(sk, ek, row["qa_offsets"], max_answer_length)
+            if span is not None and (ex not in best or span[0] > best[ex][0]):
+                best[ex] = span
+            if ex not in examples:
+                examples[ex] = {"context": row["qa_context"], "answers": {"text": row["qa_answers"], "answer_start": row["qa_answer_starts"]}}
+        windows_seen = len(windows)
 
         predictions, references = [], []
         for ex in sorted(examples):

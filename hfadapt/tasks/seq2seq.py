@@ -48,6 +48,9 @@ class Seq2Seq:
     pipeline_tag = "text2text-generation"  # the Hub's task for the model card
     card_example = "a long text to summarize"  # the input shown in the model card's usage
     extra_result_keys: tuple[str, ...] = ()
+    # evaluate() puts length-sorted evaluation back in dataset order: sorting by source length cuts the
+    # padding of the forward pass and of generate, whose batches run as long as their longest source.
+    restores_eval_order = True
 
     def check(self, recipe: Any) -> list[str]:
         from .. import metrics
@@ -175,7 +178,9 @@ class Seq2Seq:
         settings = generate_kwargs(ctx.recipe.generation)
         was_training = model.training
         model.eval()
-        loss_sum, tokens, samples = 0.0, 0, 0
+        # Per example, in the loader's order: token-loss sum, target tokens, generated and reference text.
+        sums: list[Any] = []
+        counts: list[Any] = []
         predictions: list[str] = []
         references: list[str] = []
         for batch in dataloader:
@@ -185,10 +190,9 @@ class Seq2Seq:
             # Per-example sums of token losses and token counts: gather_for_metrics then drops the examples
             # Accelerate repeated to even out the last batch, so each one counts exactly once.
             per_token = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
-            sums, counts = accelerator.gather_for_metrics((per_token.sum(-1), (labels != -100).sum(-1)))
-            loss_sum += float(sums.sum())
-            tokens += int(counts.sum())
-            samples += int(counts.shape[0])
+            s, c = accelerator.gather_for_metrics((per_token.sum(-1), (labels != -100).sum(-1)))
+            sums.append(s.detach().double().cpu())
+            counts.append(c.detach().cpu())
             if generate:
                 with torch.no_grad():
                     generated = accelerator.unwrap_model(model).generate(
@@ -202,6 +206,12 @@ class Seq2Seq:
                 predictions += [t.strip() for t in tokenizer.batch_decode(generated.cpu(), skip_special_tokens=True)]
                 references += [t.strip() for t in tokenizer.batch_decode(padded_labels.cpu(), skip_special_tokens=True)]
         model.train(was_training)
+        # Back to dataset order (the loader may read longest first): the same sum, corpus scores and file rows.
+        loss_sums = ctx.in_dataset_order(torch.cat(sums)) if sums else torch.zeros(0, dtype=torch.float64)
+        tokens, samples = int(sum(int(c.sum()) for c in counts)), int(loss_sums.shape[0])
+        loss_sum = float(loss_sums.sum())
+        if generate:
+            predictions, references = ctx.in_dataset_order(predictions), ctx.in_dataset_order(references)
         results: dict[str, float] = {"loss": loss_sum / tokens if tokens else float("nan"), "samples": samples}
         if generate and predictions:
             results.update(metrics.compute(metric_names, predictions, references))

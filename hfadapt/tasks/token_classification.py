@@ -58,6 +58,7 @@ class TokenClassification:
     pipeline_tag = "token-classification"  # the Hub's task for the model card
     card_example = "John Smith lives in Paris."  # the input shown in the model card's usage
     extra_result_keys: tuple[str, ...] = ()
+    restores_eval_order = True  # evaluate() puts length-sorted evaluation back in dataset order
 
     def check(self, recipe: Any) -> list[str]:
         d = recipe.data
@@ -189,7 +190,9 @@ class TokenClassification:
 
         was_training = model.training
         model.eval()
-        loss_sum, tokens, samples = 0.0, 0, 0
+        # Per example, in the loader's order: loss sum, scored tokens, predicted and true tags.
+        losses: list[Any] = []
+        counts: list[Any] = []
         predictions: list[list[str]] = []
         references: list[list[str]] = []
         for batch in dataloader:
@@ -207,14 +210,17 @@ class TokenClassification:
             preds, labels, example_loss, example_tokens = accelerator.gather_for_metrics(
                 (preds, labels, example_loss, example_tokens)
             )
-            loss_sum += float(example_loss.sum())
-            tokens += int(example_tokens.sum())
-            samples += int(labels.shape[0])
+            losses.append(example_loss.detach().double().cpu())
+            counts.append(example_tokens.detach().cpu())
             for p_row, l_row in zip(preds.cpu().tolist(), labels.cpu().tolist()):
                 keep = [(p, t) for p, t in zip(p_row, l_row) if t != IGNORE]
                 predictions.append([info.names[p] for p, _ in keep])
                 references.append([info.names[t] for _, t in keep])
         model.train(was_training)
+        # Back to dataset order (the loader may read longest first): the same sums, the same tag lists.
+        predictions, references = ctx.in_dataset_order(predictions), ctx.in_dataset_order(references)
+        example_losses = ctx.in_dataset_order(torch.cat(losses)) if losses else torch.zeros(0, dtype=torch.float64)
+        loss_sum, tokens, samples = float(example_losses.sum()), int(sum(int(c.sum()) for c in counts)), len(predictions)
         results: dict[str, Any] = {"loss": loss_sum / tokens if tokens else float("nan"), "samples": samples}
         for name in ctx.metric_names:
             if name == "seqeval":
