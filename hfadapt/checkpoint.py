@@ -110,6 +110,25 @@ def sharding(model: Any) -> str | None:
     return None
 
 
+def prepare_sharded_generation(model: Any) -> None:
+    """Let `model.generate()` run on a model Accelerate sharded with FSDP2. FSDP2 gathers the root's
+    own weights (embeddings, final norm, head) only around `forward`, which `generate` bypasses on the
+    PeftModel; torch's `register_fsdp_forward_method` makes `generate` gather them too. A no-op for
+    anything not sharded with FSDP2."""
+    if sharding(model) == "fsdp2" and not getattr(model, "_hfadapt_generate_registered", False):
+        from torch.distributed.fsdp import register_fsdp_forward_method
+
+        register_fsdp_forward_method(model, "generate")
+        model._hfadapt_generate_registered = True
+
+
+def generation_sync(model: Any, num_processes: int) -> dict[str, Any]:
+    """Extra `generate()` arguments: with sharded weights every forward is a collective, so processes
+    that finish early keep stepping until all are done (`synced_gpus`). transformers detects this by
+    itself for ZeRO-3 and for its own FSDP2 wrapping, not for Accelerate's FSDP2, so hfadapt says it."""
+    return {"synced_gpus": True} if num_processes > 1 and sharding(model) is not None else {}
+
+
 def _trainable(model: Any) -> list[tuple[str, Any]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 

@@ -17,7 +17,14 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
-from .checkpoint import TrainerState, latest_checkpoint, load_trainable, no_checkpoint_message, write_json_atomic
+from .checkpoint import (
+    TrainerState,
+    latest_checkpoint,
+    load_trainable,
+    no_checkpoint_message,
+    prepare_sharded_generation,
+    write_json_atomic,
+)
 from .errors import HfadaptError, first_line
 from .loop import LoopParts, fit
 from .predictions import PREDICTIONS_FILE
@@ -127,7 +134,8 @@ def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Ses
         total_steps = recipe.train.max_steps or recipe.train.epochs * steps_per_epoch
     model, trainable, total, liger = _setup_model(recipe, task, run, splits, accelerator, total_steps)
     optimizer, scheduler = _setup_optimizer(recipe, model, total_steps, accelerator.device)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model, optimizer, scheduler = _prepare(accelerator, recipe, model, optimizer, scheduler)
+    prepare_sharded_generation(model)  # evaluation may generate with FSDP2-sharded weights
     compiled = _setup_compile(recipe, model, accelerator)
     validate = _evaluator(recipe, task, run, splits, accelerator, model, "validation")
     test = _evaluator(recipe, task, run, splits, accelerator, model, "test")
@@ -240,6 +248,23 @@ def asked_distribution(env: Any) -> tuple[str, str, str] | None:
         if str(env.get(engine[2], "false")).lower() == "true":
             return engine
     return None
+
+
+def _prepare(accelerator: Any, recipe: Any, *parts: Any) -> Any:
+    """accelerator.prepare; a sharding engine that cannot wrap this model ends the run in one line
+    (e.g. Accelerate 1.15's FSDP2 fails on BERT-style models, whose embeddings block is itself a
+    no-split module holding the input embeddings it also shards)."""
+    engine = str(accelerator.distributed_type).split(".")[-1]
+    try:
+        return accelerator.prepare(*parts)
+    except Exception as e:  # noqa: BLE001 - only re-raised as one line under FSDP / DeepSpeed
+        if engine not in ("FSDP", "DEEPSPEED"):
+            raise
+        name = dict((k, n) for k, n, _ in ENGINES)[engine]
+        raise HfadaptError(
+            f"train: {name} could not wrap {recipe.model.name_or_path}: {first_line(e)}; "
+            "launch it with a DDP config (examples/launch/multi-gpu-ddp.yaml) or another engine"
+        ) from e
 
 
 def _check_launch_precision(recipe_value: str, env: Any) -> None:

@@ -58,7 +58,15 @@ def main() -> None:
     from torch.distributed.fsdp import FSDPModule
     from transformers import AutoTokenizer
 
-    from hfadapt.checkpoint import load_trainable, register_trainable_hooks, save_trainable, sharding, trainable_state_dict
+    from hfadapt.checkpoint import (
+        generation_sync,
+        load_trainable,
+        prepare_sharded_generation,
+        register_trainable_hooks,
+        save_trainable,
+        sharding,
+        trainable_state_dict,
+    )
     from hfadapt.run import RunDir
     from hfadapt.training import _gathered_weights, _save_model
 
@@ -84,7 +92,22 @@ def main() -> None:
         ref_opt.step()
         ref_opt.zero_grad()
 
-    # 1. checkpoint weights through the save_state hook, called on every process as save_state does
+    # 1. generate() on the sharded model straight after a training step (the root's own weights resharded),
+    # as evaluation may. The processes ask for different lengths: the one that finishes first must keep
+    # joining the other's collectives (synced_gpus) instead of leaving it hanging.
+    prepare_sharded_generation(model)
+    sync = generation_sync(model, world)
+    new_tokens = 3 + 3 * rank
+    model.eval()
+    reference.eval()
+    with torch.no_grad():
+        ids = model.generate(input_ids=mine, max_new_tokens=new_tokens, do_sample=False, min_new_tokens=new_tokens, **sync)
+        expected = reference.generate(input_ids=mine, max_new_tokens=new_tokens, do_sample=False, min_new_tokens=new_tokens)
+    torch.save({"sync": sync, "generated": ids, "expected": expected}, out / f"generated-{rank}.pt")
+    model.train()
+    reference.train()
+
+    # 2. checkpoint weights through the save_state hook, called on every process as save_state does
     register_trainable_hooks(acc)
     ckpt = out / "checkpoint"
     if main_process:
@@ -93,7 +116,7 @@ def main() -> None:
     dist.barrier()
     acc.hooks["save"]([model], [], str(ckpt))
 
-    # 2. perturb, then load the checkpoint back (as _finish does with the best weights)
+    # 3. perturb, then load the checkpoint back (as _finish does with the best weights)
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
@@ -103,7 +126,7 @@ def main() -> None:
     load_trainable(model, ckpt / "0-trainable.safetensors")
     save_trainable(model, out / "restored.safetensors", main=main_process)
 
-    # 3. the final adapter, gathered on every process and written by the main one, and the sharded model's outputs
+    # 4. the final adapter, gathered on every process and written by the main one, and the sharded model's outputs
     weights = _gathered_weights(acc, model)
     if main_process:
         run = RunDir(out / "run")
@@ -115,6 +138,7 @@ def main() -> None:
         logits = model(input_ids=batch).logits
     if main_process:
         torch.save({"input_ids": batch, "logits": logits}, out / "sharded_outputs.pt")
+
     dist.barrier()
     dist.destroy_process_group()
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from .. import packing
+from ..checkpoint import generation_sync
 from ..data import ROW_COLUMN, is_streamed, map_split, row_location
 from ..errors import HfadaptError, first_line
 from ..recipe import DataSection
@@ -340,7 +341,7 @@ def encode_chat(tok: Any, messages: Any, completion_only: bool, column: str, spl
     return ids, labels
 
 
-def generate(model: Any, processor: Any, prompts: list[str], recipe: Any) -> list[str]:
+def generate(model: Any, processor: Any, prompts: list[str], recipe: Any, extra: dict[str, Any] | None = None) -> list[str]:
     """Greedy (or as recipe.generation says) continuations of prompts, special tokens removed."""
     import torch
 
@@ -354,6 +355,7 @@ def generate(model: Any, processor: Any, prompts: list[str], recipe: Any) -> lis
     gen_config = getattr(model, "generation_config", None)
     if processor.eos_token_id is not None and getattr(gen_config, "eos_token_id", None) is None:
         kwargs["eos_token_id"] = processor.eos_token_id
+    kwargs.update(extra or {})
     with torch.no_grad():
         out = model.generate(**batch, **kwargs)
     new = out[:, batch["input_ids"].shape[1]:]
@@ -362,9 +364,13 @@ def generate(model: Any, processor: Any, prompts: list[str], recipe: Any) -> lis
 
 def _generate_and_save(ctx: EvalContext, model: Any) -> None:
     """recipe.generation.prompts at this evaluation -> one JSON line each in RUN_DIR/generations.jsonl (main process)."""
-    if ctx.accelerator.is_main_process and ctx.run_dir is not None and ctx.run_dir.is_dir():
+    acc = ctx.accelerator
+    sync = generation_sync(model, acc.num_processes)
+    # Sharded weights (FSDP2, ZeRO-3): every forward is a collective, so all processes generate; else the main one alone.
+    if (acc.is_main_process or sync) and ctx.run_dir is not None and ctx.run_dir.is_dir():
         prompts = ctx.recipe.generation.prompts
-        texts = generate(ctx.accelerator.unwrap_model(model), ctx.processor, prompts, ctx.recipe)
+        texts = generate(acc.unwrap_model(model), ctx.processor, prompts, ctx.recipe, sync)
+    if acc.is_main_process and ctx.run_dir is not None and ctx.run_dir.is_dir():
         with open(ctx.run_dir / GENERATIONS_FILE, "a") as f:
             for prompt, text in zip(prompts, texts):
                 row = {"evaluation": ctx.evaluation, "step": ctx.step, "prompt": prompt, "generated_text": text}

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
+from ..checkpoint import generation_sync
 from ..data import ROW_COLUMN, map_split, row_location
 from ..errors import HfadaptError
 from ..recipe import DataSection
@@ -175,7 +176,7 @@ class Seq2Seq:
 
         accelerator, tokenizer, metric_names = ctx.accelerator, ctx.processor, list(ctx.metric_names)
         generate = ctx.recipe.generation.predict_with_generate and bool(metric_names)
-        settings = generate_kwargs(ctx.recipe.generation)
+        settings = {**generate_kwargs(ctx.recipe.generation), **generation_sync(model, accelerator.num_processes)}
         was_training = model.training
         model.eval()
         # Per example, in the loader's order: token-loss sum, target tokens, generated and reference text.

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from .. import audio
+from ..checkpoint import generation_sync
 from ..errors import HfadaptError, first_line
 from ..recipe import DataSection
 from .base import EvalContext, register_task
@@ -287,7 +288,7 @@ class SpeechRecognition:
         kind = processor_kind(processor)
         metric_names = list(ctx.metric_names)
         generate = kind == "ctc" or (ctx.recipe.generation.predict_with_generate and bool(metric_names))
-        settings = generate_kwargs(ctx.recipe.generation)
+        settings = {**generate_kwargs(ctx.recipe.generation), **generation_sync(model, accelerator.num_processes)}
         pad_id = tok.pad_token_id
         was_training = model.training
         model.eval()
