@@ -60,11 +60,13 @@ def amp_section() -> bool:
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for mp in ("fp16", "bf16", "no"):
+        for mp in ("fp16", "bf16", "no", "auto"):  # auto: bf16 on Ampere and newer
             res = train(recipe(root / mp, mixed_precision=mp, max_steps=60))
             first, last = sum(res.losses[:10]) / 10, sum(res.losses[-10:]) / 10
             good = all(l == l for l in res.losses) and last < first
-            ok &= status(good, f"mixed_precision={mp}: loss {first:.4f} -> {last:.4f}, eval/accuracy {res.metrics['eval/accuracy']:.3f}")
+            ran = json.loads((Path(res.output_dir) / "run_info.json").read_text())["mixed_precision"]
+            good &= ran == ({"auto": "bf16" if torch.cuda.is_bf16_supported() else "fp16"}.get(mp, mp))
+            ok &= status(good, f"mixed_precision={mp} (ran {ran}): loss {first:.4f} -> {last:.4f}, eval/accuracy {res.metrics['eval/accuracy']:.3f}")
 
         common = {"mixed_precision": "fp16", "max_steps": 12, "save_steps": 4}
         full = train(recipe(root / "full", **common))

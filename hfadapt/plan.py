@@ -24,11 +24,13 @@ plus the largest block gathered whole); and the same recipe with 4-bit quantisat
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 from .errors import HfadaptError, first_line
+from .precision import resolve_precision
 
 NF4_BYTES = (4 + 0.127) / 8  # bitsandbytes NF4 with double quantisation (QLoRA paper, section 3)
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -103,12 +105,13 @@ def plan_recipe(recipe: Any) -> MemoryPlan:
     linear_frozen = _frozen_linear_params(model)
     compute = 2 if dtype == "float32" else BYTES[dtype]  # QLoRA computes in bf16/fp16
     weight_4bit = n_trainable * 4 + int(linear_frozen * NF4_BYTES) + (sum(p.numel() for _, p in frozen) - linear_frozen) * compute
+    precision = resolve_precision(recipe.train.mixed_precision, os.environ)  # as train() would on this machine
     batch = getattr(task, "plan_batch", None)
     inputs, sequence = batch(recipe, config, recipe.train.batch_size) if batch is not None else (None, "n/a")
     activations = None
     if inputs is not None:
         try:
-            activations = _saved_tensor_bytes(model, inputs, recipe.train.mixed_precision)
+            activations = _saved_tensor_bytes(model, inputs, precision)
         except Exception as e:  # noqa: BLE001 - a model whose forward needs real values: no estimate
             sequence += f" (not traceable on the meta device: {first_line(e)})"
     return MemoryPlan(
@@ -123,7 +126,7 @@ def plan_recipe(recipe: Any) -> MemoryPlan:
         largest_block_bytes=_largest_block(model, BYTES[dtype]),
         batch_size=recipe.train.batch_size,
         sequence=sequence,
-        mixed_precision=recipe.train.mixed_precision,
+        mixed_precision=precision if recipe.train.mixed_precision == precision else f"{recipe.train.mixed_precision} ({precision} here)",
         gradient_checkpointing=recipe.train.gradient_checkpointing,
     )
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, ClassVar, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, create_model, field_validator, model_validator
 
 from .errors import HfadaptError
 from .registry import did_you_mean
@@ -144,8 +144,16 @@ class TrainSection(Section):
     warmup_steps: int | None = Field(None, ge=0)
     warmup_ratio: float | None = Field(None, ge=0, lt=1)
     max_grad_norm: float | None = Field(1.0, gt=0)
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
+        "auto", description="auto: bf16 on a bf16-capable CUDA GPU, fp16 on older ones, fp32 on CPU (or what accelerate launch says)"
+    )
     gradient_checkpointing: bool = False
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted `no` (recipe files, `train.mixed_precision=no` overrides) as false.
+        return "no" if value is False else value
     seed: int = 42
     logging_steps: int = Field(10, gt=0)
     eval_steps: int | None = Field(None, gt=0, description="evaluate every N optimizer steps (and at the end)")

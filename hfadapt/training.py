@@ -27,6 +27,7 @@ from .checkpoint import (
 )
 from .errors import HfadaptError, first_line
 from .loop import LoopParts, fit
+from .precision import resolve_precision
 from .predictions import PREDICTIONS_FILE
 from .run import STATE_FILE, RunDir, RunMetrics
 from .status import recorded, write_status
@@ -205,12 +206,12 @@ def _setup_accelerator(recipe: Any, run: RunDir) -> Any:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     on_cpu_only = world > 1 and not torch.cuda.is_available()
     asked = asked_distribution(os.environ)
-    _check_launch_precision(t.mixed_precision, os.environ)
+    precision = resolve_precision(t.mixed_precision, os.environ)  # `auto`: the launcher's, else the device's
     try:
         accelerator = Accelerator(
             cpu=on_cpu_only,
             gradient_accumulation_steps=t.gradient_accumulation_steps,
-            mixed_precision=t.mixed_precision,
+            mixed_precision=precision,
             log_with=t.log_with or None,
             project_config=ProjectConfiguration(project_dir=str(run.path), logging_dir=str(run.logs_dir)),
             step_scheduler_with_optimizer=False,  # stepped once per optimizer step, whatever the process count
@@ -218,10 +219,10 @@ def _setup_accelerator(recipe: Any, run: RunDir) -> Any:
     except (ValueError, ImportError) as e:
         if asked is not None:
             raise HfadaptError(f"train: the Accelerate config asks for {asked[1]} ({asked[2]}=true): {first_line(e)}") from e
-        raise HfadaptError(f"train: {first_line(e)} (train.mixed_precision={t.mixed_precision}, train.log_with={t.log_with})") from e
+        raise HfadaptError(f"train: {first_line(e)} (train.mixed_precision={precision}, train.log_with={t.log_with})") from e
     if accelerator.num_processes != world:
         raise HfadaptError(f"train: launched with WORLD_SIZE={world} but Accelerate set up {accelerator.num_processes} process(es)")
-    _check_what_runs(accelerator, t.mixed_precision, asked)
+    _check_what_runs(accelerator, precision, asked)
     set_seed(t.seed)
     if accelerator.is_main_process:
         try:
@@ -265,18 +266,6 @@ def _prepare(accelerator: Any, recipe: Any, *parts: Any) -> Any:
             f"train: {name} could not wrap {recipe.model.name_or_path}: {first_line(e)}; "
             "launch it with a DDP config (examples/launch/multi-gpu-ddp.yaml) or another engine"
         ) from e
-
-
-def _check_launch_precision(recipe_value: str, env: Any) -> None:
-    """`accelerate launch --mixed_precision X` (or its config) vs train.mixed_precision: the recipe decides,
-    so a launch asking for another precision is refused rather than silently overruled."""
-    launched = str(env.get("ACCELERATE_MIXED_PRECISION", "no")).lower()
-    if launched not in ("", "no") and launched != recipe_value:
-        raise HfadaptError(
-            f"train.mixed_precision: the launch asks for {launched} (ACCELERATE_MIXED_PRECISION, from accelerate launch or "
-            f"its config) but the recipe says {recipe_value}; set train.mixed_precision={launched} or launch with "
-            f"--mixed_precision {recipe_value}"
-        )
 
 
 def _check_what_runs(accelerator: Any, mixed_precision: str, asked: tuple[str, str, str] | None) -> None:

@@ -353,7 +353,7 @@ LAUNCH_CASES = {
     "fsdp-without-gpus": ({"ACCELERATE_USE_FSDP": "true"}, [], ("FSDP", "ACCELERATE_USE_FSDP=true", "no distribution")),
     "deepspeed-without-gpus": ({"ACCELERATE_USE_DEEPSPEED": "true"}, [], ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED=true")),
     # `accelerate launch --mixed_precision bf16` against a recipe that says no
-    "launch-precision-differs": ({"ACCELERATE_MIXED_PRECISION": "bf16"}, [], ("train.mixed_precision", "ACCELERATE_MIXED_PRECISION", "bf16")),
+    "launch-precision-differs": ({"ACCELERATE_MIXED_PRECISION": "bf16"}, ["train.mixed_precision=no"], ("train.mixed_precision", "ACCELERATE_MIXED_PRECISION", "bf16")),
 }
 
 
