@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from .data import ROW_COLUMN, row_location, split_files
+from .data import ROW_COLUMN, is_streamed, map_split, row_location, split_files
 from .errors import HfadaptError, first_line
 from .recipe import Section
 
@@ -174,7 +174,7 @@ def check_audio(ds: Any, split: str, recipe: Any, target_rate: int, encode_row: 
 
     d = recipe.data
     col = d.audio_column
-    if isinstance(ds.features.get(col), Audio):
+    if isinstance((ds.features or {}).get(col), Audio):
         ds = ds.cast_column(col, Audio(decode=False))
     base_dir = files_dir(d, split)
 
@@ -202,9 +202,7 @@ def check_audio(ds: Any, split: str, recipe: Any, target_rate: int, encode_row: 
         out.update(encode_row(batch, rows))
         return out
 
-    checked = ds.map(
-        check, batched=True, with_indices=True, remove_columns=ds.column_names, num_proc=d.num_proc, desc=desc
-    )
+    checked = map_split(ds, check, desc, d.num_proc, batched=True, with_indices=True, remove_columns=ds.column_names)
     return filter_durations(checked, split, d, max_s)
 
 
@@ -217,6 +215,8 @@ def filter_durations(ds: Any, split: str, d: Any, max_s: float | None = None) ->
     drop_long = high is not None
     if low is None and not drop_long:
         return ds
+    if is_streamed(ds):  # read lazily: clips are dropped as they stream by, uncounted
+        return ds.filter(lambda row: (low is None or row[DURATION_COLUMN] >= low) and (not drop_long or row[DURATION_COLUMN] <= high))
     durations = ds[DURATION_COLUMN]
     keep = [i for i, s in enumerate(durations) if (low is None or s >= low) and (not drop_long or s <= high)]
     dropped = len(durations) - len(keep)
@@ -236,6 +236,27 @@ def filter_durations(ds: Any, split: str, d: Any, max_s: float | None = None) ->
 
 
 # ---- on the fly ------------------------------------------------------------------------------------
+def featurise_on_the_fly(checked: Any, to_features: Any) -> Any:
+    """Features computed as examples are read: `with_transform` on a materialised split, a lazy `map`
+    on a streamed one (which has no transforms); only the columns `to_features` returns are kept."""
+    if is_streamed(checked):
+        return checked.map(to_features, batched=True, remove_columns=checked.column_names)
+    return checked.with_transform(to_features)
+
+
+def count_audio_units(batch: dict, processor: Any) -> dict[str, Any]:
+    """Throughput units of an audio batch: seconds of real audio for models fed raw waveforms (the
+    wav2vec2 family: samples under the attention mask / the sampling rate). Spectrogram models (Whisper's
+    30 s log-mel windows, AST) get no unit: their inputs are padded to a fixed window, so the batch no
+    longer says how much audio it holds; samples/s stands for them."""
+    values = batch.get("input_values")
+    if values is None or getattr(values, "dim", lambda: 0)() != 2:
+        return {}
+    mask = batch.get("attention_mask")
+    samples = mask.sum() if mask is not None else values.numel()
+    return {"audio_seconds": samples / sampling_rate_of(getattr(processor, "feature_extractor", processor))}
+
+
 def sampling_rate_of(feature_extractor: Any) -> int:
     return int(feature_extractor.sampling_rate)
 

@@ -61,11 +61,11 @@ def batch_size(batch: Any) -> int:
     return 0
 
 
-def unit_counter(task: Any) -> Callable[[dict], dict[str, Any]]:
-    """The task's own `count_units(batch) -> {unit: amount}` (e.g. an audio task: {"audio_seconds": ...}),
-    or the default (tokens of text batches)."""
+def unit_counter(task: Any, processor: Any = None) -> Callable[[dict], dict[str, Any]]:
+    """The task's own `count_units(batch, processor) -> {unit: amount}` (e.g. an audio task:
+    {"audio_seconds": ...}), or the default (tokens of text batches)."""
     own = getattr(task, "count_units", None)
-    return own if callable(own) else default_units
+    return (lambda batch: own(batch, processor)) if callable(own) else default_units
 
 
 class Meter:

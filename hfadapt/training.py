@@ -109,7 +109,7 @@ def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerSt
     on_step_end = None
     if recipe.adapter.method == "adalora":
         on_step_end = lambda m, s: session.accelerator.unwrap_model(m).base_model.update_and_allocate(s.global_step)  # noqa: E731
-    meter = Meter(unit_counter(task), base=session.state.perf)
+    meter = Meter(unit_counter(task, session.splits.processor), base=session.state.perf)
     parts = LoopParts(
         session.accelerator, session.model, session.optimizer, session.scheduler,
         session.make_train_loader, session.validate, run, on_step_end, meter, session.compiled,

@@ -142,3 +142,27 @@ def test_two_processes_stream_their_own_shares(tmp_path: Path, tiny_bert: str, s
     assert run["state"]["global_step"] == 10 and len(run["state"]["losses"]) == 10
     assert run["metrics"]["eval/samples"] == 10  # the held-out rows, each scored once over both processes
     assert run["perf"]["samples"] == 10 * 4 * 2  # both processes' shares counted
+
+
+@pytest.mark.parametrize("kind", ["image", "audio"])
+def test_streamed_images_and_audio_are_decoded_as_read(kind: str, tmp_path: Path, request: Any) -> None:
+    """Image and audio folders stream too: checked, decoded and featurised example by example (a stream has
+    no with_transform); audio throughput counts seconds of audio, not waveform samples."""
+    if kind == "image":
+        task, model, folder, labels = "image-classification", "tiny_vit", "image_folder", ["blue", "red"]
+    else:
+        task, model, folder, labels = "audio-classification", "tiny_wav2vec2", "sound_folder", ["chirp", "noise", "tone"]
+    recipe = Recipe.from_dict({
+        "name": kind, "task": task, "model": {"name_or_path": request.getfixturevalue(model)},
+        "data": {"dataset": request.getfixturevalue(folder), "streaming": True, "shuffle_buffer": 8, "labels": labels},
+        "adapter": {"method": "lora", "r": 4},
+        "train": {"max_steps": 4, "batch_size": 4, "log_with": []},
+        "output": {"dir": str(tmp_path / "run")},
+    })
+    result = train(recipe)
+    assert result.state.global_step == 4 and len(result.losses) == 4
+    assert result.metrics["eval/samples"] == 12  # the validation folder, materialised: 2 x 6 images, 3 x 4 clips
+    assert result.metrics["perf/samples"] == 16
+    if kind == "audio":  # 16 clips of 0.40-0.55 s (padded to the longest of each batch at most)
+        assert 16 * 0.40 <= result.metrics["perf/audio_seconds"] <= 16 * 0.55 + 1e-6
+        assert "perf/tokens" not in result.metrics

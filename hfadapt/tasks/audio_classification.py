@@ -82,6 +82,9 @@ class AudioClassification:
         batch = {k: v.to(model.device) for k, v in self.encode_inputs(items, processor, recipe).items()}
         return classification.predict_batch(model, batch, info)
 
+    def count_units(self, batch: dict, processor: Any) -> dict[str, Any]:
+        return audio.count_audio_units(batch, processor)  # seconds of audio, not waveform samples as tokens
+
     def preprocess(self, ds: Any, split: str, processor: Any, recipe: Any, labels: Any, train: bool) -> Any:
         d = recipe.data
         has_labels = d.label_column in ds.column_names
@@ -104,7 +107,7 @@ class AudioClassification:
                 out["labels"] = batch["labels"]
             return out
 
-        return checked.with_transform(to_features)
+        return audio.featurise_on_the_fly(checked, to_features)
 
     def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
         """A meta-device micro-batch for `hfadapt plan`: clips of data.max_duration_s."""

@@ -51,7 +51,7 @@ class Task(Protocol):
     extra_result_keys: tuple[str, ...]  # result keys computed besides metric modules (e.g. "perplexity")
     pipeline_tag: str  # the Hub's pipeline tag for model cards (one the Hub accepts)
     card_example: str  # an input for the usage snippet of model cards
-    # Optional, looked up with getattr: count_units(batch) -> {unit: amount} for the throughput figures
+    # Optional, looked up with getattr: count_units(batch, processor) -> {unit: amount} for the throughput figures
     # (throughput.py; default: non-pad tokens, e.g. an audio task returns {"audio_seconds": ...}), and
     # report_section(data) -> HTML for `hfadapt report` (report.py; default: one registered there, or generic),
     # and liger_kernel = True where train.liger_kernel may patch the task's model (liger.py; default False).

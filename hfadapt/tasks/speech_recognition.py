@@ -211,6 +211,9 @@ class SpeechRecognition:
         return {}
 
     # ---- data --------------------------------------------------------------------------------------
+    def count_units(self, batch: dict, processor: Any) -> dict[str, Any]:
+        return audio.count_audio_units(batch, processor)  # seconds of audio, not waveform samples as tokens
+
     def preprocess(self, ds: Any, split: str, processor: Any, recipe: Any, info: Any, train: bool) -> Any:
         d = recipe.data
         fe, tok = processor.feature_extractor, processor.tokenizer
@@ -261,7 +264,7 @@ class SpeechRecognition:
                 out["labels"] = batch["labels"]
             return out
 
-        return checked.with_transform(to_features)
+        return audio.featurise_on_the_fly(checked, to_features)
 
     def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
         """A meta-device micro-batch for `hfadapt plan`: clips of data.max_duration_s and full-length transcripts."""
