@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import string
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 
 def random_words(n_words: int, rng: random.Random) -> list[str]:
@@ -39,3 +42,15 @@ def quiet(log: Path, enabled: bool):
         return
     with open(log, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
         yield
+
+
+def in_temp_root(prefix: str, bench: Callable[[Path], int]) -> int:
+    """Run `bench(root)` in a fresh temporary folder with offline, private caches; the folder is removed after."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ["HF_DATASETS_CACHE"] = str(root / "datasets-cache")
+    try:
+        return bench(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -31,16 +31,14 @@ import argparse
 import csv
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import bench_overhead as bo  # benchmarks run as scripts from this folder
-from _common import machine_load, quiet
+from _common import in_temp_root, machine_load, quiet
 
 SEED = 42
 LR = 5e-4
@@ -213,17 +211,10 @@ def main() -> int:
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
     bo.HIDDEN, bo.LAYERS = args.hidden, args.layers
-    root = Path(tempfile.mkdtemp(prefix="hfadapt-speed-"))
-    try:
-        return bench(args, root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    return in_temp_root("hfadapt-speed-", lambda root: bench(args, root))
 
 
 def bench(args: argparse.Namespace, root: Path) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ["HF_DATASETS_CACHE"] = str(root / "datasets-cache")
     import datasets
     import torch
     import transformers

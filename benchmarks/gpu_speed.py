@@ -43,16 +43,14 @@ import json
 import math
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from _common import quiet, random_words  # benchmarks run as scripts from this folder
+from _common import in_temp_root, quiet, random_words  # benchmarks run as scripts from this folder
 
 SEED = 42
 LR = 2e-4
@@ -280,17 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.cpu_smoke and not torch.cuda.is_available():
         print("gpu_speed: needs a CUDA GPU (none here); --cpu-smoke runs the code on a tiny model on the CPU")
         return 1
-    root = Path(tempfile.mkdtemp(prefix="hfadapt-gpu-speed-"))
-    try:
-        return bench(args, root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    return in_temp_root("hfadapt-gpu-speed-", lambda root: bench(args, root))
 
 
 def bench(args: argparse.Namespace, root: Path) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ["HF_DATASETS_CACHE"] = str(root / "datasets-cache")
     import datasets
     import torch
     import transformers
