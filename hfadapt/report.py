@@ -463,6 +463,8 @@ PERF_LABELS = {
     "steps_per_s": "optimizer steps / s",
     "tokens": "tokens (non-pad)",
     "tokens_per_s": "tokens / s",
+    "audio_seconds": "seconds of audio (raw-waveform models)",
+    "audio_seconds_per_s": "seconds of audio / s",
     "model_share": "time in the model (forward, backward, optimizer)",
     "data_share": "time waiting for data",
     "eval_share": "time in evaluation",
