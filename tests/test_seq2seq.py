@@ -366,8 +366,7 @@ def test_length_sorted_evaluation_gives_dataset_order_results(trained: Any, tmp_
 
     task, model, processor, info, _, recipe = _validation_setup(trained)
     # Sources of 4 to 12 words (the validation file's are all 4): sorting changes the batches.
-    varied = [{**r, "text": " ".join(["a"] * (i % 9)) + " " + r["text"]} for i, r in enumerate(rows(N_VALIDATION, 3))]
-    ds = task.preprocess(datasets.Dataset.from_list(varied), "validation", processor, recipe, info, train=False)
+    ds = task.preprocess(datasets.Dataset.from_list(varied_sources()), "validation", processor, recipe, info, train=False)
     got = evaluate_sorted_and_plain(task, model, processor, info, ds, recipe, ["rouge", "bleu"], 4, tmp_path, monkeypatch)
     s, p = got["sorted"], got["plain"]
     assert s["results"] == pytest.approx(p["results"], rel=1e-6) and s["results"]["samples"] == N_VALIDATION
@@ -382,3 +381,73 @@ def test_predict_sorts_chunks_by_length_and_answers_in_input_order(trained: Any)
     chunked, whole = predict(trained.output_dir, sources, batch_size=2), predict(trained.output_dir, sources, batch_size=64)
     assert [o["input"] for o in chunked] == sources
     assert chunked == whole
+
+
+SORTED_EVAL_SCRIPT = '''
+import json, sys
+import datasets
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from hfadapt.grouping import eval_order
+from hfadapt.inference import load_model_and_processor
+from hfadapt.run import RunDir
+from hfadapt.tasks import EvalContext
+from tests.test_seq2seq import varied_sources
+
+run = RunDir(sys.argv[1])
+task = run.task
+model, processor, info = load_model_and_processor(run)
+accelerator = Accelerator(cpu=True)
+ds = task.preprocess(datasets.Dataset.from_list(varied_sources()), "validation", processor, run.recipe, info, train=False)
+order = eval_order(task, ds)  # longest first, as training and `hfadapt eval` read it
+dl = accelerator.prepare_data_loader(DataLoader(ds, batch_size=4, sampler=order, collate_fn=task.collator(processor)))
+ctx = EvalContext(accelerator, run.recipe, processor, info, ds, "validation", ("rouge", "bleu"), predictions_file=sys.argv[2],
+                  order=tuple(order))
+results = task.evaluate(ctx, model, dl)
+if accelerator.is_main_process:
+    print("RESULTS " + json.dumps({"processes": accelerator.num_processes, "sorted": order != sorted(order), **results}))
+'''
+
+
+def varied_sources() -> list[dict[str, str]]:
+    """Validation rows with sources of 4 to 12 words, so that reading them longest first changes the batches."""
+    return [{**r, "text": " ".join(["a"] * (i % 9)) + " " + r["text"]} for i, r in enumerate(rows(N_VALIDATION, 3))]
+
+
+@pytest.mark.slow
+def test_two_processes_reading_longest_first_give_dataset_order_results(trained: Any, tmp_path: Path) -> None:
+    """Sorted evaluation under 2 processes: each process generates for other rows than in dataset order, batches
+    of different lengths are padded across processes, the last is filled with repeats; loss, scores and the
+    predictions file (row order included) must equal one process reading the rows in dataset order."""
+    import subprocess
+    import sys
+
+    import datasets
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from hfadapt.tasks import EvalContext
+    from tests.test_distributed import _env, _free_port, _torchrun
+
+    task, model, processor, info, _, recipe = _validation_setup(trained)
+    ds = task.preprocess(datasets.Dataset.from_list(varied_sources()), "validation", processor, recipe, info, train=False)
+    accelerator = Accelerator(cpu=True)
+    plain_file = tmp_path / "plain.jsonl"
+    dl = accelerator.prepare_data_loader(DataLoader(ds, batch_size=4, collate_fn=task.collator(processor)))
+    one = task.evaluate(EvalContext(accelerator, recipe, processor, info, ds, "validation", ("rouge", "bleu"), predictions_file=plain_file), model, dl)
+
+    script, two_file = tmp_path / "eval_sorted.py", tmp_path / "two.jsonl"
+    script.write_text(SORTED_EVAL_SCRIPT)
+    cmd = _torchrun() + ["--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                         str(script), str(trained.output_dir), str(two_file)]
+    env = {**_env(tmp_path / "cache"), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULTS ")]
+    assert proc.returncode == 0 and len(lines) == 1, proc.stderr[-3000:]
+    two = json.loads(lines[0].removeprefix("RESULTS "))
+    assert two.pop("processes") == 2 and two.pop("sorted") is True
+    assert two["samples"] == one["samples"] == N_VALIDATION
+    assert two == pytest.approx(one, rel=1e-5)
+    plain_rows = [json.loads(line) for line in plain_file.read_text().splitlines()]
+    two_rows = [json.loads(line) for line in two_file.read_text().splitlines()]
+    assert two_rows == plain_rows and [r["index"] for r in two_rows] == list(range(N_VALIDATION))
