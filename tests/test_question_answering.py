@@ -345,6 +345,7 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from hfadapt.data import load_raw
+from hfadapt.grouping import eval_order
 from hfadapt.inference import load_model_and_processor
 from hfadapt.run import RunDir
 from hfadapt.tasks import EvalContext
@@ -355,17 +356,18 @@ task = run.task
 model, processor, info = load_model_and_processor(run)
 accelerator = Accelerator(cpu=True)
 ds = task.preprocess(load_raw(run.recipe, task).validation, "validation", processor, run.recipe, info, train=False)
-dl = accelerator.prepare_data_loader(DataLoader(ds, batch_size=int(sys.argv[2]), collate_fn=task.collator(processor)))
-results = task.evaluate(EvalContext(accelerator, run.recipe, processor, info, ds, "validation", ("squad",)), model, dl)
+order = eval_order(task, ds)  # longest first, as training evaluates: each process gets other windows
+dl = accelerator.prepare_data_loader(DataLoader(ds, batch_size=int(sys.argv[2]), sampler=order, collate_fn=task.collator(processor)))
+results = task.evaluate(EvalContext(accelerator, run.recipe, processor, info, ds, "validation", ("squad",), order=tuple(order)), model, dl)
 if accelerator.is_main_process:
-    print("RESULTS " + json.dumps({"processes": accelerator.num_processes, "windows": len(ds), **results}))
+    print("RESULTS " + json.dumps({"processes": accelerator.num_processes, "windows": len(ds), "sorted": order != sorted(order), **results}))
 """
 
 
 def test_two_processes_score_every_window_once(trained, tmp_path) -> None:
-    """Validation windows in batches of 5 on 2 processes: windows of one example land on different
-    processes, Accelerate repeats windows to even out the last batches and the processes pad to
-    different lengths; the results must equal the one-process evaluation."""
+    """Validation windows read longest first in batches of 5 on 2 processes: windows of one example land
+    on different processes, Accelerate repeats windows to even out the last batches and the processes pad
+    to different lengths; the results must equal the one-process evaluation."""
     import os
     import socket
     import subprocess
@@ -386,7 +388,7 @@ def test_two_processes_score_every_window_once(trained, tmp_path) -> None:
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULTS ")]
     assert proc.returncode == 0 and len(lines) == 1, proc.stderr[-3000:]
     two = json.loads(lines[0].removeprefix("RESULTS "))
-    assert two["processes"] == 2
+    assert two["processes"] == 2 and two["sorted"] is True
     assert two["windows"] > N_VALIDATION and two["windows"] % 10 != 0  # some examples span 2 windows; last batches padded
     assert two["samples"] == N_VALIDATION
     m = trained.metrics
