@@ -236,9 +236,20 @@ def filter_durations(ds: Any, split: str, d: Any, max_s: float | None = None) ->
 
 
 # ---- on the fly ------------------------------------------------------------------------------------
-def featurise_on_the_fly(checked: Any, to_features: Any) -> Any:
-    """Features computed as examples are read: `with_transform` on a materialised split, a lazy `map`
-    on a streamed one (which has no transforms); only the columns `to_features` returns are kept."""
+def featurise_on_the_fly(checked: Any, feature_extractor: Any, d: Any, split: str, max_samples: int | None = None) -> Any:
+    """The checked split with model inputs computed as examples are read: decode, mix down, resample,
+    cut to `max_samples`, features (cached float arrays would dwarf the compressed audio). Labels pass
+    through. `with_transform` on a materialised split, a lazy `map` on a streamed one (no transforms)."""
+    rate = sampling_rate_of(feature_extractor)
+
+    def to_features(batch: dict) -> dict:
+        waves = [load_clip(v, rate, d.resample, f"{split} clip {v.get('path')}", max_samples) for v in batch[AUDIO_COLUMN]]
+        rows = [extract(feature_extractor, w) for w in waves]
+        out = {k: [r[k] for r in rows] for k in rows[0]}
+        if "labels" in batch:
+            out["labels"] = batch["labels"]
+        return out
+
     if is_streamed(checked):
         return checked.map(to_features, batched=True, remove_columns=checked.column_names)
     return checked.with_transform(to_features)

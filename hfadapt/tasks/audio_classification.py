@@ -96,18 +96,7 @@ class AudioClassification:
             return {"labels": classification.encode_labels(batch[d.label_column], rows, labels, split, d)}
 
         checked = audio.check_audio(ds, split, recipe, rate, encode, f"Checking audio of {split}")
-        limit = audio.max_samples(d, rate)
-
-        def to_features(batch: dict) -> dict:
-            # On the fly: decode, mix down, resample, cut, features (cached arrays would dwarf the audio).
-            waves = [audio.load_clip(v, rate, d.resample, f"{split} clip {v.get('path')}", limit) for v in batch[audio.AUDIO_COLUMN]]
-            rows = [audio.extract(processor, w) for w in waves]
-            out = {k: [r[k] for r in rows] for k in rows[0]}
-            if "labels" in batch:
-                out["labels"] = batch["labels"]
-            return out
-
-        return audio.featurise_on_the_fly(checked, to_features)
+        return audio.featurise_on_the_fly(checked, processor, d, split, audio.max_samples(d, rate))
 
     def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
         """A meta-device micro-batch for `hfadapt plan`: clips of data.max_duration_s."""

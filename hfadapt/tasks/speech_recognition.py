@@ -256,15 +256,7 @@ class SpeechRecognition:
 
         checked = audio.check_audio(ds, split, recipe, rate, encode, f"Checking audio of {split}", max_s=cap)
 
-        def to_features(batch: dict) -> dict:
-            # On the fly: decode, mix down, resample, features (see hfadapt/audio.py for why not cached).
-            rows = [audio.extract(fe, audio.load_clip(v, rate, d.resample, f"{split} clip {v.get('path')}")) for v in batch[audio.AUDIO_COLUMN]]
-            out = {k: [r[k] for r in rows] for k in rows[0]}
-            if "labels" in batch:
-                out["labels"] = batch["labels"]
-            return out
-
-        return audio.featurise_on_the_fly(checked, to_features)
+        return audio.featurise_on_the_fly(checked, fe, d, split)
 
     def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
         """A meta-device micro-batch for `hfadapt plan`: clips of data.max_duration_s and full-length transcripts."""
