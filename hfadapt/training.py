@@ -27,7 +27,7 @@ from .checkpoint import (
 )
 from .errors import HfadaptError, first_line
 from .loop import LoopParts, fit
-from .precision import resolve_precision
+from .precision import launched_precision, resolve_precision
 from .predictions import PREDICTIONS_FILE
 from .run import STATE_FILE, RunDir, RunMetrics
 from .status import recorded, write_status
@@ -222,7 +222,7 @@ def _setup_accelerator(recipe: Any, run: RunDir) -> Any:
         raise HfadaptError(f"train: {first_line(e)} (train.mixed_precision={precision}, train.log_with={t.log_with})") from e
     if accelerator.num_processes != world:
         raise HfadaptError(f"train: launched with WORLD_SIZE={world} but Accelerate set up {accelerator.num_processes} process(es)")
-    _check_what_runs(accelerator, precision, asked)
+    _check_what_runs(accelerator, precision, asked, from_launch=t.mixed_precision == "auto" and launched_precision(os.environ) is not None)
     set_seed(t.seed)
     if accelerator.is_main_process:
         try:
@@ -268,7 +268,7 @@ def _prepare(accelerator: Any, recipe: Any, *parts: Any) -> Any:
         ) from e
 
 
-def _check_what_runs(accelerator: Any, mixed_precision: str, asked: tuple[str, str, str] | None) -> None:
+def _check_what_runs(accelerator: Any, mixed_precision: str, asked: tuple[str, str, str] | None, from_launch: bool = False) -> None:
     """Refuse a run that would quietly differ from what was asked: Accelerate falls back without a word
     (fp16 on CPU trains in fp32; FSDP / DeepSpeed without GPUs become plain data parallel or none)."""
     kind = str(accelerator.distributed_type).split(".")[-1]
@@ -280,6 +280,12 @@ def _check_what_runs(accelerator: Any, mixed_precision: str, asked: tuple[str, s
             "or launch with an Accelerate config without it"
         )
     if mixed_precision != "no" and not accelerator.native_amp and kind not in ("DEEPSPEED", "MEGATRON_LM"):
+        if from_launch:  # train.mixed_precision=auto took the launch's value
+            raise HfadaptError(
+                f"train.mixed_precision: auto takes {mixed_precision} from the launch (ACCELERATE_MIXED_PRECISION), but "
+                f"{mixed_precision} autocast is not available on {device}; the run would train in fp32. Launch without "
+                "--mixed_precision (or with no)"
+            )
         other = "bf16 (CPU autocast supports it) or train.mixed_precision=no" if device == "cpu" else "no"
         raise HfadaptError(
             f"train.mixed_precision: {mixed_precision} autocast is not available on {device}; the run would train in fp32. "

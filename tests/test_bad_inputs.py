@@ -354,6 +354,8 @@ LAUNCH_CASES = {
     "deepspeed-without-gpus": ({"ACCELERATE_USE_DEEPSPEED": "true"}, [], ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED=true")),
     # `accelerate launch --mixed_precision bf16` against a recipe that says no
     "launch-precision-differs": ({"ACCELERATE_MIXED_PRECISION": "bf16"}, ["train.mixed_precision=no"], ("train.mixed_precision", "ACCELERATE_MIXED_PRECISION", "bf16")),
+    # train.mixed_precision=auto takes the launch's fp16, which a CPU cannot run
+    "auto-takes-launch-fp16-on-cpu": ({"ACCELERATE_MIXED_PRECISION": "fp16"}, [], ("auto takes fp16 from the launch", "Launch without --mixed_precision")),
 }
 
 
