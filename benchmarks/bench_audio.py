@@ -110,7 +110,7 @@ def hand_preprocess(model_dir: str, data: Path) -> Any:
 def bench_preprocess(model_dir: str, data: Path) -> dict[str, float]:
     import datasets
 
-    from hfadapt.data import load_raw
+    from hfadapt.data.sources import load_raw
     from hfadapt.tasks import TASKS
 
     datasets.disable_caching()

@@ -72,7 +72,7 @@ def run_hfadapt(model_dir: Path, data: Path, out: Path, steps: int, batch: int) 
     loop = marks[steps] - marks[1]
     # the same dataloader with no model: decode + augment + collate
     from hfadapt.tasks import TASKS
-    from hfadapt.training import _setup_data, _train_loader_factory
+    from hfadapt.training.coordinator import _setup_data, _train_loader_factory
     from accelerate import Accelerator
 
     splits = _setup_data(recipe, TASKS.get("image-classification"), Accelerator(cpu=True))
@@ -110,7 +110,7 @@ def run_hand(model_dir: Path, data: Path, steps: int, batch: int) -> tuple[float
                 return transform(im.convert("RGB")), labels[i]
 
     # hfadapt's default targets for this model, so both adapt the same layers
-    from hfadapt.timm_models import default_targets
+    from hfadapt.modeling.timm_models import default_targets
 
     class Wrap:  # default_targets looks for the wrapper's timm_model
         def __init__(self, m):

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import HfadaptError
+from hfadapt.core.errors import HfadaptError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides += extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from .verbosity import configure
+    from hfadapt.core.verbosity import configure
 
     configure(verbose=args.verbose)  # before any library is imported
     try:
@@ -138,14 +138,14 @@ def _positive(value: int, flag: str) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from .loading import load_recipe
+    from hfadapt.publishing.loading import load_recipe
 
     recipe = load_recipe(args.recipe, overrides=args.overrides)
     print(f"{recipe.source}: ok ({recipe.task}, {recipe.model.name_or_path}, {recipe.adapter.method})")
 
 
 def _recipes(args: argparse.Namespace) -> None:
-    from .shipped import recipes_dir, shipped_recipes
+    from hfadapt.core.shipped import recipes_dir, shipped_recipes
 
     for name in shipped_recipes():
         print(name)
@@ -153,21 +153,21 @@ def _recipes(args: argparse.Namespace) -> None:
 
 
 def _schema(args: argparse.Namespace) -> None:
-    from .recipe import recipe_json_schema
+    from hfadapt.core.recipe import recipe_json_schema
 
     print(json.dumps(recipe_json_schema(), indent=2))
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .loading import load_recipe
-    from .training import train
+    from hfadapt.publishing.loading import load_recipe
+    from hfadapt.training.coordinator import train
 
     result = train(load_recipe(args.recipe, overrides=args.overrides), resume=args.resume)
     _print_metrics(result.metrics, result.output_dir)
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from .inference import evaluate_run
+    from hfadapt.inference.run_model import evaluate_run
 
     _print_metrics(evaluate_run(args.run, split=args.split, overrides=args.overrides), Path(args.run))
 
@@ -177,7 +177,7 @@ def _predict(args: argparse.Namespace) -> None:
     inputs = list(args.inputs)
     if args.file:
         inputs += _read_input_lines(Path(args.file))
-    from .inference import predict
+    from hfadapt.inference.run_model import predict
 
     settings = ("max_new_tokens", "temperature", "top_p", "num_beams", "do_sample")
     generation = {k: getattr(args, k) for k in settings if getattr(args, k) is not None}
@@ -186,7 +186,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _push(args: argparse.Namespace) -> None:
-    from .hub import push
+    from hfadapt.publishing.hub import push
 
     url = push(args.run, args.repo_id, private=args.private, revision=args.revision,
                commit_message=args.commit_message, license=args.license)
@@ -194,27 +194,27 @@ def _push(args: argparse.Namespace) -> None:
 
 
 def _merge(args: argparse.Namespace) -> None:
-    from .merge import merge
+    from hfadapt.inference.merge import merge
 
     print(f"merged model written to {merge(args.run, args.out, overwrite=args.overwrite, allow_quantized=args.allow_quantized)}")
 
 
 def _plan(args: argparse.Namespace) -> None:
     _positive(args.processes, "plan --processes")
-    from .loading import load_recipe
-    from .plan import format_plan, plan_recipe
+    from hfadapt.publishing.loading import load_recipe
+    from hfadapt.training.plan import format_plan, plan_recipe
 
     print(format_plan(plan_recipe(load_recipe(args.recipe, overrides=args.overrides)), args.processes))
 
 
 def _report(args: argparse.Namespace) -> None:
-    from .report import write_report
+    from hfadapt.insight.report import write_report
 
     print(f"report written to {write_report(args.run, args.out)}")
 
 
 def _runs(args: argparse.Namespace) -> None:
-    from .runs import format_table, list_runs
+    from hfadapt.insight.runs import format_table, list_runs
 
     if not Path(args.dir).is_dir():
         raise HfadaptError(f"runs: {args.dir}: no such folder")
@@ -229,7 +229,7 @@ def _runs(args: argparse.Namespace) -> None:
 
 def _targets(args: argparse.Namespace) -> None:
     _positive(args.r, "targets --r")
-    from .targets import format_report, list_targets
+    from hfadapt.insight.targets import format_report, list_targets
 
     print(format_report(list_targets(args.model, task=args.task, r=args.r, revision=args.revision, trust_remote_code=args.trust_remote_code)))
 

@@ -58,17 +58,15 @@ def main() -> None:
     from torch.distributed.fsdp import FSDPModule
     from transformers import AutoTokenizer
 
-    from hfadapt.checkpoint import (
-        generation_sync,
+    from hfadapt.modeling.sharding import generation_sync, prepare_sharded_generation, sharding
+    from hfadapt.training.checkpoint import (
         load_trainable,
-        prepare_sharded_generation,
         register_trainable_hooks,
         save_trainable,
-        sharding,
         trainable_state_dict,
     )
-    from hfadapt.run import RunDir
-    from hfadapt.training import _gathered_weights, _save_model
+    from hfadapt.rundir.layout import RunDir
+    from hfadapt.training.coordinator import _gathered_weights, _save_model
 
     base, out = sys.argv[1], Path(sys.argv[2])
     dist.init_process_group("gloo")

@@ -16,7 +16,7 @@ def evaluate_sorted_and_plain(task: Any, model: Any, processor: Any, info: Any, 
     from torch.utils.data import DataLoader
 
     from hfadapt import metrics
-    from hfadapt.grouping import eval_order
+    from hfadapt.data.grouping import eval_order
     from hfadapt.tasks import EvalContext
 
     order = eval_order(task, ds)

@@ -4,6 +4,7 @@ transcripts); WER/CER match hand-checked cases; resampling; bad files fail in on
 
 from __future__ import annotations
 
+from hfadapt.tasks.base import get_task
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from hfadapt import Recipe, predict, train
-from hfadapt.errors import HfadaptError
+from hfadapt.core.errors import HfadaptError
 from tests.audio_fixtures import RATE, noise, tone, utterance, write_wav
 
 
@@ -75,7 +76,7 @@ def test_normalised_wer_is_reported_beside_the_raw_one() -> None:
 def test_clips_are_mixed_down_and_resampled_to_the_models_rate(rate: int, tmp_path: Path) -> None:
     import numpy as np
 
-    from hfadapt.audio import load_clip, storable
+    from hfadapt.data.audio import load_clip, storable
 
     path = write_wav(tmp_path / "a.wav", tone(440.0, 0.5, rate), rate, stereo=True)
     wave = load_clip(storable(str(path), None), RATE, True, "test")
@@ -90,7 +91,7 @@ def test_resampled_folder_feeds_the_model_at_its_rate(tiny_wav2vec2: str, sound_
 
     recipe = _recipe("audio-classification", tiny_wav2vec2, {"dataset": sound_folder}, tmp_path / "run")
     task = TASKS.get("audio-classification")
-    from hfadapt.data import load_raw
+    from hfadapt.data.sources import load_raw
 
     raw = load_raw(recipe, task)
     processor = task.load_processor(recipe)
@@ -139,9 +140,9 @@ def test_multi_label_audio_from_a_jsonl_of_relative_paths(tiny_wav2vec2: str, tm
 
 
 def test_feature_encoder_stays_frozen_unless_asked(tiny_wav2vec2: str, sound_folder: str, tmp_path: Path) -> None:
-    from hfadapt.training import _setup
+    from hfadapt.training.coordinator import _setup
 
-    from hfadapt.run import RunDir
+    from hfadapt.rundir.layout import RunDir
     from hfadapt.tasks import TASKS
 
     for freeze in (True, False):
@@ -154,7 +155,7 @@ def test_feature_encoder_stays_frozen_unless_asked(tiny_wav2vec2: str, sound_fol
 
 
 def test_default_lora_targets_of_audio_architectures(tiny_wav2vec2: str, tiny_whisper: str) -> None:
-    from hfadapt.targets import list_targets
+    from hfadapt.insight.targets import list_targets
 
     for model, task in ((tiny_wav2vec2, "audio-classification"), (tiny_wav2vec2, "speech-recognition"), (tiny_whisper, "speech-recognition")):
         report = list_targets(model, task=task)
@@ -172,7 +173,7 @@ def test_whisper_overfits_tone_words_and_greedy_transcripts_match_plain_peft(tin
     import transformers
     from peft import PeftModel
 
-    from hfadapt.audio import encode_files
+    from hfadapt.data.audio import encode_files
 
     data = {"train_files": [tone_speech], "validation_files": [tone_speech]}
     gen = {"language": "en", "task": "transcribe", "max_new_tokens": 8}
@@ -227,7 +228,7 @@ def test_ctc_with_a_vocabulary_from_the_transcripts_learns(tiny_wav2vec2: str, t
     base = transformers.AutoModelForCTC.from_pretrained(tiny_wav2vec2, config=transformers.AutoConfig.from_pretrained(adapter))
     plain = PeftModel.from_pretrained(base, adapter).eval()
     processor = transformers.AutoProcessor.from_pretrained(adapter)
-    from hfadapt.audio import encode_files
+    from hfadapt.data.audio import encode_files
 
     with torch.no_grad():
         ids = plain(**encode_files(clips, processor.feature_extractor, recipe.data)).logits.argmax(-1)
@@ -237,7 +238,7 @@ def test_ctc_with_a_vocabulary_from_the_transcripts_learns(tiny_wav2vec2: str, t
 def test_long_files_are_transcribed_in_pieces_cut_at_pauses(tiny_whisper: str, tone_speech: str, tmp_path: Path) -> None:
     import numpy as np
 
-    from hfadapt.audio import split_long
+    from hfadapt.data.audio import split_long
 
     wave = np.concatenate([utterance(["do", "re"]), utterance(["mi", "do"]), utterance(["re", "re"])])  # 1.95 s
     pieces = split_long(wave, RATE, 1.0)
@@ -252,7 +253,7 @@ def test_long_files_are_transcribed_in_pieces_cut_at_pauses(tiny_whisper: str, t
 
 
 def test_durations_filter_and_count(tiny_whisper: str, tone_speech: str, tmp_path: Path, capsys: Any) -> None:
-    from hfadapt.data import load_raw
+    from hfadapt.data.sources import load_raw
     from hfadapt.tasks import TASKS
 
     long_clip = write_wav(tmp_path / "long.wav", tone(330.0, 1.5))  # over Whisper's (tiny) 1 s window
@@ -344,9 +345,9 @@ def test_merge_gives_a_standalone_model_with_the_same_outputs(task: str, base: s
     import torch
     import transformers
 
-    from hfadapt.inference import load_model_and_processor
-    from hfadapt.merge import merge
-    from hfadapt.run import RunDir
+    from hfadapt.inference.run_model import load_model_and_processor
+    from hfadapt.inference.merge import merge
+    from hfadapt.rundir.layout import RunDir
 
     source = request.getfixturevalue(data)
     recipe = _recipe(task, request.getfixturevalue(base), {"dataset": source} if data == "sound_folder" else {"train_files": [source]}, tmp_path / "run",
@@ -356,7 +357,7 @@ def test_merge_gives_a_standalone_model_with_the_same_outputs(task: str, base: s
     ours, processor, _ = load_model_and_processor(run)
     files = [str(p) for p in sorted(Path(source).parent.rglob("*.wav"))[:2]] if data == "tone_speech" else [
         str(Path(source) / "validation" / "tone" / "0.wav"), str(Path(source) / "validation" / "chirp" / "0.wav")]
-    batch = run.task.encode_inputs(files, processor, run.recipe)
+    batch = get_task(run.recipe.task).encode_inputs(files, processor, run.recipe)
     auto = transformers.AutoModelForAudioClassification if task == "audio-classification" else transformers.AutoModelForSpeechSeq2Seq
     merged = auto.from_pretrained(out).eval()
     if task == "speech-recognition":
@@ -364,7 +365,7 @@ def test_merge_gives_a_standalone_model_with_the_same_outputs(task: str, base: s
     with torch.no_grad():
         torch.testing.assert_close(merged(**batch).logits, ours(**batch).logits, rtol=1e-4, atol=1e-5)
     card = (out / "README.md").read_text()
-    assert f"pipeline_tag: {run.task.pipeline_tag}" in card
+    assert f"pipeline_tag: {get_task(run.recipe.task).pipeline_tag}" in card
 
 
 # ---- exact resume ---------------------------------------------------------------------------------------

@@ -292,8 +292,8 @@ def test_binary_recipe_as_a_real_process(tmp_path: Path) -> None:
 def test_staged_push_has_no_local_paths(finished_run: Path, tiny_bert: str, tmp_path: Path) -> None:
     import json
 
-    from hfadapt.hub import stage
-    from hfadapt.run import RunDir
+    from hfadapt.publishing.hub import stage
+    from hfadapt.rundir.layout import RunDir
 
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)
@@ -322,7 +322,7 @@ def test_staged_push_has_no_local_paths(finished_run: Path, tiny_bert: str, tmp_
 
 
 def test_launch_command_names_the_real_launcher() -> None:
-    from hfadapt.runinfo import launch_command
+    from hfadapt.rundir.runinfo import launch_command
 
     argv = ["/venv/bin/hfadapt", "train", "r.yaml"]
     assert launch_command(1, {}, argv) == "hfadapt train r.yaml"
@@ -334,7 +334,7 @@ def test_launch_command_names_the_real_launcher() -> None:
 def test_row_location_lines(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from hfadapt.data import row_location
+    from hfadapt.data.sources import row_location
 
     csv = write_csv(tmp_path / "a.csv", [{"text": "x\ny", "label": 1}, {"text": "z", "label": 0}])  # a quoted newline
     jsonl = write_jsonl(tmp_path / "b.jsonl", [{"text": "a"}, {"text": "b"}])
@@ -376,7 +376,7 @@ def test_launch_asking_for_what_would_not_run_is_refused(case: str, tmp_path: Pa
 def test_run_info_records_the_precision_that_ran() -> None:
     from types import SimpleNamespace
 
-    from hfadapt.runinfo import precision_that_ran
+    from hfadapt.rundir.runinfo import precision_that_ran
 
     cpu_fp16 = SimpleNamespace(mixed_precision="fp16", native_amp=False, distributed_type="DistributedType.NO")
     cpu_bf16 = SimpleNamespace(mixed_precision="bf16", native_amp=True, distributed_type="DistributedType.NO")

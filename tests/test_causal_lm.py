@@ -306,7 +306,7 @@ def test_packed_examples_do_not_attend_to_each_other(tmp_path, lm):
 
 
 def test_packing_fills_batches(tmp_path, lm, capsys):
-    from hfadapt.packing import padded_share
+    from hfadapt.data.packing import padded_share
 
     rows = _varied_texts(300, seed=2, longest=60)
     recipe = lm_recipe(tmp_path, lm, {"train_files": ["unused.jsonl"], "packing": True, "max_length": 64})
@@ -477,7 +477,7 @@ def test_length_sorted_evaluation_gives_dataset_order_loss_and_not_for_packed_bl
     order; packed blocks (all max_length) keep dataset order."""
     from transformers import AutoModelForCausalLM
 
-    from hfadapt.grouping import eval_order
+    from hfadapt.data.grouping import eval_order
     from tests.sorted_eval import evaluate_sorted_and_plain
 
     recipe = lm_recipe(tmp_path, lm, {"train_files": [str(write_jsonl(tmp_path / "t.jsonl", [{"text": "a"}]))]})

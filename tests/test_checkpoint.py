@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hfadapt import checkpoint as ckpt
-from hfadapt.checkpoint import STATE_FILE, TrainerState, complete_checkpoints, latest_checkpoint, save_checkpoint
+from hfadapt.training import checkpoint as ckpt
+from hfadapt.training.checkpoint import STATE_FILE, TrainerState, complete_checkpoints, latest_checkpoint, save_checkpoint
 
 # What accelerator.save_state writes into a checkpoint (weights via our hook, optimizer, scheduler, RNG).
 SAVED_FILES = ["0-trainable.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl"]

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from tests.conftest import sentiment_rows, vocabulary, write_csv, write_jsonl
 
-from hfadapt.shipped import shipped_recipes
+from hfadapt.core.shipped import shipped_recipes
 from hfadapt.cli import main
 
 HEAVY = ("torch", "transformers", "peft", "accelerate", "datasets", "evaluate")
@@ -145,7 +145,7 @@ def test_validate_imports_no_torch_importtime(tmp_path: Path, good_recipe: Path)
         for line in r.stderr.splitlines()
         if line.startswith("import time:") and "|" in line
     }
-    assert "hfadapt.recipe" in imported  # the output is what we think it is
+    assert "hfadapt.core.recipe" in imported  # the output is what we think it is
     heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY)
     assert heavy == [], heavy
 
@@ -332,7 +332,7 @@ def test_failed_data_preparation_does_not_block_the_next_attempt(tmp_path: Path,
 def test_data_prep_loads_test_files_with_test_split(tmp_path: Path) -> None:
     """With data.test_split set, data.test_files are loaded and checked like the other splits."""
     from hfadapt import Recipe
-    from hfadapt.data import load_raw
+    from hfadapt.data.sources import load_raw
     from hfadapt.tasks import TASKS
 
     write_csv(tmp_path / "train.csv", sentiment_rows(16))
@@ -345,7 +345,7 @@ def test_data_prep_loads_test_files_with_test_split(tmp_path: Path) -> None:
 
 def test_data_prep_uses_the_test_files(tmp_path: Path) -> None:
     from hfadapt import Recipe
-    from hfadapt.data import load_raw
+    from hfadapt.data.sources import load_raw
     from hfadapt.tasks import TASKS
 
     write_csv(tmp_path / "train.csv", sentiment_rows(16))

@@ -24,7 +24,7 @@ def test_compiled_run_matches_eager(make_recipe, tmp_path, capsys):
 
 
 def test_compile_falls_back_with_a_reason(make_recipe, tmp_path, capsys, monkeypatch):
-    import hfadapt.compiling as compiling
+    import hfadapt.training.compiling as compiling
 
     monkeypatch.setattr(compiling.shutil, "which", lambda name: None)
     result = train(make_recipe(train={"max_steps": 2, "compile": True, "log_with": []}))

@@ -101,8 +101,8 @@ def test_a_model_the_sharding_engine_cannot_wrap_ends_in_one_line() -> None:
 
     from accelerate.utils import DistributedType
 
-    from hfadapt.errors import HfadaptError
-    from hfadapt.training import _prepare
+    from hfadapt.core.errors import HfadaptError
+    from hfadapt.training.coordinator import _prepare
 
     def failing_prepare(*parts):
         raise AssertionError("fully_shard: module already sharded\nmore lines")

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from hfadapt.grouping import grouped_order
+from hfadapt.data.grouping import grouped_order
 
 
 @pytest.fixture
@@ -98,8 +98,8 @@ def test_resume_with_grouping_reproduces_uninterrupted_run(make_recipe, tmp_path
 def test_group_by_length_refused_where_rows_have_no_tokens():
     from types import SimpleNamespace
 
-    from hfadapt.errors import HfadaptError
-    from hfadapt.grouping import wants_grouping
+    from hfadapt.core.errors import HfadaptError
+    from hfadapt.data.grouping import wants_grouping
 
     recipe = SimpleNamespace(train=SimpleNamespace(group_by_length=True), data=SimpleNamespace(streaming=False))
     task = SimpleNamespace(name="image-classification", modality="image")
@@ -121,11 +121,11 @@ def test_length_sorted_evaluation_gives_dataset_order_results(make_recipe, tmp_p
     from hfadapt.tasks import TASKS
 
     task = TASKS.get("text-classification")
-    from hfadapt.grouping import eval_order
+    from hfadapt.data.grouping import eval_order
 
     common, data = {"max_steps": 2, "log_with": [], "eval_batch_size": 5}, {"train_files": [varied_csv]}
     calls = []
-    monkeypatch.setattr("hfadapt.grouping.eval_order", lambda t, ds: calls.append(eval_order(t, ds)) or calls[-1])
+    monkeypatch.setattr("hfadapt.data.grouping.eval_order", lambda t, ds: calls.append(eval_order(t, ds)) or calls[-1])
     sorted_run = train(make_recipe(train=common, data=data, output={"dir": str(tmp_path / "sorted")}))
     assert calls and calls[0] != sorted(calls[0])  # the loader really read another order
     monkeypatch.setattr(type(task), "restores_eval_order", False)
@@ -142,7 +142,7 @@ def test_length_sorted_evaluation_gives_dataset_order_results(make_recipe, tmp_p
 def test_eval_order_is_longest_first_only_where_restored():
     from types import SimpleNamespace
 
-    from hfadapt.grouping import eval_order
+    from hfadapt.data.grouping import eval_order
 
     class DS:
         column_names = ["input_ids", "labels"]
@@ -158,7 +158,7 @@ def test_eval_order_is_longest_first_only_where_restored():
 def test_in_input_order_puts_lists_and_tensors_back():
     import torch
 
-    from hfadapt.grouping import in_input_order, longest_first
+    from hfadapt.data.grouping import in_input_order, longest_first
 
     order = longest_first([2, 7, 1, 7, 4])
     assert order == [1, 3, 4, 0, 2]  # ties keep input order

@@ -186,13 +186,13 @@ def test_merge_gives_a_standalone_model_with_the_same_outputs(finished_run, tmp_
     assert (out / "README.md").read_text().startswith("---\n")
     assert not list(out.glob("adapter_*"))
     with pytest.raises(HfadaptError, match="exists and is not empty"):
-        from hfadapt.merge import merge
+        from hfadapt.inference.merge import merge
 
         merge(result.output_dir, out)
 
 
 def test_merge_refuses_full_finetunes(make_recipe, tmp_path):
-    from hfadapt.merge import merge
+    from hfadapt.inference.merge import merge
 
     result = train(make_recipe(adapter={"method": "full"}, train={"max_steps": 1}))
     with pytest.raises(HfadaptError, match="already standalone"):
@@ -200,8 +200,8 @@ def test_merge_refuses_full_finetunes(make_recipe, tmp_path):
 
 
 def test_merge_refuses_a_quantized_base(finished_run, tmp_path, monkeypatch):
-    import hfadapt.inference as inference
-    from hfadapt.merge import merge
+    import hfadapt.inference.run_model as inference
+    from hfadapt.inference.merge import merge
 
     result = finished_run
     real = inference.load_model_and_processor
@@ -218,7 +218,7 @@ def test_merge_refuses_a_quantized_base(finished_run, tmp_path, monkeypatch):
 
 
 def test_every_task_has_a_model_card_section():
-    from hfadapt.shipped import shipped_dir
+    from hfadapt.core.shipped import shipped_dir
     from hfadapt.tasks import TASKS
 
     for name in TASKS.names():

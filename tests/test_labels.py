@@ -1,12 +1,12 @@
-"""hfadapt.labels: deciding the label vocabulary and encoding raw labels, with errors naming column and row."""
+"""hfadapt.data.labels: deciding the label vocabulary and encoding raw labels, with errors naming column and row."""
 
 from __future__ import annotations
 
 import pytest
 from datasets import ClassLabel, Dataset, Features, Sequence, Value
 
-from hfadapt.errors import HfadaptError
-from hfadapt.labels import LabelInfo, encode_label, infer_labels
+from hfadapt.core.errors import HfadaptError
+from hfadapt.data.labels import LabelInfo, encode_label, infer_labels
 
 SOURCE = "data.label_column 'label'"
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-import hfadapt.liger as liger
+import hfadapt.modeling.liger as liger
 from hfadapt import HfadaptError, train
 from hfadapt.cli import main
 from tests.conftest import write_jsonl

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hfadapt import metrics
-from hfadapt.errors import HfadaptError
+from hfadapt.core.errors import HfadaptError
 
 # ---- single-label classification -----------------------------------------------------------------
 # predictions [0, 1, 1, 2], references [0, 1, 0, 2]; three classes.

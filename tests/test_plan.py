@@ -11,7 +11,7 @@ import torch
 
 from hfadapt import Recipe
 from hfadapt.cli import main
-from hfadapt.plan import MemoryPlan, plan_recipe
+from hfadapt.training.plan import MemoryPlan, plan_recipe
 
 
 def _config_only(tmp_path: Path, config: Any, name: str) -> str:
@@ -62,8 +62,8 @@ def _saved_bytes_real(model: Any, batch: dict) -> int:
 
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_plan_matches_a_real_training_step(make_recipe: Any, checkpointing: bool) -> None:
-    from hfadapt.adapters import apply_adapter
-    from hfadapt.modeling import load_base_model
+    from hfadapt.modeling.adapters import apply_adapter
+    from hfadapt.modeling.models import load_base_model
     from hfadapt.tasks import TASKS
 
     recipe = make_recipe(train={"batch_size": 4, "gradient_checkpointing": checkpointing}, data={"max_length": 16})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hfadapt.errors import HfadaptError
-from hfadapt.precision import resolve_precision
+from hfadapt.core.errors import HfadaptError
+from hfadapt.training.precision import resolve_precision
 
 
 @pytest.mark.parametrize(
@@ -38,8 +38,8 @@ def test_a_default_run_records_what_auto_became(finished_run) -> None:
     (fp32 on a CPU, as in CI)."""
     import json
 
-    from hfadapt.precision import device_default
-    from hfadapt.run import RunDir
+    from hfadapt.training.precision import device_default
+    from hfadapt.rundir.layout import RunDir
 
     run = RunDir(finished_run.output_dir)
     info = json.loads(run.info_file.read_text())

@@ -3,6 +3,7 @@ character spans, a tiny BERT that learns a trivial rule, data errors naming fiel
 
 from __future__ import annotations
 
+from hfadapt.tasks.base import get_task
 import json
 import math
 import random
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from hfadapt import HfadaptError, Recipe, metrics, predict, train
-from hfadapt.inference import evaluate_run
+from hfadapt.inference.run_model import evaluate_run
 from hfadapt.tasks import TASKS, EvalContext
 from tests.conftest import POSITIVE, vocabulary, write_csv, write_jsonl
 
@@ -344,15 +345,15 @@ import json, sys
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
-from hfadapt.data import load_raw
-from hfadapt.grouping import eval_order
-from hfadapt.inference import load_model_and_processor
-from hfadapt.run import RunDir
+from hfadapt.data.sources import load_raw
+from hfadapt.data.grouping import eval_order
+from hfadapt.inference.run_model import load_model_and_processor
+from hfadapt.rundir.layout import RunDir
 from hfadapt.tasks import EvalContext
 
 torch.set_num_threads(1)
 run = RunDir(sys.argv[1])
-task = run.task
+task = get_task(run.recipe.task)
 model, processor, info = load_model_and_processor(run)
 accelerator = Accelerator(cpu=True)
 ds = task.preprocess(load_raw(run.recipe, task).validation, "validation", processor, run.recipe, info, train=False)
@@ -401,15 +402,15 @@ def test_length_sorted_evaluation_gives_dataset_order_results(trained, tmp_path,
     """Windows read longest first: an example's windows land in different batches, yet each window is
     matched to its example through qa_window, and the answers, scores and predictions file are those
     of dataset order."""
-    from hfadapt.data import load_raw
-    from hfadapt.grouping import eval_order
-    from hfadapt.inference import load_model_and_processor
-    from hfadapt.run import RunDir
+    from hfadapt.data.sources import load_raw
+    from hfadapt.data.grouping import eval_order
+    from hfadapt.inference.run_model import load_model_and_processor
+    from hfadapt.rundir.layout import RunDir
     from tests.sorted_eval import evaluate_sorted_and_plain
 
     run = RunDir(trained.output_dir)
     model, processor, info = load_model_and_processor(run)
-    task = run.task
+    task = get_task(run.recipe.task)
     ds = task.preprocess(load_raw(run.recipe, task).validation, "validation", processor, run.recipe, info, train=False)
     examples = ds["qa_example"]
     assert len(examples) > len(set(examples))  # some examples take two windows

@@ -80,7 +80,7 @@ def test_the_users_own_settings_win(tmp_path: Path) -> None:
     nothing heavy is imported to quiet the rest (a light process, no model)."""
     snippet = (
         "import json, os, sys, warnings\n"
-        "from hfadapt.verbosity import configure\n"
+        "from hfadapt.core.verbosity import configure\n"
         "configure(verbose=False)\n"
         "heavy = [m for m in ('torch', 'transformers', 'datasets', 'huggingface_hub') if m in sys.modules]\n"
         "print(json.dumps({'env': {k: os.environ.get(k) for k in sys.argv[1:]}, 'heavy': heavy,\n"

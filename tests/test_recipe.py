@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from hfadapt import HfadaptError, Recipe
-from hfadapt.shipped import recipes_dir, shipped_recipes
-from hfadapt.recipe import SCHEDULERS
+from hfadapt.core.shipped import recipes_dir, shipped_recipes
+from hfadapt.core.recipe import SCHEDULERS
 
 BASE: dict[str, Any] = {
     "task": "text-classification",
@@ -386,7 +386,7 @@ def test_every_shipped_recipe_validates(name: str) -> None:
 
 
 def test_shipped_recipes_under_a_folder_named_assets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import hfadapt.shipped as catalog
+    import hfadapt.core.shipped as catalog
 
     root = tmp_path / "assets" / "hfadapt" / "recipes"
     write(root / "text", BASE, "demo.yaml")
@@ -397,7 +397,7 @@ def test_shipped_recipes_under_a_folder_named_assets(tmp_path: Path, monkeypatch
 
 # ---- schema ------------------------------------------------------------------------------------
 def test_json_schema_has_one_variant_per_task() -> None:
-    from hfadapt.recipe import recipe_json_schema
+    from hfadapt.core.recipe import recipe_json_schema
     from hfadapt.tasks import TASKS
 
     schema = recipe_json_schema()

@@ -47,7 +47,7 @@ class _Page(HTMLParser):
 
 def check_report(run_dir: Path, out: Path) -> _Page:
     """Render the report of `run_dir` to `out` and check it against the run's files."""
-    from hfadapt.report import write_report
+    from hfadapt.insight.report import write_report
 
     path = write_report(run_dir, out)
     text = path.read_text()
@@ -91,7 +91,7 @@ def test_report_cli_and_a_pulled_hub_adapter(finished_run, hub_server, monkeypat
 
 
 def test_a_task_without_a_section_gets_the_generic_one(finished_run, tmp_path: Path) -> None:
-    from hfadapt import report
+    from hfadapt.insight import report
 
     data = report.load(finished_run.output_dir)
     data.task = "some-new-task"  # registered later, with nothing for the report

@@ -7,6 +7,7 @@ big things), so targets differ in length and the loss weighting can be checked.
 
 from __future__ import annotations
 
+from hfadapt.tasks.base import get_task
 import json
 import math
 import random
@@ -182,14 +183,14 @@ def test_predict_matches_evaluation(trained: Any, data: dict[str, str]) -> None:
 
 def _validation_setup(trained: Any) -> tuple[Any, Any, Any, Any, Any, Any]:
     """The run's model reloaded as `hfadapt predict` does, its task and processor, the prepared validation set and the recipe."""
-    from hfadapt.data import load_raw
-    from hfadapt.inference import load_model_and_processor
-    from hfadapt.run import RunDir
+    from hfadapt.data.sources import load_raw
+    from hfadapt.inference.run_model import load_model_and_processor
+    from hfadapt.rundir.layout import RunDir
 
     run = RunDir(trained.output_dir)
     model, processor, info = load_model_and_processor(run)
-    ds = run.task.preprocess(load_raw(run.recipe, run.task).validation, "validation", processor, run.recipe, info, train=False)
-    return run.task, model, processor, info, ds, run.recipe
+    ds = get_task(run.recipe.task).preprocess(load_raw(run.recipe, get_task(run.recipe.task)).validation, "validation", processor, run.recipe, info, train=False)
+    return get_task(run.recipe.task), model, processor, info, ds, run.recipe
 
 
 def _evaluate(task: Any, model: Any, processor: Any, info: Any, ds: Any, recipe: Any, batch_size: int, names: list[str]) -> dict:
@@ -233,7 +234,7 @@ def test_translation_from_a_dict_column_with_bleu_chrf_and_prefix(tiny_t5: str, 
          "source_prefix": "summarize: "},
         train={"max_steps": 2}, eval={"metrics": ["bleu", "chrf"], "best_metric": "bleu"},
     )
-    from hfadapt.data import load_raw
+    from hfadapt.data.sources import load_raw
     from hfadapt.tasks import TASKS
 
     task = TASKS.get("seq2seq")
@@ -308,13 +309,13 @@ EVAL_SCRIPT = '''
 import json, sys
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
-from hfadapt.data import load_raw
-from hfadapt.inference import load_model_and_processor
-from hfadapt.run import RunDir
+from hfadapt.data.sources import load_raw
+from hfadapt.inference.run_model import load_model_and_processor
+from hfadapt.rundir.layout import RunDir
 from hfadapt.tasks import EvalContext
 
 run = RunDir(sys.argv[1])
-task = run.task
+task = get_task(run.recipe.task)
 model, processor, info = load_model_and_processor(run)
 accelerator = Accelerator(cpu=True)
 ds = task.preprocess(load_raw(run.recipe, task).validation, "validation", processor, run.recipe, info, train=False)
@@ -388,14 +389,14 @@ import json, sys
 import datasets
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
-from hfadapt.grouping import eval_order
-from hfadapt.inference import load_model_and_processor
-from hfadapt.run import RunDir
+from hfadapt.data.grouping import eval_order
+from hfadapt.inference.run_model import load_model_and_processor
+from hfadapt.rundir.layout import RunDir
 from hfadapt.tasks import EvalContext
 from tests.test_seq2seq import varied_sources
 
 run = RunDir(sys.argv[1])
-task = run.task
+task = get_task(run.recipe.task)
 model, processor, info = load_model_and_processor(run)
 accelerator = Accelerator(cpu=True)
 ds = task.preprocess(datasets.Dataset.from_list(varied_sources()), "validation", processor, run.recipe, info, train=False)

@@ -27,7 +27,7 @@ def test_streaming_needs_max_steps(make_recipe: Any) -> None:
 
 
 def test_each_process_reads_each_example_once_per_epoch(tmp_path: Path) -> None:
-    from hfadapt.streaming import EpochStream
+    from hfadapt.data.streaming import EpochStream
 
     one_file = write_csv(tmp_path / "one.csv", sentiment_rows(30))
     halves = [write_csv(tmp_path / f"half{i}.csv", sentiment_rows(30)[i * 15:(i + 1) * 15]) for i in range(2)]

@@ -8,6 +8,7 @@ gives the evaluation it ended training with. A task that registers without a cas
 
 from __future__ import annotations
 
+from hfadapt.tasks.base import get_task
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,9 +151,9 @@ def test_task_trains_evaluates_predicts_saves_and_reloads_with_plain_peft(task_n
     from peft import PeftConfig, PeftModel
 
     from hfadapt import Recipe, evaluate_run, predict, train
-    from hfadapt.inference import load_model_and_processor
-    from hfadapt.modeling import auto_model_class
-    from hfadapt.run import RunDir
+    from hfadapt.inference.run_model import load_model_and_processor
+    from hfadapt.modeling.models import auto_model_class
+    from hfadapt.rundir.layout import RunDir
 
     case = CASES[task_name]
     recipe = Recipe.from_dict({
@@ -187,7 +188,7 @@ def test_task_trains_evaluates_predicts_saves_and_reloads_with_plain_peft(task_n
     auto = auto_model_class(TASKS.get(task_name), config)  # the task's Auto* class (speech: seq2seq or CTC by config)
     base = auto.from_pretrained(base_path, config=config)
     plain = PeftModel.from_pretrained(base, adapter).eval()
-    batch = run.task.encode_inputs(inputs, processor, run.recipe)
+    batch = get_task(run.recipe.task).encode_inputs(inputs, processor, run.recipe)
     expected, got = _outputs(ours, batch), _outputs(plain, batch)
     assert expected and len(expected) == len(got)
     for e, g in zip(expected, got):
@@ -196,7 +197,7 @@ def test_task_trains_evaluates_predicts_saves_and_reloads_with_plain_peft(task_n
     # its model card names a pipeline tag the Hub accepts, and shows how to load it
     import yaml
 
-    from hfadapt.cards import render_adapter_card
+    from hfadapt.publishing.cards import render_adapter_card
     from tests.hub_server import KNOWN_PIPELINE_TAGS
 
     card = render_adapter_card(run, "user/contract")

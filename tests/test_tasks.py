@@ -160,7 +160,7 @@ def test_adapter_that_does_not_fit_the_model(make_recipe):
 
 
 def test_preprocessing_is_cached(make_recipe):
-    from hfadapt.data import load_raw
+    from hfadapt.data.sources import load_raw
     from hfadapt.tasks import TASKS
 
     recipe = make_recipe()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hfadapt.throughput import Meter, default_units, figures, summary_line
+from hfadapt.training.throughput import Meter, default_units, figures, summary_line
 
 BATCH = 8  # sentiment_recipe's train.batch_size
 STEPS = 4  # finished_run's train.max_steps

@@ -65,8 +65,8 @@ def test_family_default_targets(arch: str, expected: list[str], head: str) -> No
     from accelerate import init_empty_weights
     from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
 
-    from hfadapt.adapters import head_modules
-    from hfadapt.timm_models import default_targets
+    from hfadapt.modeling.adapters import head_modules
+    from hfadapt.modeling.timm_models import default_targets
 
     with init_empty_weights():
         model = TimmWrapperForImageClassification(TimmWrapperConfig(architecture=arch, num_labels=10))
@@ -79,7 +79,7 @@ def test_family_default_targets(arch: str, expected: list[str], head: str) -> No
 
 def test_targets_lists_convolutions_and_linear_layers(timm_bases: dict[str, str]) -> None:
     from hfadapt import list_targets
-    from hfadapt.targets import format_report
+    from hfadapt.insight.targets import format_report
 
     rep = list_targets(timm_bases["resnet"], r=4)
     kinds = {row.kind for row in rep.rows}
@@ -102,10 +102,10 @@ def test_timm_run_learns_predicts_reloads_and_merges(family: str, timm_bases: di
     from safetensors.torch import load_file
 
     from hfadapt import evaluate_run
-    from hfadapt.merge import merge
-    from hfadapt.cards import render_adapter_card, render_merged_card
-    from hfadapt.inference import load_model_and_processor
-    from hfadapt.run import RunDir
+    from hfadapt.inference.merge import merge
+    from hfadapt.publishing.cards import render_adapter_card, render_merged_card
+    from hfadapt.inference.run_model import load_model_and_processor
+    from hfadapt.rundir.layout import RunDir
 
     result = train(timm_recipe(timm_bases[family], patterns, tmp_path / "run"))
     losses = result.losses
@@ -197,7 +197,7 @@ def test_timm_augment_mixup_trains_and_evaluates_on_hard_labels(timm_bases: dict
     recipe = timm_recipe(timm_bases["vit"], patterns, tmp_path / "run", data={"timm_augment": AUGMENT}, train={"max_steps": 3, "batch_size": 5})
     assert recipe.data.augment is True
     task = TASKS.get("image-classification")
-    from hfadapt.labels import LabelInfo
+    from hfadapt.data.labels import LabelInfo
 
     collate = task.train_collator(None, recipe, LabelInfo(PATTERNS, "single_label"))
     rows = [{"pixel_values": torch.randn(3, 32, 32), "labels": i % 4} for i in range(5)]  # odd: the last one is not mixed

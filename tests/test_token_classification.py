@@ -112,7 +112,7 @@ def test_seqeval_hand_checked() -> None:
 
 # ---- alignment of word tags to sub-tokens --------------------------------------------------------
 def _prepare(tmp_path: Path, model: str, rows: list[dict], split_train: bool = True, **data: Any) -> tuple[Any, Any, Any]:
-    from hfadapt.data import load_raw
+    from hfadapt.data.sources import load_raw
 
     recipe = recipe_for(tmp_path, model, rows, rows, data={"labels": TAGS, **data})
     task = TASKS.get("token-classification")
@@ -232,7 +232,7 @@ class _TableModel:
 def test_predict_offsets_group_words_and_chunks(wordpiece_bert) -> None:
     from transformers import AutoTokenizer
 
-    from hfadapt.labels import LabelInfo
+    from hfadapt.data.labels import LabelInfo
 
     tok = AutoTokenizer.from_pretrained(wordpiece_bert)
     ids = {w: tok.convert_tokens_to_ids(w) for w in VOCAB}
@@ -311,9 +311,9 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from hfadapt import Recipe
-from hfadapt.data import load_raw
-from hfadapt.grouping import eval_order
-from hfadapt.modeling import load_base_model
+from hfadapt.data.sources import load_raw
+from hfadapt.data.grouping import eval_order
+from hfadapt.modeling.models import load_base_model
 from hfadapt.tasks import TASKS, EvalContext
 
 recipe = Recipe.from_yaml(sys.argv[1])
@@ -403,8 +403,8 @@ def test_length_sorted_evaluation_gives_dataset_order_results(tmp_path, wordpiec
     their order, are those of dataset order."""
     import torch
 
-    from hfadapt.data import load_raw
-    from hfadapt.modeling import load_base_model
+    from hfadapt.data.sources import load_raw
+    from hfadapt.modeling.models import load_base_model
     from hfadapt.tasks import TASKS
     from tests.sorted_eval import evaluate_sorted_and_plain
 

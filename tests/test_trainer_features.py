@@ -100,7 +100,7 @@ def test_fused_adamw_on_a_gpu_only(make_recipe):
     """On a CUDA device the optimizer is the fused AdamW (HF Trainer's default there); elsewhere the default one."""
     import torch
 
-    from hfadapt.training import _setup_optimizer
+    from hfadapt.training.coordinator import _setup_optimizer
 
     model = torch.nn.Linear(4, 2)
     recipe = make_recipe()

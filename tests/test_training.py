@@ -65,7 +65,7 @@ def test_resume_needs_checkpoint_and_same_recipe(make_recipe, tmp_path):
 
 
 def test_interrupted_checkpoint_save_is_ignored(make_recipe, tmp_path):
-    from hfadapt.checkpoint import latest_checkpoint
+    from hfadapt.training.checkpoint import latest_checkpoint
 
     result = train(make_recipe(train={"max_steps": 4, "save_steps": 2, "save_total_limit": 1}))
     ckpts = sorted(p.name for p in (result.output_dir / "checkpoints").iterdir())

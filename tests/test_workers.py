@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hfadapt.workers import resolve_num_workers
+from hfadapt.training.workers import resolve_num_workers
 
 
 def test_default_workers_for_decoding_tasks_on_cuda_only():

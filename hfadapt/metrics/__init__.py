@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..registry import Registry
+from hfadapt.core.registry import Registry
 
 METRICS_DIR = Path(__file__).resolve().parent
 

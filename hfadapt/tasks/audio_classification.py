@@ -17,10 +17,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .. import audio, classification
-from ..errors import HfadaptError, first_line
-from ..recipe import DataSection
-from .base import EvalContext, register_task
+from hfadapt.data import audio
+from hfadapt.tasks import classification
+from hfadapt.core.errors import HfadaptError, first_line
+from hfadapt.core.recipe import DataSection
+from hfadapt.tasks.base import EvalContext, register_task
 
 
 class AudioClassificationData(audio.AudioFields, classification.LabelFields, DataSection):
@@ -62,7 +63,7 @@ class AudioClassification:
         return classification.label_info(train, recipe)
 
     def info_from_config(self, config: Any) -> Any:
-        from ..labels import LabelInfo
+        from hfadapt.data.labels import LabelInfo
 
         return LabelInfo.from_model_config(config)
 
@@ -100,7 +101,7 @@ class AudioClassification:
 
     def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
         """A meta-device micro-batch for `hfadapt plan`: clips of data.max_duration_s."""
-        from ..plan import meta_labels
+        from hfadapt.modeling.meta import meta_labels
 
         inputs, what = audio.plan_inputs(config, batch_size, recipe.data.max_duration_s)
         return {**inputs, "labels": meta_labels(batch_size)}, what
@@ -149,7 +150,7 @@ def load_feature_extractor(recipe: Any, path: str | None = None) -> Any:
     """The base model's (or a run's) feature extractor: sampling rate, log-mel or normalisation settings."""
     from transformers import AutoFeatureExtractor
 
-    from ..modeling import check_local_path
+    from hfadapt.modeling.models import check_local_path
 
     m = recipe.model
     source = path or m.name_or_path

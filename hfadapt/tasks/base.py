@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from ..checks import common_problems
-from ..recipe import DataSection, register_task_recipe
-from ..registry import Registry
+from hfadapt.tasks.checks import common_problems
+from hfadapt.core.recipe import DataSection, register_task_recipe
+from hfadapt.core import task_source
+from hfadapt.core.registry import Registry
 
 if TYPE_CHECKING:
-    from ..recipe import Recipe
+    from hfadapt.core.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class EvalContext:
 
     def in_dataset_order(self, items: Any) -> Any:
         """Per-row results gathered in the dataloader's order (a tensor or a list) back in dataset order."""
-        from ..grouping import in_input_order
+        from hfadapt.data.grouping import in_input_order
 
         return in_input_order(self.order, items)
 
@@ -91,7 +92,12 @@ class Task(Protocol):
         """User inputs of `hfadapt predict` (text strings, image paths) -> a model batch."""
 
 
-TASKS: Registry[Task] = Registry("task")
+TASKS: Registry[Task] = Registry("task", known=task_source.task_names, load=task_source.load_task)
+
+
+def get_task(name: str, field: str | None = "task") -> Task:
+    """The task registered as `name`, its module imported on first use."""
+    return TASKS.get(name, field=field)
 
 
 def register_task(task: Task) -> Task:

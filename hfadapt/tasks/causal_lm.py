@@ -18,12 +18,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .. import packing
-from ..checkpoint import generation_sync
-from ..data import ROW_COLUMN, is_streamed, map_split, row_location
-from ..errors import HfadaptError, first_line
-from ..recipe import DataSection
-from .base import EvalContext, register_task
+from hfadapt.data import packing
+from hfadapt.modeling.sharding import generation_sync
+from hfadapt.data.sources import ROW_COLUMN, is_streamed, map_split, row_location
+from hfadapt.core.errors import HfadaptError, first_line
+from hfadapt.core.recipe import DataSection
+from hfadapt.tasks.base import EvalContext, register_task
 
 FORMAT_KEY = "hfadapt_lm_format"  # tokenizer_config.json entry: the data format a run was trained on
 GENERATIONS_FILE = "generations.jsonl"
@@ -85,7 +85,7 @@ class CausalLM:
 
     # ---- model and processor ------------------------------------------------------------------
     def load_processor(self, recipe: Any, path: str | None = None) -> Any:
-        from ..tokenization import load_tokenizer
+        from hfadapt.modeling.tokenization import load_tokenizer
 
         tok = load_tokenizer(recipe, path)
         if recipe.data.chat_template and path is None:
@@ -184,7 +184,7 @@ class CausalLM:
 
     def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
         """A meta-device micro-batch for `hfadapt plan` (max_length tokens: a packed block, or the longest example)."""
-        from ..plan import meta_labels, meta_tokens
+        from hfadapt.modeling.meta import meta_labels, meta_tokens
 
         n = recipe.data.max_length
         return {"input_ids": meta_tokens(batch_size, n), "labels": meta_labels(batch_size, n), "use_cache": False}, f"{n} tokens"

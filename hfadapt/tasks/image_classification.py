@@ -17,11 +17,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .. import classification
-from ..data import ROW_COLUMN, is_streamed, map_split, row_location
-from ..errors import HfadaptError, first_line
-from ..recipe import DataSection, Section
-from .base import EvalContext, register_task
+from hfadapt.tasks import classification
+from hfadapt.data.sources import ROW_COLUMN, is_streamed, map_split, row_location
+from hfadapt.core.errors import HfadaptError, first_line
+from hfadapt.core.recipe import DataSection, Section
+from hfadapt.tasks.base import EvalContext, register_task
 
 
 class TimmAugment(Section):
@@ -95,9 +95,9 @@ class ImageClassification:
     def load_processor(self, recipe: Any, path: str | None = None) -> Any:
         from transformers import AutoImageProcessor
 
-        from ..modeling import check_local_path
-        from ..timm_models import is_timm_folder
-        from ..tokenization import require_processor_files
+        from hfadapt.modeling.models import check_local_path
+        from hfadapt.modeling.timm_models import is_timm_folder
+        from hfadapt.modeling.tokenization import require_processor_files
 
         m = recipe.model
         source = path or m.name_or_path
@@ -114,7 +114,7 @@ class ImageClassification:
         return classification.label_info(train, recipe)
 
     def info_from_config(self, config: Any) -> Any:
-        from ..labels import LabelInfo
+        from hfadapt.data.labels import LabelInfo
 
         return LabelInfo.from_model_config(config)
 
@@ -175,7 +175,7 @@ class ImageClassification:
         """A meta-device micro-batch for `hfadapt plan` at the model's input size."""
         import torch
 
-        from ..plan import meta_labels
+        from hfadapt.modeling.meta import meta_labels
 
         size = getattr(config, "image_size", 224)
         h, w = (size, size) if isinstance(size, int) else tuple(size)
@@ -203,7 +203,7 @@ class ImageClassification:
         """Called on the loaded base model: soft targets (mixup/cutmix) and label smoothing need a loss that takes them."""
         aug = recipe.data.timm_augment
         if aug is not None and (aug.mixes or aug.label_smoothing):
-            from ..timm_models import soft_target_loss
+            from hfadapt.modeling.timm_models import soft_target_loss
 
             model.loss_function = soft_target_loss(model.loss_function, aug.label_smoothing)
 
@@ -307,7 +307,7 @@ def _augmenting_transform(processor: Any, timm_augment: TimmAugment | None = Non
     or when data.timm_augment is set, else random resized crop + flip with the processor's size/mean/std."""
     from torchvision import transforms as T
 
-    from ..timm_models import data_config
+    from hfadapt.modeling.timm_models import data_config
 
     if timm_augment is not None or hasattr(processor, "data_config"):
         from timm.data import create_transform

@@ -35,10 +35,10 @@ from typing import Any
 
 from pydantic import Field
 
-from ..data import ROW_COLUMN, map_split, row_location
-from ..errors import HfadaptError
-from ..recipe import DataSection
-from .base import EvalContext, register_task
+from hfadapt.data.sources import ROW_COLUMN, map_split, row_location
+from hfadapt.core.errors import HfadaptError
+from hfadapt.core.recipe import DataSection
+from hfadapt.tasks.base import EvalContext, register_task
 
 QA_METRICS = ("squad", "squad_v2")
 WINDOW = "qa_window"  # the only qa_* key that reaches the batch; popped before model(**batch)
@@ -100,7 +100,7 @@ class QuestionAnswering:
 
     # ---- model --------------------------------------------------------------------------------
     def load_processor(self, recipe: Any, path: str | None = None) -> Any:
-        from ..tokenization import load_tokenizer
+        from hfadapt.modeling.tokenization import load_tokenizer
 
         tok = load_tokenizer(recipe, path, need_fast="question-answering")
         tok.padding_side = "right"  # offsets are per window from position 0; padding goes after them
@@ -173,7 +173,7 @@ class QuestionAnswering:
 
     def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
         """A meta-device micro-batch of full windows for `hfadapt plan`."""
-        from ..plan import meta_labels, meta_tokens
+        from hfadapt.modeling.meta import meta_labels, meta_tokens
 
         n = recipe.data.max_length
         batch = {"input_ids": meta_tokens(batch_size, n), "start_positions": meta_labels(batch_size), "end_positions": meta_labels(batch_size)}
@@ -196,7 +196,7 @@ class QuestionAnswering:
         import torch
         import torch.nn.functional as F
 
-        from .. import metrics
+        from hfadapt import metrics
 
         accelerator, ds = ctx.accelerator, ctx.dataset
         v2, max_answer_length = ctx.recipe.data.version_2_with_negative, ctx.recipe.data.max_answer_length
@@ -261,7 +261,7 @@ class QuestionAnswering:
             preds = [dict(p, no_answer_probability=0.0) for p in predictions] if name == "squad_v2" else predictions
             results.update(metrics.compute([name], preds, references))
         if ctx.predictions_file is not None:  # per-example answers for `hfadapt report`
-            from ..predictions import save_predictions
+            from hfadapt.rundir.predictions import save_predictions
 
             save_predictions(ctx, (
                 {"index": int(p["id"]), "context": examples[ex]["context"][:300], "prediction": p["prediction_text"],

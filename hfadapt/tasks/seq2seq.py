@@ -13,11 +13,11 @@ from typing import Any
 
 from pydantic import Field
 
-from ..checkpoint import generation_sync
-from ..data import ROW_COLUMN, map_split, row_location
-from ..errors import HfadaptError
-from ..recipe import DataSection
-from .base import EvalContext, register_task
+from hfadapt.modeling.sharding import generation_sync
+from hfadapt.data.sources import ROW_COLUMN, map_split, row_location
+from hfadapt.core.errors import HfadaptError
+from hfadapt.core.recipe import DataSection
+from hfadapt.tasks.base import EvalContext, register_task
 
 METRICS = ("rouge", "bleu", "chrf")
 
@@ -54,7 +54,7 @@ class Seq2Seq:
     restores_eval_order = True
 
     def check(self, recipe: Any) -> list[str]:
-        from .. import metrics
+        from hfadapt import metrics
 
         problems = []
         d = recipe.data
@@ -86,7 +86,7 @@ class Seq2Seq:
         return ["rouge"]
 
     def load_processor(self, recipe: Any, path: str | None = None) -> Any:
-        from ..tokenization import load_tokenizer
+        from hfadapt.modeling.tokenization import load_tokenizer
 
         return load_tokenizer(recipe, path)
 
@@ -133,7 +133,7 @@ class Seq2Seq:
 
     def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
         """A meta-device micro-batch for `hfadapt plan`: full-length sources and targets."""
-        from ..plan import meta_labels, meta_tokens
+        from hfadapt.modeling.meta import meta_labels, meta_tokens
 
         d = recipe.data
         batch = {"input_ids": meta_tokens(batch_size, d.max_length), "labels": meta_labels(batch_size, d.max_target_length)}
@@ -172,7 +172,7 @@ class Seq2Seq:
         import torch
         import torch.nn.functional as F
 
-        from .. import metrics
+        from hfadapt import metrics
 
         accelerator, tokenizer, metric_names = ctx.accelerator, ctx.processor, list(ctx.metric_names)
         generate = ctx.recipe.generation.predict_with_generate and bool(metric_names)
@@ -217,7 +217,7 @@ class Seq2Seq:
         if generate and predictions:
             results.update(metrics.compute(metric_names, predictions, references))
             if ctx.predictions_file is not None:  # sample generations for `hfadapt report`
-                from ..predictions import MAX_GENERATIONS, input_texts, save_predictions
+                from hfadapt.rundir.predictions import MAX_GENERATIONS, input_texts, save_predictions
 
                 n = min(len(predictions), MAX_GENERATIONS)
                 rows = zip(input_texts(ctx, range(n)), predictions[:n], references[:n])

@@ -31,11 +31,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .. import audio
-from ..checkpoint import generation_sync
-from ..errors import HfadaptError, first_line
-from ..recipe import DataSection
-from .base import EvalContext, register_task
+from hfadapt.data import audio
+from hfadapt.modeling.sharding import generation_sync
+from hfadapt.core.errors import HfadaptError, first_line
+from hfadapt.core.recipe import DataSection
+from hfadapt.tasks.base import EvalContext, register_task
 
 METRICS = ("wer", "cer")
 CTC_DEFAULT_CHUNK_S = 20.0
@@ -138,7 +138,7 @@ class SpeechRecognition:
     def load_processor(self, recipe: Any, path: str | None = None) -> Any:
         from transformers import AutoConfig, AutoFeatureExtractor, AutoProcessor
 
-        from ..modeling import check_local_path
+        from hfadapt.modeling.models import check_local_path
 
         m, d = recipe.model, recipe.data
         source = path or m.name_or_path
@@ -172,7 +172,7 @@ class SpeechRecognition:
         """A character-level CTC tokenizer of the training transcripts ('|' between words)."""
         from transformers import Wav2Vec2CTCTokenizer
 
-        from ..data import load_raw
+        from hfadapt.data.sources import load_raw
 
         d = recipe.data
         raw = load_raw(recipe, self)
@@ -227,7 +227,7 @@ class SpeechRecognition:
         def encode(batch: dict, rows: list[int]) -> dict:
             if not has_text:
                 return {}
-            from ..data import row_location
+            from hfadapt.data.sources import row_location
 
             texts = []
             for value, row in zip(batch[d.text_column], rows):
@@ -260,7 +260,7 @@ class SpeechRecognition:
 
     def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
         """A meta-device micro-batch for `hfadapt plan`: clips of data.max_duration_s and full-length transcripts."""
-        from ..plan import meta_labels
+        from hfadapt.modeling.meta import meta_labels
 
         inputs, what = audio.plan_inputs(config, batch_size, recipe.data.max_duration_s)
         if model_kind(config) == "ctc":  # the CTC loss reads label lengths (values); its share is small
@@ -438,7 +438,7 @@ def decode_references(tok: Any, labels: Any, kind: str) -> list[str]:
 
 def score(names: list[str], predictions: list[str], references: list[str], normalizer: str, tok: Any) -> dict[str, float]:
     """WER / CER, raw and (with a normaliser) normalised."""
-    from .. import metrics
+    from hfadapt import metrics
 
     spelling = getattr(tok, "english_spelling_normalizer", None)
     results: dict[str, float] = {}

@@ -9,11 +9,11 @@ from typing import Any
 
 from pydantic import Field
 
-from .. import classification
-from ..data import ROW_COLUMN, map_split, row_location
-from ..errors import HfadaptError
-from ..recipe import DataSection
-from .base import EvalContext, register_task
+from hfadapt.tasks import classification
+from hfadapt.data.sources import ROW_COLUMN, map_split, row_location
+from hfadapt.core.errors import HfadaptError
+from hfadapt.core.recipe import DataSection
+from hfadapt.tasks.base import EvalContext, register_task
 
 
 class TextClassificationData(classification.LabelFields, DataSection):
@@ -51,7 +51,7 @@ class TextClassification:
         return classification.default_metrics(recipe)
 
     def load_processor(self, recipe: Any, path: str | None = None) -> Any:
-        from ..tokenization import load_tokenizer
+        from hfadapt.modeling.tokenization import load_tokenizer
 
         return load_tokenizer(recipe, path)
 
@@ -59,7 +59,7 @@ class TextClassification:
         return classification.label_info(train, recipe)
 
     def info_from_config(self, config: Any) -> Any:
-        from ..labels import LabelInfo
+        from hfadapt.data.labels import LabelInfo
 
         return LabelInfo.from_model_config(config)
 
@@ -98,7 +98,7 @@ class TextClassification:
 
     def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
         """A meta-device micro-batch for `hfadapt plan` (padded to data.max_length: the worst case)."""
-        from ..plan import meta_labels, meta_tokens
+        from hfadapt.modeling.meta import meta_labels, meta_tokens
 
         n = recipe.data.max_length
         return {"input_ids": meta_tokens(batch_size, n), "labels": meta_labels(batch_size)}, f"{n} tokens"

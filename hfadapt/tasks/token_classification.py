@@ -21,11 +21,11 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from ..data import ROW_COLUMN, is_streamed, map_split, row_location
-from ..errors import HfadaptError
-from ..labels import LabelInfo
-from ..recipe import DataSection
-from .base import EvalContext, register_task
+from hfadapt.data.sources import ROW_COLUMN, is_streamed, map_split, row_location
+from hfadapt.core.errors import HfadaptError
+from hfadapt.data.labels import LabelInfo
+from hfadapt.core.recipe import DataSection
+from hfadapt.tasks.base import EvalContext, register_task
 
 IGNORE = -100  # label of positions that take no loss and no score
 INSIDE, END = ("I", "E", "L"), ("E", "L", "S", "U")  # chunk prefixes: continue one, close one
@@ -81,7 +81,7 @@ class TokenClassification:
         return ["seqeval"]
 
     def load_processor(self, recipe: Any, path: str | None = None) -> Any:
-        from ..tokenization import load_tokenizer
+        from hfadapt.modeling.tokenization import load_tokenizer
 
         tok = load_tokenizer(recipe, path, need_fast="token-classification")
         if getattr(tok, "add_prefix_space", None) is False:
@@ -163,7 +163,7 @@ class TokenClassification:
 
     def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
         """A meta-device micro-batch for `hfadapt plan` (padded to data.max_length: the worst case)."""
-        from ..plan import meta_labels, meta_tokens
+        from hfadapt.modeling.meta import meta_labels, meta_tokens
 
         n = recipe.data.max_length
         return {"input_ids": meta_tokens(batch_size, n), "labels": meta_labels(batch_size, n)}, f"{n} tokens"
@@ -184,7 +184,7 @@ class TokenClassification:
         import torch
         import torch.nn.functional as F
 
-        from .. import metrics
+        from hfadapt import metrics
 
         accelerator, info = ctx.accelerator, ctx.info
 

@@ -1,0 +1,1 @@
+"""Using a finished adapter: predict, evaluate, merge into its base."""

@@ -1,0 +1,58 @@
+"""`hfadapt merge RUN OUT`: fold the adapter into the base weights -> a standalone transformers model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from hfadapt.core.errors import HfadaptError
+
+
+def check_output_folder(out: Path) -> None:
+    """OUT must be a folder or not exist, under a folder that can be written; checked before any work."""
+    if out.exists() and not out.is_dir():
+        raise HfadaptError(f"merge: {out} is an existing file, not a folder; choose another output folder")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise HfadaptError(f"merge: cannot create {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise HfadaptError(f"merge: cannot write {out}: {parent} is not writable")
+
+
+def merge(run_ref: str | Path, out: str | Path, overwrite: bool = False, allow_quantized: bool = False) -> Path:
+    from hfadapt.modeling.adapters import is_peft
+    from hfadapt.publishing.cards import render_merged_card
+    from hfadapt.publishing.hub import resolve_run
+    from hfadapt.inference.run_model import load_model_and_processor
+
+    out = Path(out)
+    check_output_folder(out)
+    run = resolve_run(run_ref)
+    recipe = run.recipe
+    if not is_peft(recipe.adapter.method):
+        raise HfadaptError(f"merge: {run.path} was trained with adapter.method={recipe.adapter.method}; its model/ is already standalone")
+    if recipe.adapter.method in ("prefix", "prompt"):
+        raise HfadaptError(f"merge: {recipe.adapter.method} tuning adds virtual tokens, not weight deltas; there is nothing to merge")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise HfadaptError(f"merge: {out} exists and is not empty; choose another folder or pass --overwrite")
+    model, processor, _ = load_model_and_processor(run)
+    base = model.get_base_model()
+    quantized = getattr(base.config, "quantization_config", None) is not None or getattr(base, "is_quantized", False)
+    if quantized and not allow_quantized:
+        raise HfadaptError(
+            "merge: the base model is quantized; merging into quantized weights rounds the adapter away. "
+            "Load the base unquantized (model.dtype) or pass --allow-quantized to merge anyway"
+        )
+    merged = model.merge_and_unload()
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    (tmp / "README.md").write_text(render_merged_card(run, out.name))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out

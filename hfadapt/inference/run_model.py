@@ -1,0 +1,106 @@
+"""`hfadapt eval RUN` and `hfadapt predict RUN INPUT...` on a finished run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hfadapt.tasks.base import get_task
+from hfadapt.core.errors import HfadaptError
+from hfadapt.publishing.hub import resolve_run
+from hfadapt.rundir.layout import RunDir
+
+
+def load_model_and_processor(run: RunDir) -> tuple[Any, Any, Any]:
+    from hfadapt.modeling.models import load_run_model
+
+    model = load_run_model(run, get_task(run.recipe.task))
+    processor = get_task(run.recipe.task).load_processor(run.recipe, path=str(run.model_dir))
+    info = get_task(run.recipe.task).info_from_config(model.config)
+    model.eval()
+    return model, processor, info
+
+
+def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 16, generation: dict | None = None) -> list[dict]:
+    """Predictions for text strings or image paths, one dict per input.
+
+    `generation` overrides the run's recipe.generation fields (max_new_tokens, temperature, ...).
+    """
+    from pydantic import ValidationError
+
+    run = resolve_run(run_dir)
+    if not inputs:
+        raise HfadaptError("predict: no inputs given")
+    for key, value in (generation or {}).items():
+        if key not in type(run.recipe.generation).model_fields:
+            raise HfadaptError(f"predict: unknown generation setting '{key}'")
+        try:
+            setattr(run.recipe.generation, key, value)
+        except ValidationError as e:
+            raise HfadaptError(f"generation.{key}: {e.errors()[0]['msg']} (got {value!r})") from None
+    from hfadapt.data.grouping import in_input_order, longest_first
+
+    model, processor, info = load_model_and_processor(run)
+    # Text inputs longest first (characters: a free proxy for tokens), so each chunk pads (and
+    # generates) about as long as its own rows; the results come back in input order.
+    order = None
+    if get_task(run.recipe.task).modality == "text" and len(inputs) > batch_size:
+        order = longest_first([len(x) if isinstance(x, str) else 0 for x in inputs])
+    items = [inputs[i] for i in order] if order is not None else list(inputs)
+    out: list[dict] = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        for item, pred in zip(chunk, get_task(run.recipe.task).predict(model, processor, chunk, run.recipe, info)):
+            out.append({"input": item, **pred})
+    return in_input_order(order, out)
+
+
+def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list[str] | None = None) -> dict[str, float]:
+    """Re-evaluate a finished run on its recipe's validation (or test) split.
+
+    `overrides` ('data.test_files=[x.csv]', ...) change the recipe's data section only: evaluate on
+    other data, or give the data files a pushed recipe names but did not publish.
+    """
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from hfadapt.publishing.cards import PATH_FIELDS, unpublished_fields
+    from hfadapt.data.grouping import eval_order
+    from hfadapt.data.sources import load_raw
+    from hfadapt.core.recipe import Recipe
+    from hfadapt.tasks import EvalContext
+
+    run = resolve_run(run_dir)
+    recipe, task = run.recipe, get_task(run.recipe.task)
+    for item in overrides or []:
+        if not item.startswith("data."):
+            raise HfadaptError(f"eval: only data.* fields can be overridden, got '{item}'")
+    if overrides:
+        recipe = Recipe.from_dict(recipe.to_dict(), overrides=overrides, base=Path.cwd())
+    unpublished = {f: v for f, v in unpublished_fields(recipe.to_dict()).items() if f.startswith("data.")}
+    if unpublished:
+        named = ", ".join(f"{f} ({v if isinstance(v, str) else ', '.join(v)})" for f, v in unpublished.items())
+        give = " ".join(f"{f}={PATH_FIELDS[f]}" for f in unpublished)
+        raise HfadaptError(
+            f"eval: the recipe of {run_dir} names local data of its author that was not published: {named}; "
+            f"give yours: hfadapt eval {run_dir} {give}"
+        )
+    model, processor, info = load_model_and_processor(run)
+    raw = load_raw(recipe, task)
+    ds = {"validation": raw.validation, "test": raw.test}.get(split)
+    if ds is None:
+        raise HfadaptError(f"eval --split: the recipe of {run.path} has no {split} split")
+    prepared = task.preprocess(ds, split, processor, recipe, info, train=False)
+    accelerator = Accelerator()
+    order = eval_order(task, prepared)  # longest first where the task restores dataset order
+    from hfadapt.training.workers import run_workers
+
+    dl = DataLoader(prepared, batch_size=recipe.train.eval_batch_size or recipe.train.batch_size, sampler=order,
+                    collate_fn=task.collator(processor), num_workers=run_workers(recipe, task, accelerator))
+    model, dl = accelerator.prepare(model, dl)
+    ctx = EvalContext(
+        accelerator=accelerator, recipe=recipe, processor=processor, info=info, dataset=prepared, split=split,
+        metric_names=tuple(recipe.eval.metrics or task.default_metrics(recipe)),
+        run_dir=None if run.from_hub else run.path, order=tuple(order) if order is not None else None,
+    )
+    return {f"{split}/{k}": v for k, v in task.evaluate(ctx, model, dl).items()}

@@ -1,0 +1,52 @@
+"""Cross-field recipe checks that every task shares: adapter method, metrics and best metric.
+
+They need the adapter and metric registries but not torch (`hfadapt validate`). Each task's
+recipe model runs them, then the task's own `check` (see hfadapt.tasks.base.register_task).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hfadapt import metrics
+from hfadapt.modeling.adapters import ADAPTERS
+from hfadapt.core.errors import HfadaptError
+from hfadapt.core.registry import did_you_mean
+
+if TYPE_CHECKING:
+    from hfadapt.core.recipe import Recipe
+
+
+def common_problems(recipe: "Recipe", task: Any) -> list[str]:
+    try:
+        method = ADAPTERS.get(recipe.adapter.method, field="adapter.method")
+    except HfadaptError as e:
+        return [str(e)]
+    problems: list[str] = []
+    a = recipe.adapter
+    if task.modality not in method.modalities:
+        problems.append(f"adapter.method: '{a.method}' does not fit {task.name} (works for {', '.join(method.modalities)} models)")
+    if a.use_dora and a.method != "lora":
+        problems.append("adapter.use_dora: DoRA is a LoRA variant; set adapter.method=lora")
+    if a.use_rslora and a.method not in ("lora", "adalora"):
+        problems.append("adapter.use_rslora: rsLoRA applies to lora and adalora")
+    names = recipe.eval.metrics or task.default_metrics(recipe)
+    known = metrics.available()
+    for name in names:
+        if name not in known:
+            problems.append(f"eval.metrics: unknown metric '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}")
+    if recipe.data.streaming and recipe.train.max_steps is None:
+        problems.append("data.streaming: a stream has no length to count epochs in; set train.max_steps")
+    if recipe.data.streaming and recipe.train.group_by_length:
+        problems.append("train.group_by_length: a stream's lengths are not known in advance; set train.group_by_length=false")
+    if recipe.train.liger_kernel and not getattr(task, "liger_kernel", False):
+        # liger replaces a causal LM's forward (fused LM head + loss); on another head it would be wrong
+        problems.append(f"train.liger_kernel: Liger's kernels are for causal-lm models, not {task.name}; set train.liger_kernel=false")
+    best = recipe.eval.best_metric
+    if best is not None:
+        keys = ["loss", *task.extra_result_keys] + [k for n in names if n in known for k in metrics.result_keys(n)]
+        if best not in keys:
+            problems.append(f"eval.best_metric: '{best}' is not computed{did_you_mean(best, keys)}; choose from {', '.join(keys)}")
+        if recipe.data.validation_split is None:
+            problems.append("eval.best_metric: needs an evaluation split (data.validation_split)")
+    return problems

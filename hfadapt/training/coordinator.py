@@ -1,0 +1,620 @@
+"""`train(recipe)`: setup steps -> fit -> finish. The CLI and the Python API both come through here.
+
+Reading order: `train` names the steps; each `_setup_*` function builds one thing (accelerator,
+data, model + adapter, optimizer + scheduler); `loop.fit` runs the loop; `_finish` restores
+the best weights, evaluates, saves and pushes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import yaml
+
+from hfadapt.training.checkpoint import (
+    TrainerState,
+    latest_checkpoint,
+    load_trainable,
+    no_checkpoint_message,
+    write_json_atomic,
+)
+from hfadapt.core.errors import HfadaptError, first_line
+from hfadapt.modeling.sharding import prepare_sharded_generation
+from hfadapt.training.loop import LoopParts, fit
+from hfadapt.training.precision import launched_precision, resolve_precision
+from hfadapt.rundir.predictions import PREDICTIONS_FILE
+from hfadapt.rundir.layout import STATE_FILE, RunDir, RunMetrics
+from hfadapt.rundir.status import recorded, write_status
+from hfadapt.tasks import TASKS, EvalContext, Task
+from hfadapt.training.throughput import Meter, figures, summary_line, unit_counter
+
+# Fields a resumed run may change: how long to train, and where the run lives.
+RESUMABLE_CHANGES = {("train", "epochs"), ("train", "max_steps"), ("output", "overwrite"), ("output", "dir")}
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    metrics: dict[str, float]
+    state: TrainerState = field(repr=False)
+
+    @property
+    def losses(self) -> list[float]:
+        return self.state.losses
+
+
+@dataclass
+class Splits:
+    """The preprocessed data of a run and what the task learned from it."""
+
+    processor: Any
+    info: Any  # label names for classifiers (task.label_info), or None
+    train: Any
+    validation: Any | None
+    test: Any | None
+    collate: Callable[[list[dict]], dict]
+    train_collate: Callable[[list[dict]], dict] | None = None  # training batches only (mixup); `collate` when None
+
+
+@dataclass
+class Evaluator:
+    """One split's evaluation during training: the task's evaluate() with an explicit context."""
+
+    task: Task
+    ctx: EvalContext
+    model: Any
+    dataloader: Any
+    count: int = 0
+
+    def __call__(self, step: int, predictions_file: Path | None = None) -> dict[str, float]:
+        self.count += 1
+        ctx = replace(self.ctx, step=step, evaluation=self.count, predictions_file=predictions_file)
+        return self.task.evaluate(ctx, self.model, self.dataloader)
+
+
+@dataclass
+class Session:
+    """Everything setup built, prepared by Accelerate, ready for `fit`."""
+
+    accelerator: Any
+    splits: Splits
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    make_train_loader: Callable[[int], Any]
+    steps_per_epoch: int
+    validate: Evaluator | None
+    test: Evaluator | None
+    state: TrainerState
+    compiled: Any = None  # train.compile: the compiled training forward (compiling.py), or None
+    liger: str | None = None  # train.liger_kernel: the model_type liger patched, or None
+
+
+def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerState], None]] = ()) -> TrainResult:
+    """Train the recipe's adapter; with resume=True continue from the run's latest checkpoint.
+
+    `callbacks` are called with the trainer state after every optimizer step.
+    """
+    task = TASKS.get(recipe.task, field="task")
+    run = RunDir(recipe.output_dir)
+    checkpoint = _check_run_dir(run, recipe, resume)
+    with _kept_unless_setup_fails(run, replace=recipe.output.overwrite and not resume):
+        session = _setup(recipe, task, run, checkpoint)
+    on_step_end = None
+    if recipe.adapter.method == "adalora":
+        on_step_end = lambda m, s: session.accelerator.unwrap_model(m).base_model.update_and_allocate(s.global_step)  # noqa: E731
+    meter = Meter(unit_counter(task, session.splits.processor), base=session.state.perf)
+    parts = LoopParts(
+        session.accelerator, session.model, session.optimizer, session.scheduler,
+        session.make_train_loader, session.validate, run, on_step_end, meter, session.compiled,
+    )
+    with recorded(run.path, session.state):
+        state = fit(parts, recipe, session.state, session.steps_per_epoch, list(callbacks))
+        return _finish(recipe, run, session, state, meter)
+
+
+# ---- setup ---------------------------------------------------------------------------------------
+def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Session:
+    accelerator = _setup_accelerator(recipe, run)
+    if recipe.train.liger_kernel:  # package and device: refused before data and model are loaded
+        from hfadapt.modeling.liger import check_available
+
+        check_available(accelerator.device.type)
+    splits = _setup_data(recipe, task, accelerator)
+    make_train_loader = _train_loader_factory(recipe, task, splits, accelerator)
+    if recipe.data.streaming:  # one endless "epoch"; checks guarantee train.max_steps
+        steps_per_epoch = total_steps = recipe.train.max_steps
+    else:
+        steps_per_epoch = math.ceil(len(make_train_loader(0)) / recipe.train.gradient_accumulation_steps)
+        total_steps = recipe.train.max_steps or recipe.train.epochs * steps_per_epoch
+    model, trainable, total, liger = _setup_model(recipe, task, run, splits, accelerator, total_steps)
+    optimizer, scheduler = _setup_optimizer(recipe, model, total_steps, accelerator.device)
+    model, optimizer, scheduler = _prepare(accelerator, recipe, model, optimizer, scheduler)
+    prepare_sharded_generation(model)  # evaluation may generate with FSDP2-sharded weights
+    compiled = _setup_compile(recipe, model, accelerator)
+    validate = _evaluator(recipe, task, run, splits, accelerator, model, "validation")
+    test = _evaluator(recipe, task, run, splits, accelerator, model, "test")
+    state = _setup_state(accelerator, checkpoint, total_steps)
+    if accelerator.is_main_process:
+        print(
+            f"hfadapt: {recipe.task} | {recipe.model.name_or_path} | {recipe.adapter.method} | "
+            f"trainable {trainable:,} / {total:,} ({100 * trainable / total:.3f}%) | {_train_size(splits.train)} | "
+            f"{total_steps} steps on {accelerator.num_processes} process(es)"
+            + (f" | resuming from {checkpoint.name}" if checkpoint else "")
+            + _planned_memory(recipe)
+        )
+        write_status(run.path, "running", trainable=trainable, total=total, total_steps=total_steps, step=state.global_step)
+    accelerator.init_trackers(recipe.run_name, config=_flat_config(recipe.to_dict()))
+    return Session(accelerator, splits, model, optimizer, scheduler, make_train_loader, steps_per_epoch, validate, test, state, compiled, liger)
+
+
+def _setup_compile(recipe: Any, model: Any, accelerator: Any) -> Any:
+    """train.compile: the compiled training forward, or None (with one line saying why where it can't)."""
+    if not recipe.train.compile:
+        return None
+    from hfadapt.training.compiling import CompiledForward, compile_blocker
+
+    why = compile_blocker(recipe, accelerator.device.type)
+    if why is not None:
+        if accelerator.is_main_process:
+            print(f"hfadapt: train.compile: training eagerly: {why}")
+        return None
+    return CompiledForward(model, verbose=accelerator.is_main_process)
+
+
+def _train_size(train: Any) -> str:
+    from hfadapt.data.sources import is_streamed
+
+    return "train examples streamed" if is_streamed(train) else f"{len(train)} train examples"
+
+
+def _planned_memory(recipe: Any) -> str:
+    """' | ~X per device planned' from `hfadapt plan`, or nothing when the model can't be planned."""
+    from hfadapt.training.plan import plan_recipe
+
+    try:
+        plan = plan_recipe(recipe)
+    except Exception:  # noqa: BLE001 - the plan is advice; it must never stop a run
+        return ""
+    layout = "qlora" if recipe.model.quantization != "none" else "single"
+    mib = plan.per_device(layout) / 2**20
+    if mib >= 1024:
+        return f" | plan: ~{mib / 1024:.1f} GiB/device"
+    return f" | plan: ~{mib:.0f} MiB/device" if mib >= 10 else f" | plan: ~{mib:.1f} MiB/device"
+
+
+def _setup_accelerator(recipe: Any, run: RunDir) -> Any:
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    t = recipe.train
+    # Accelerate keeps its state in process-wide singletons; a second train() in the same
+    # process (notebooks, tests) may ask for other settings, so start from a clean state.
+    # The process group (PartialState) is kept.
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    # Under torchrun without a GPU, Accelerate sets up a CPU process group only when asked;
+    # otherwise every rank would train alone on the whole data.
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    on_cpu_only = world > 1 and not torch.cuda.is_available()
+    asked = asked_distribution(os.environ)
+    precision = resolve_precision(t.mixed_precision, os.environ)  # `auto`: the launcher's, else the device's
+    try:
+        accelerator = Accelerator(
+            cpu=on_cpu_only,
+            gradient_accumulation_steps=t.gradient_accumulation_steps,
+            mixed_precision=precision,
+            log_with=t.log_with or None,
+            project_config=ProjectConfiguration(project_dir=str(run.path), logging_dir=str(run.logs_dir)),
+            step_scheduler_with_optimizer=False,  # stepped once per optimizer step, whatever the process count
+        )
+    except (ValueError, ImportError) as e:
+        if asked is not None:
+            raise HfadaptError(f"train: the Accelerate config asks for {asked[1]} ({asked[2]}=true): {first_line(e)}") from e
+        raise HfadaptError(f"train: {first_line(e)} (train.mixed_precision={precision}, train.log_with={t.log_with})") from e
+    if accelerator.num_processes != world:
+        raise HfadaptError(f"train: launched with WORLD_SIZE={world} but Accelerate set up {accelerator.num_processes} process(es)")
+    _check_what_runs(accelerator, precision, asked, from_launch=t.mixed_precision == "auto" and launched_precision(os.environ) is not None)
+    set_seed(t.seed)
+    if accelerator.is_main_process:
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a folder the OS refuses though check_output could not tell (/proc, read-only mounts)
+            raise HfadaptError(f"output.dir: cannot create {run.path}: {e.strerror or e}; choose another output.dir") from None
+        run.recipe_file.write_text(recipe.to_yaml())
+    accelerator.wait_for_everyone()
+    return accelerator
+
+
+# Variables `accelerate launch` sets from an Accelerate config that asks for a sharded engine.
+# (accelerate's DistributedType name, the name users know, the variable)
+ENGINES = (
+    ("FSDP", "FSDP", "ACCELERATE_USE_FSDP"),
+    ("DEEPSPEED", "DeepSpeed", "ACCELERATE_USE_DEEPSPEED"),
+    ("MEGATRON_LM", "Megatron-LM", "ACCELERATE_USE_MEGATRON_LM"),
+)
+
+
+def asked_distribution(env: Any) -> tuple[str, str, str] | None:
+    """The engine (as in ENGINES) that the launch asks for, or None for plain data parallel / none."""
+    for engine in ENGINES:
+        if str(env.get(engine[2], "false")).lower() == "true":
+            return engine
+    return None
+
+
+def _prepare(accelerator: Any, recipe: Any, *parts: Any) -> Any:
+    """accelerator.prepare; a sharding engine that cannot wrap this model ends the run in one line
+    (e.g. Accelerate 1.15's FSDP2 fails on BERT-style models, whose embeddings block is itself a
+    no-split module holding the input embeddings it also shards)."""
+    engine = str(accelerator.distributed_type).split(".")[-1]
+    try:
+        return accelerator.prepare(*parts)
+    except Exception as e:  # noqa: BLE001 - only re-raised as one line under FSDP / DeepSpeed
+        if engine not in ("FSDP", "DEEPSPEED"):
+            raise
+        name = dict((k, n) for k, n, _ in ENGINES)[engine]
+        raise HfadaptError(
+            f"train: {name} could not wrap {recipe.model.name_or_path}: {first_line(e)}; "
+            "launch it with a DDP config (examples/launch/multi-gpu-ddp.yaml) or another engine"
+        ) from e
+
+
+def _check_what_runs(accelerator: Any, mixed_precision: str, asked: tuple[str, str, str] | None, from_launch: bool = False) -> None:
+    """Refuse a run that would quietly differ from what was asked: Accelerate falls back without a word
+    (fp16 on CPU trains in fp32; FSDP / DeepSpeed without GPUs become plain data parallel or none)."""
+    kind = str(accelerator.distributed_type).split(".")[-1]
+    device = accelerator.device.type
+    if asked is not None and kind != asked[0]:
+        raise HfadaptError(
+            f"train: the Accelerate config asks for {asked[1]} ({asked[2]}=true), but on this machine Accelerate set up "
+            f"{'no distribution' if kind == 'NO' else kind} ({accelerator.num_processes} {device} process(es)) instead; {asked[1]} needs GPUs: run it on GPUs, "
+            "or launch with an Accelerate config without it"
+        )
+    if mixed_precision != "no" and not accelerator.native_amp and kind not in ("DEEPSPEED", "MEGATRON_LM"):
+        if from_launch:  # train.mixed_precision=auto took the launch's value
+            raise HfadaptError(
+                f"train.mixed_precision: auto takes {mixed_precision} from the launch (ACCELERATE_MIXED_PRECISION), but "
+                f"{mixed_precision} autocast is not available on {device}; the run would train in fp32. Launch without "
+                "--mixed_precision (or with no)"
+            )
+        other = "bf16 (CPU autocast supports it) or train.mixed_precision=no" if device == "cpu" else "no"
+        raise HfadaptError(
+            f"train.mixed_precision: {mixed_precision} autocast is not available on {device}; the run would train in fp32. "
+            f"Use train.mixed_precision={other}"
+        )
+
+
+def _setup_data(recipe: Any, task: Task, accelerator: Any) -> Splits:
+    from hfadapt.data.sources import load_raw
+
+    # The main process fills the datasets cache first; the others then read it (the processor too:
+    # a CTC vocabulary built from the training transcripts reads the data).
+    with accelerator.main_process_first():
+        processor = task.load_processor(recipe)
+        raw = load_raw(recipe, task)
+        info = task.label_info(raw.train, recipe)
+
+        def prepare(ds: Any, split: str, train: bool) -> Any:
+            return task.preprocess(ds, split, processor, recipe, info, train=train) if ds is not None else None
+
+        train = prepare(raw.train, "train", True)
+        validation = prepare(raw.validation, "validation", False)
+        test = prepare(raw.test, "test", False)
+    # A task may collate training batches its own way (image-classification: mixup/cutmix), never evaluation's.
+    train_collate = task.train_collator(processor, recipe, info) if hasattr(task, "train_collator") else None
+    return Splits(processor, info, train, validation, test, task.collator(processor), train_collate)
+
+
+def _train_loader_factory(recipe: Any, task: Task, splits: Splits, accelerator: Any) -> Callable[[int], Any]:
+    import torch
+    from accelerate.data_loader import prepare_data_loader
+    from torch.utils.data import DataLoader
+
+    from hfadapt.training.workers import run_workers
+
+    t = recipe.train
+    workers = run_workers(recipe, task, accelerator)  # train.num_workers, or the task's default on this device
+    if recipe.data.streaming:
+        from hfadapt.data.streaming import EpochStream
+
+        stream = EpochStream(splits.train, t.seed, recipe.data.shuffle_buffer, accelerator.process_index, accelerator.num_processes)
+
+        def make_stream_loader(epoch: int) -> Any:
+            # Each process reads its own share (EpochStream): Accelerate only moves batches to the device.
+            # The loader's own generator, as below: creating its iterator must not draw on the global RNG.
+            dl = DataLoader(
+                stream, batch_size=t.batch_size, collate_fn=splits.train_collate or splits.collate, num_workers=workers,
+                generator=torch.Generator().manual_seed(t.seed), pin_memory=accelerator.device.type == "cuda",
+            )
+            # dispatch_batches=False: for an iterable dataset Accelerate would otherwise read it on the
+            # main process only and send slices to the others (and drop the loader's generator).
+            return prepare_data_loader(
+                dl, device=accelerator.device, num_processes=1, process_index=0, put_on_device=True, rng_types=[],
+                dispatch_batches=False,
+            )
+
+        return make_stream_loader
+
+    from hfadapt.data.grouping import grouped_order, row_lengths, wants_grouping
+
+    group, _why = wants_grouping(recipe, task, splits.train)
+    lengths = row_lengths(splits.train) if group else None  # once per run, not per epoch
+    global_batch = t.batch_size * accelerator.num_processes  # accelerate hands process i the batches i, i+N, ...
+
+    def make_train_loader(epoch: int) -> Any:
+        # The shuffle of each epoch is a pure function of (seed, epoch): a resumed run sees the
+        # same order, and every process agrees on it. The loader's own generator keeps
+        # iterator creation from drawing on the global RNG that dropout uses.
+        if lengths is not None:  # train.group_by_length: similar lengths per global batch (grouping.py)
+            order = grouped_order(lengths, global_batch, t.seed, epoch)
+        else:
+            order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(t.seed + epoch)).tolist()
+        dl = DataLoader(
+            splits.train, batch_size=t.batch_size, sampler=order, collate_fn=splits.train_collate or splits.collate,
+            # Workers seed their RNGs from this generator: seeded per epoch, augmentation drawn in the
+            # workers differs between epochs and is the same in a rerun.
+            num_workers=workers, generator=torch.Generator().manual_seed(t.seed + epoch),
+            pin_memory=accelerator.device.type == "cuda",  # page-locked batches: faster host-to-GPU copies
+        )
+        return prepare_data_loader(
+            dl, device=accelerator.device, num_processes=accelerator.num_processes,
+            process_index=accelerator.process_index, put_on_device=True, rng_types=[],
+        )
+
+    return make_train_loader
+
+
+def _setup_model(
+    recipe: Any, task: Task, run: RunDir, splits: Splits, accelerator: Any, total_steps: int
+) -> tuple[Any, int, int, str | None]:
+    """The base model with the adapter applied; returns it with its trainable and total parameter counts
+    and the model_type Liger's kernels were applied to (train.liger_kernel), or None."""
+    from hfadapt.modeling.adapters import apply_adapter, count_parameters
+    from hfadapt.modeling.models import load_base_model
+
+    saved_random_base = recipe.model.init == "config" and run.base_model_dir.is_dir()
+    model = load_base_model(recipe, task, splits.info, splits.processor, path=str(run.base_model_dir) if saved_random_base else None)
+    if recipe.model.init == "config" and not saved_random_base and accelerator.is_main_process:
+        # Random weights: keep them, or the adapter could never be loaded onto its base again.
+        model.save_pretrained(run.base_model_dir)
+        splits.processor.save_pretrained(run.base_model_dir)
+    liger = None
+    if recipe.train.liger_kernel:  # on the plain transformers model, before peft wraps it (liger.py)
+        from hfadapt.modeling.liger import apply as apply_liger, installed_version
+
+        liger = apply_liger(model)
+        if accelerator.is_main_process:
+            print(f"hfadapt: train.liger_kernel: Liger kernels applied to {liger} (liger-kernel {installed_version()})")
+    if recipe.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = apply_adapter(model, recipe, task, num_training_steps=total_steps)
+    if hasattr(task, "prepare_model"):  # audio: feature-encoder freeze, multi-label loss
+        task.prepare_model(model.get_base_model() if hasattr(model, "get_base_model") else model, recipe)
+    trainable, total = count_parameters(model)
+    if trainable == 0:
+        raise HfadaptError(f"adapter: {recipe.adapter.method} left no trainable parameters in {recipe.model.name_or_path}")
+    return model, trainable, total, liger
+
+
+def _setup_optimizer(recipe: Any, model: Any, total_steps: int, device: Any) -> tuple[Any, Any]:
+    import torch
+    from transformers import get_scheduler
+
+    t = recipe.train
+    # On a GPU, the fused AdamW kernel (one launch for all parameters), as HF Trainer's default there.
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=t.learning_rate, weight_decay=t.weight_decay,
+        fused=True if device.type == "cuda" else None,
+    )
+    warmup = t.warmup_steps if t.warmup_steps is not None else int((t.warmup_ratio or 0.0) * total_steps)
+    scheduler = get_scheduler(t.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    return optimizer, scheduler
+
+
+def _evaluator(recipe: Any, task: Task, run: RunDir, splits: Splits, accelerator: Any, model: Any, split: str) -> Evaluator | None:
+    from torch.utils.data import DataLoader
+
+    dataset = splits.validation if split == "validation" else splits.test
+    if dataset is None:
+        return None
+    from hfadapt.data.grouping import eval_order
+    from hfadapt.training.workers import run_workers
+
+    batch_size = recipe.train.eval_batch_size or recipe.train.batch_size
+    order = eval_order(task, dataset)  # longest first where the task restores dataset order
+    workers = run_workers(recipe, task, accelerator)
+    loader = accelerator.prepare_data_loader(DataLoader(
+        dataset, batch_size=batch_size, sampler=order, collate_fn=splits.collate, num_workers=workers,
+        persistent_workers=workers > 0,  # one loader serves every evaluation of the run: start its workers once
+        pin_memory=accelerator.device.type == "cuda",
+    ))
+    ctx = EvalContext(
+        accelerator=accelerator, recipe=recipe, processor=splits.processor, info=splits.info, dataset=dataset,
+        split=split, metric_names=tuple(recipe.eval.metrics or task.default_metrics(recipe)), run_dir=run.path,
+        order=tuple(order) if order is not None else None,
+    )
+    return Evaluator(task, ctx, model, loader)
+
+
+def _setup_state(accelerator: Any, checkpoint: Path | None, total_steps: int) -> TrainerState:
+    from hfadapt.training.checkpoint import register_trainable_hooks
+
+    register_trainable_hooks(accelerator)
+    if checkpoint is None:
+        return TrainerState(total_steps=total_steps)
+    accelerator.load_state(str(checkpoint))
+    state = TrainerState.load(checkpoint / STATE_FILE)
+    state.total_steps = total_steps  # may have changed (train.epochs / max_steps); an early stop stays stopped
+    return state
+
+
+# ---- finish --------------------------------------------------------------------------------------
+def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState, meter: Meter) -> TrainResult:
+    """Best weights back, final evaluation (and test), the saved model, run info; then push."""
+    from hfadapt.modeling.adapters import is_peft
+    from hfadapt.rundir.runinfo import collect as collect_run_info
+    from hfadapt.training.workers import run_workers
+
+    accelerator = session.accelerator
+    state.perf = meter.totals(accelerator, state.global_step)  # the loop's figures: before the final evaluation
+    compile_figures = session.compiled.figures() if session.compiled is not None else {}
+    unwrapped = accelerator.unwrap_model(session.model)
+    if state.best_step is not None and run.best_weights.is_file():
+        load_trainable(unwrapped, run.best_weights)
+    final = RunMetrics(
+        train={"loss": state.losses[-1] if state.losses else float("nan"), "steps": state.global_step},
+        eval=session.validate(state.global_step, run.path / PREDICTIONS_FILE) if session.validate is not None else {},
+        test=session.test(state.global_step) if session.test is not None else {},
+        best_step=state.best_step,
+        perf={**figures(state.perf), **compile_figures},  # compile figures: this session's
+    )
+    accelerator.log({k: v for k, v in final.to_json().items() if not k.startswith("train/")}, step=state.global_step)
+    accelerator.wait_for_everyone()
+    weights = _gathered_weights(accelerator, session.model)  # every process: a collective when sharded
+    if accelerator.is_main_process:
+        _save_model(unwrapped, session.splits.processor, run, recipe, is_peft(recipe.adapter.method), weights)
+        write_json_atomic(run.metrics_file, final.to_json())
+        run_info = collect_run_info(
+            accelerator, liger_kernel=session.liger is not None,
+            num_workers=run_workers(recipe, TASKS.get(recipe.task), accelerator),
+        )
+        write_json_atomic(run.info_file, run_info.to_json())
+        state.save(run.state_file)
+        print(summary_line(final.perf))
+        if session.compiled is not None:
+            from hfadapt.training.compiling import summary as compile_summary
+
+            print(compile_summary(compile_figures, session.compiled.failed))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    if recipe.hub.push and accelerator.is_main_process:
+        from hfadapt.publishing.hub import push
+
+        push(run.path, recipe.hub.repo_id, private=recipe.hub.private, revision=recipe.hub.revision,
+             commit_message=recipe.hub.commit_message)
+    return TrainResult(run.path, final.to_json(), state)
+
+
+def _gathered_weights(accelerator: Any, model: Any) -> dict[str, Any] | None:
+    """The whole model's weights, gathered, when FSDP2 or ZeRO-3 shards them; None when every process
+    holds them (save_pretrained then reads the model itself, as it always has).
+
+    Accelerate's get_state_dict is the library's gather (FSDP2: torch's full state dict, offloaded to
+    the CPU of process 0; ZeRO-3: the engine's 16-bit consolidation, which needs the config's
+    zero3_save_16bit_model). Every process must call it."""
+    from hfadapt.modeling.sharding import sharding
+
+    if sharding(accelerator.unwrap_model(model)) is None:
+        return None
+    return accelerator.get_state_dict(model)
+
+
+def _save_model(model: Any, processor: Any, run: RunDir, recipe: Any, peft: bool, state_dict: dict[str, Any] | None = None) -> None:
+    """Save the adapter (peft) or the whole model, plus the processor, into the run; main process only.
+
+    `state_dict`: the gathered weights of a sharded model (_gathered_weights); peft picks the adapter's
+    out of it, so the folder is a plain peft adapter whatever the sharding was."""
+    target = run.saved_model_dir(peft)
+    tmp = run.path / f".tmp-{target.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if peft:
+        if recipe.model.init == "config":
+            # The base is the random model saved in the run; point the adapter at it.
+            model.peft_config["default"].base_model_name_or_path = str(run.base_model_dir.resolve())
+        # hfadapt never resizes embeddings: a head sized to new labels or a CTC vocabulary is saved through
+        # modules_to_save, and peft's "vocab_size changed" guess would try to save input embeddings audio models lack.
+        extra = {"state_dict": state_dict} if state_dict is not None else {}
+        model.save_pretrained(tmp, save_embedding_layers=False, **extra)
+        model.get_base_model().config.save_pretrained(tmp)  # id2label/label2id/problem_type for reloading
+    else:
+        model.save_pretrained(tmp, **({"state_dict": state_dict} if state_dict is not None else {}))
+    processor.save_pretrained(tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+
+
+# ---- the run directory before training -------------------------------------------------------------
+def _check_run_dir(run: RunDir, recipe: Any, resume: bool) -> Path | None:
+    """Never silently overwrite a run; on resume, find the checkpoint and refuse a changed recipe."""
+    run.check_output()
+    if resume:
+        checkpoint = latest_checkpoint(run.path)
+        if checkpoint is None:
+            raise HfadaptError(no_checkpoint_message(run.path, recipe.train.save_steps))
+        if run.recipe_file.is_file():
+            saved = yaml.safe_load(run.recipe_file.read_text())
+            changed = _differences(saved, recipe.to_dict())
+            if changed:
+                raise HfadaptError(
+                    f"--resume: the recipe differs from the one {run.path} was started with at {', '.join(changed)}; "
+                    "only train.epochs and train.max_steps may change"
+                )
+        return checkpoint
+    if run.is_started() and not recipe.output.overwrite:
+        raise HfadaptError(
+            f"output.dir: {run.path} already holds a run; pass --resume to continue it, "
+            "set output.overwrite=true to replace it, or choose another output.dir"
+        )
+    return None
+
+
+@contextmanager
+def _kept_unless_setup_fails(run: RunDir, replace: bool) -> Iterator[None]:
+    """Setup may fail on the user's data or model; then the run directory is as it was before.
+
+    A new run directory is removed again. With output.overwrite, the previous run is moved aside
+    first and deleted only once setup has succeeded; a failed setup puts it back.
+    """
+    main = int(os.environ.get("RANK", "0")) == 0
+    created = not run.path.exists()
+    aside = None
+    if replace and run.is_started():
+        aside, created = run.path.with_name(f".{run.path.name}.replaced"), True
+        if main:
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(run.path, aside)
+    try:
+        yield
+    except BaseException:
+        if main and created:
+            shutil.rmtree(run.path, ignore_errors=True)
+        if main and aside is not None:
+            os.replace(aside, run.path)
+        raise
+    if main and aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _differences(a: Any, b: Any, path: tuple[str, ...] = ()) -> list[str]:
+    if path in RESUMABLE_CHANGES:
+        return []
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += _differences(a.get(k), b.get(k), path + (k,))
+        return out
+    return [] if a == b else [".".join(path)]
+
+
+def _flat_config(d: dict, prefix: str = "") -> dict[str, Any]:
+    """Recipe as flat scalars: TensorBoard's hparams accept nothing else."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat_config(v, key + "."))
+        elif isinstance(v, (int, float, str, bool)):
+            out[key] = v
+        elif v is not None:
+            out[key] = str(v)
+    return out

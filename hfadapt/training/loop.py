@@ -1,0 +1,131 @@
+"""The training loop: plain Accelerate, readable top to bottom.
+
+Everything is built by training.py; this file only steps, logs, evaluates and checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from hfadapt import metrics
+from hfadapt.training.checkpoint import TrainerState, save_checkpoint, save_trainable, write_json_atomic
+from hfadapt.rundir.layout import RunDir
+from hfadapt.training.throughput import Meter
+
+
+@dataclass
+class LoopParts:
+    """What the loop works with, prepared by Accelerate."""
+
+    accelerator: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    make_train_loader: Callable[[int], Any]  # epoch -> that epoch's prepared dataloader (fixed shuffle)
+    evaluate: Callable[[int], dict[str, float]] | None  # optimizer step -> validation results
+    run: RunDir
+    on_step_end: Callable[[Any, TrainerState], None] | None = None  # AdaLoRA's rank update
+    meter: Meter | None = None  # throughput: examples, units and where the time goes (throughput.py)
+    compiled: Any = None  # train.compile: a compiling.CompiledForward for the training forward, or None
+
+
+def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int, callbacks: list[Callable] = ()) -> TrainerState:
+    import torch
+    from accelerate.data_loader import skip_first_batches
+    from tqdm.auto import tqdm
+
+    t = recipe.train
+    acc, model, optimizer, scheduler = parts.accelerator, parts.model, parts.optimizer, parts.scheduler
+    best_metric = recipe.eval.best_metric
+    greater = recipe.eval.greater_is_better
+    if greater is None and best_metric is not None:
+        greater = not metrics.lower_is_better(best_metric)
+    num_epochs = math.ceil(state.total_steps / steps_per_epoch)
+
+    progress = tqdm(total=state.total_steps, initial=state.global_step, disable=not acc.is_local_main_process, desc="train")
+    model.train()
+    micro_losses: list[Any] = []
+    compiled = parts.compiled
+    meter = parts.meter if parts.meter is not None else Meter(base=state.perf)
+    meter.start(state.global_step)
+    while state.epoch < num_epochs and state.global_step < state.total_steps and not state.stopped_early:
+        loader = parts.make_train_loader(state.epoch)
+        if state.batches_in_epoch:  # resumed mid-epoch: the same order, minus what was already seen
+            loader = skip_first_batches(loader, state.batches_in_epoch)
+        for batch in meter.batches(loader):  # times the wait for each batch
+            mark = compiled.start() if compiled is not None else None
+            with acc.accumulate(model):
+                loss = (compiled or model)(**batch).loss
+                acc.backward(loss)
+                if acc.sync_gradients and t.max_grad_norm is not None:
+                    acc.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                optimizer.step()
+                if acc.sync_gradients:
+                    scheduler.step()
+                    if parts.on_step_end is not None:
+                        parts.on_step_end(model, state)
+                optimizer.zero_grad()
+            if mark is not None:
+                compiled.stop(mark)
+            micro_losses.append(loss.detach())
+            meter.count(batch)
+            state.batches_in_epoch += 1
+            if not acc.sync_gradients:
+                continue
+
+            # ---- one optimizer step done ----
+            state.global_step += 1
+            step_loss = acc.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
+            micro_losses = []
+            state.losses.append(step_loss)
+            progress.update(1)
+            if state.global_step % t.logging_steps == 0 or state.global_step == state.total_steps:
+                logs = {"train/loss": step_loss, "train/lr": scheduler.get_last_lr()[0], "train/epoch": state.epoch}
+                acc.log(logs, step=state.global_step)
+                state.log_history.append({"step": state.global_step, **logs})
+                progress.set_postfix(loss=f"{step_loss:.4f}")
+            if parts.evaluate is not None and t.eval_steps and state.global_step % t.eval_steps == 0:
+                with meter.timed("eval"):
+                    _evaluate_and_track(parts, state, best_metric, greater, t.early_stopping_patience)
+            if t.save_steps and state.global_step % t.save_steps == 0:
+                with meter.timed("checkpoint"):
+                    state.perf = meter.totals(acc, state.global_step)  # a resumed run continues these
+                    save_checkpoint(acc, parts.run.path, state, t.save_total_limit)
+            for cb in callbacks:
+                cb(state)
+            if state.global_step >= state.total_steps or state.stopped_early:
+                break
+        else:
+            state.epoch += 1
+            state.batches_in_epoch = 0
+            continue
+        break
+    progress.close()
+    return state
+
+
+def _evaluate_and_track(parts: LoopParts, state: TrainerState, key: str | None, greater: bool | None, patience: int | None) -> None:
+    acc = parts.accelerator
+    results = parts.evaluate(state.global_step)  # type: ignore[misc]
+    logs = {f"eval/{k}": v for k, v in results.items()}
+    acc.log(logs, step=state.global_step)
+    state.log_history.append({"step": state.global_step, **logs})
+    if key is None:
+        return
+    value = results[key]
+    improved = state.best_metric is None or (value > state.best_metric if greater else value < state.best_metric)
+    if improved:
+        state.best_metric, state.best_step, state.evals_without_improvement = value, state.global_step, 0
+        if acc.is_main_process:
+            parts.run.best_dir.mkdir(exist_ok=True)
+        # Every process: a sharded model's weights are gathered collectively; the main one writes.
+        save_trainable(acc.unwrap_model(parts.model), parts.run.best_weights, main=acc.is_main_process)
+        if acc.is_main_process:
+            write_json_atomic(parts.run.best_info_file, {"step": state.global_step, key: value})
+        acc.wait_for_everyone()
+    else:
+        state.evals_without_improvement += 1
+        if patience is not None and state.evals_without_improvement >= patience:
+            state.stopped_early = True
