@@ -349,7 +349,7 @@ from hfadapt.data.sources import load_raw
 from hfadapt.data.grouping import eval_order
 from hfadapt.inference.run_model import load_model_and_processor
 from hfadapt.rundir.layout import RunDir
-from hfadapt.tasks import EvalContext
+from hfadapt.tasks.base import EvalContext, get_task
 
 torch.set_num_threads(1)
 run = RunDir(sys.argv[1])

@@ -312,7 +312,7 @@ from torch.utils.data import DataLoader
 from hfadapt.data.sources import load_raw
 from hfadapt.inference.run_model import load_model_and_processor
 from hfadapt.rundir.layout import RunDir
-from hfadapt.tasks import EvalContext
+from hfadapt.tasks.base import EvalContext, get_task
 
 run = RunDir(sys.argv[1])
 task = get_task(run.recipe.task)
@@ -392,7 +392,7 @@ from torch.utils.data import DataLoader
 from hfadapt.data.grouping import eval_order
 from hfadapt.inference.run_model import load_model_and_processor
 from hfadapt.rundir.layout import RunDir
-from hfadapt.tasks import EvalContext
+from hfadapt.tasks.base import EvalContext, get_task
 from tests.test_seq2seq import varied_sources
 
 run = RunDir(sys.argv[1])
