@@ -7,9 +7,17 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from hfadapt.core.errors import HfadaptError, first_line
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
+
+    from hfadapt.core.recipe import DataSection, Recipe
+    from hfadapt.tasks.base import Task
+
+    Split = Dataset | IterableDataset
 
 ROW_COLUMN = "__hfadapt_row__"  # original row numbers, for error messages after a split is carved off
 BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -17,12 +25,12 @@ BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".p
 
 @dataclass
 class RawSplits:
-    train: Any
-    validation: Any | None
-    test: Any | None
+    train: "Split"
+    validation: "Dataset | None"
+    test: "Dataset | None"
 
 
-def load_raw(recipe: Any, task: Any) -> RawSplits:
+def load_raw(recipe: "Recipe", task: "Task") -> RawSplits:
     d = recipe.data
     ds = _load(d)
     if d.train_split not in ds:
@@ -62,7 +70,7 @@ def load_raw(recipe: Any, task: Any) -> RawSplits:
     return RawSplits(train, validation, test)
 
 
-def _streamed_splits(ds: Any, recipe: Any, task: Any) -> RawSplits:
+def _streamed_splits(ds: "IterableDatasetDict", recipe: "Recipe", task: "Task") -> RawSplits:
     """data.streaming: the train split stays a `datasets.IterableDataset`, read as training goes;
     evaluation splits are small and materialised (map-style), so they are scored exactly as usual."""
     import datasets
@@ -81,7 +89,7 @@ def _streamed_splits(ds: Any, recipe: Any, task: Any) -> RawSplits:
         features = datasets.Features({**train.features, ROW_COLUMN: datasets.Value("int64")})
         train = train.map(lambda _, i: {ROW_COLUMN: i}, with_indices=True, features=features)
 
-    def materialise(stream: Any, n: int | None) -> Any:
+    def materialise(stream: "IterableDataset", n: int | None) -> "Dataset | None":
         rows = list(stream.take(n) if n is not None else stream)
         return datasets.Dataset.from_list(rows, features=stream.features) if rows else None
 
@@ -111,14 +119,14 @@ def _streamed_splits(ds: Any, recipe: Any, task: Any) -> RawSplits:
     return RawSplits(train, validation, test)
 
 
-def is_streamed(ds: Any) -> bool:
+def is_streamed(ds: "Split") -> bool:
     """A `datasets.IterableDataset` (data.streaming): no length, no random access."""
     import datasets
 
     return isinstance(ds, datasets.IterableDataset)
 
 
-def map_split(ds: Any, fn: Any, desc: str, num_proc: int | None = None, **kwargs: Any) -> Any:
+def map_split(ds: "Split", fn: Callable[..., dict], desc: str, num_proc: int | None = None, **kwargs: Any) -> "Split":
     """`ds.map(fn, ...)` for a materialised split (cached, with a progress bar and worker processes)
     or a streamed one (lazy: applied as examples are read, which takes neither `desc` nor `num_proc`)."""
     if is_streamed(ds):
@@ -126,7 +134,7 @@ def map_split(ds: Any, fn: Any, desc: str, num_proc: int | None = None, **kwargs
     return ds.map(fn, desc=desc, num_proc=num_proc, **kwargs)
 
 
-def check_columns(ds: Any, needed: dict[str, str], split: str, d: Any) -> None:
+def check_columns(ds: "Split", needed: dict[str, str], split: str, d: "DataSection") -> None:
     """`needed` maps column names to the recipe fields that name them."""
     for col, field in needed.items():
         if col not in ds.column_names:
@@ -135,13 +143,13 @@ def check_columns(ds: Any, needed: dict[str, str], split: str, d: Any) -> None:
             )
 
 
-def user_columns(ds: Any) -> list[str]:
+def user_columns(ds: "Split") -> list[str]:
     """The dataset's columns as the user wrote them (without hfadapt's internal row column)."""
     return [c for c in ds.column_names if c != ROW_COLUMN]
 
 
 # ---- rows in messages: "line N of FILE" ---------------------------------------------------------
-def split_files(d: Any, split: str) -> list[str] | None:
+def split_files(d: "DataSection", split: str) -> list[str] | None:
     """The local files whose rows a split's row index counts, or None for a Hub/folder dataset.
 
     A validation split carved off the train files keeps the train files' row numbers (ROW_COLUMN).
@@ -157,7 +165,7 @@ def split_files(d: Any, split: str) -> list[str] | None:
     return None
 
 
-def row_location(split: str, row: int, d: Any) -> str:
+def row_location(split: str, row: int, d: "DataSection") -> str:
     """Where 0-based row `row` of a split ('train', 'validation', 'test') is in the user's data:
     "line N of FILE" (CSV/TSV with a header: row i is line i+2; JSON Lines: line i+1), "record N of FILE"
     (a JSON array), "row N of FILE" (parquet), or "row i of the SPLIT split of DATASET" for a Hub dataset.
@@ -213,11 +221,11 @@ def _record_positions(path: str, mtime_ns: int) -> tuple[str, list[int]]:
     return "row", []
 
 
-def _source(d: Any) -> str:
+def _source(d: "DataSection") -> str:
     return d.dataset if d.dataset else ", ".join(d.train_files or [])
 
 
-def _load(d: Any) -> Any:
+def _load(d: "DataSection") -> "DatasetDict | IterableDatasetDict":
     import datasets
 
     try:
@@ -271,7 +279,7 @@ def root_cause(e: BaseException) -> BaseException:
     return chain[-1]
 
 
-def _diagnose_files(d: Any) -> str | None:
+def _diagnose_files(d: "DataSection") -> str | None:
     """Read the local data files directly to say which file, which line and why loading failed."""
     groups = [("data.train_files", d.train_files), ("data.validation_files", d.validation_files), ("data.test_files", d.test_files)]
     for field, files in groups:
@@ -345,7 +353,7 @@ def _existing(files: list[str], field: str) -> list[str]:
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".au", ".mp3"}
 
 
-def _load_audio_folder(path: Path) -> Any:
+def _load_audio_folder(path: Path) -> "DatasetDict":
     """A folder of audio files -> {"audio": path, "label": ClassLabel of the parent folder's name} per split.
 
     Built here rather than with datasets' audiofolder builder, which needs torchcodec to encode audio.

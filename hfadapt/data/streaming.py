@@ -14,15 +14,18 @@ resume (its documentation says so), which would change the examples after the ch
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
 from hfadapt.core.errors import HfadaptError
 
+if TYPE_CHECKING:
+    from datasets import IterableDataset
+
 
 class EpochStream(torch.utils.data.IterableDataset):
-    def __init__(self, dataset: Any, seed: int, shuffle_buffer: int, rank: int, world_size: int) -> None:
+    def __init__(self, dataset: "IterableDataset", seed: int, shuffle_buffer: int, rank: int, world_size: int) -> None:
         self.dataset, self.seed, self.shuffle_buffer = dataset, seed, shuffle_buffer
         self.rank, self.world_size = rank, world_size
 

@@ -17,9 +17,12 @@ without Triton GPU kernels, or a model family liger has no kernels for.
 from __future__ import annotations
 
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hfadapt.core.errors import HfadaptError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 # Devices liger's kernels run on (its own `infer_device`: CUDA also covers ROCm; Intel XPU).
 DEVICES = ("cuda", "xpu")
@@ -54,7 +57,7 @@ def supported_model_types() -> list[str]:
     return sorted(MODEL_TYPE_TO_APPLY_LIGER_FN)
 
 
-def apply(model: Any) -> str:
+def apply(model: "PreTrainedModel") -> str:
     """Patch the (not yet peft-wrapped) model in place; returns its model_type.
 
     liger's own entry point only logs and returns for a family it does not know; a run that asked

@@ -4,10 +4,13 @@ Below the tasks: causal-lm, seq2seq and speech-recognition generate during evalu
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
-def sharding(model: Any) -> str | None:
+def sharding(model: "torch.nn.Module") -> str | None:
     """How the model's weights are split over processes: "fsdp2" (torch `fully_shard`, as Accelerate's
     FSDP2 applies it in place), "zero3" (DeepSpeed ZeRO-3: parameters are empty partitions), or None
     (every process holds every weight: one process, DDP, ZeRO-1/2). Read from the model itself, so the
@@ -24,7 +27,7 @@ def sharding(model: Any) -> str | None:
     return None
 
 
-def prepare_sharded_generation(model: Any) -> None:
+def prepare_sharded_generation(model: "torch.nn.Module") -> None:
     """Let `model.generate()` run on a model Accelerate sharded with FSDP2. FSDP2 gathers the root's
     own weights (embeddings, final norm, head) only around `forward`, which `generate` bypasses on the
     PeftModel; torch's `register_fsdp_forward_method` makes `generate` gather them too. A no-op for
@@ -36,7 +39,7 @@ def prepare_sharded_generation(model: Any) -> None:
         model._hfadapt_generate_registered = True
 
 
-def generation_sync(model: Any, num_processes: int) -> dict[str, Any]:
+def generation_sync(model: "torch.nn.Module", num_processes: int) -> dict[str, Any]:
     """Extra `generate()` arguments: with sharded weights every forward is a collective, so processes
     that finish early keep stepping until all are done (`synced_gpus`). transformers detects this by
     itself for ZeRO-3 and for its own FSDP2 wrapping, not for Accelerate's FSDP2, so hfadapt says it."""

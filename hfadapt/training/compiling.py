@@ -11,12 +11,17 @@ from __future__ import annotations
 import shutil
 import statistics
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hfadapt.core.errors import first_line
 
+if TYPE_CHECKING:
+    import torch
 
-def compile_blocker(recipe: Any, device_type: str) -> str | None:
+    from hfadapt.core.recipe import Recipe
+
+
+def compile_blocker(recipe: "Recipe", device_type: str) -> str | None:
     """Why torch.compile would not work for this run, or None."""
     import torch
 
@@ -34,7 +39,7 @@ def compile_blocker(recipe: Any, device_type: str) -> str | None:
 class CompiledForward:
     """Calls the compiled model; on a failure at compile time, the eager model from then on."""
 
-    def __init__(self, model: Any, verbose: bool) -> None:
+    def __init__(self, model: "torch.nn.Module", verbose: bool) -> None:
         import torch
 
         self.eager = model

@@ -9,7 +9,7 @@ an explicit recipe value must agree with it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from hfadapt.core.errors import HfadaptError
 
@@ -22,12 +22,12 @@ def device_default() -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def launched_precision(env: Any) -> str | None:
+def launched_precision(env: Mapping[str, str]) -> str | None:
     launched = str(env.get("ACCELERATE_MIXED_PRECISION", "no")).lower()
     return None if launched in ("", "no") else launched
 
 
-def resolve_precision(recipe_value: str, env: Any) -> str:
+def resolve_precision(recipe_value: str, env: Mapping[str, str]) -> str:
     """The precision a run uses: the recipe's, or for `auto` the launcher's, else the device's default.
     A launch asking for another precision than an explicit recipe value is refused rather than overruled."""
     launched = launched_precision(env)

@@ -12,7 +12,13 @@ whole stream.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from hfadapt.core.recipe import Recipe
+    from hfadapt.tasks.base import Task
 
 MAX_AUTO_WORKERS = 8  # beyond this, decoding rarely is the bottleneck and each worker costs memory
 
@@ -36,7 +42,7 @@ def resolve_num_workers(asked: int | None, modality: str, device_type: str, proc
     return max(0, min(MAX_AUTO_WORKERS, share - 1))
 
 
-def run_workers(recipe: Any, task: Any, accelerator: Any) -> int:
+def run_workers(recipe: "Recipe", task: "Task", accelerator: "Accelerator") -> int:
     """The worker count of this run's loaders (training and evaluation)."""
     local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes) or 1)  # processes sharing this node's CPUs
     return resolve_num_workers(recipe.train.num_workers, task.modality, accelerator.device.type, local, recipe.data.streaming)
