@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from hfadapt.core.shipped import model_cards_dir
+from hfadapt.modeling.models import RUN_PLACEHOLDER  # the run directory in published copies
 from hfadapt.rundir.layout import RunDir, RunMetrics
 
 # owner/name, or a legacy canonical name such as "bert-base-uncased"
@@ -34,9 +35,6 @@ def hub_id_or_none(value: str | None) -> str | None:
     if Path(value).exists() or not HUB_ID.match(value):
         return None
     return value
-
-
-RUN_PLACEHOLDER = "<run>"
 
 
 def publish_path(value: str, run_path: Path | None = None) -> str:
