@@ -40,6 +40,7 @@ def test_pulled_adapter_of_a_local_base_needs_base_model(finished_run, tiny_bert
     repo = "test-user/local-base-adapter"
     assert main(["push", str(result.output_dir), repo]) == 0
     capsys.readouterr()
+    assert "--base-model PATH|HUB_ID" in hub_server.files(repo)["README.md"].decode()  # the card says how
     placeholder = f"<local>/{Path(tiny_bert).name}"
     expected = (f"hfadapt: error: {repo} was trained on a local base model ({placeholder}) that was not published; "
                 "give it with --base-model PATH|HUB_ID")

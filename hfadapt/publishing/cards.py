@@ -185,7 +185,8 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
         base_note = (
             f"The base model was the local directory `{publish_path(recipe.model.name_or_path, run.path)}`"
             + (" (random weights built from a config, saved in the training run as base_model/)" if recipe.model.init == "config" else "")
-            + ", so no `base_model` is declared; load the adapter onto the same weights. "
+            + ", so no `base_model` is declared; load the adapter onto the same weights "
+            "(with hfadapt: `--base-model PATH|HUB_ID` on predict, eval and merge). "
             "Local paths are not published: `<local>/NAME` stands for a local folder or file called NAME "
             "(also in adapter_config.json and run_info.json), `<run>` for the training run's directory."
         )
