@@ -39,12 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run")
     e.add_argument("overrides", nargs="*", metavar="data.key=value", help="evaluate on other data (data section only)")
     e.add_argument("--split", default="validation", choices=["validation", "test"])
+    _base_model_flag(e)
 
     pr = sub.add_parser("predict", parents=[common], help="predict with a finished run: text strings or image paths")
     pr.add_argument("run", help="run directory or Hub adapter id (user/adapter)")
     pr.add_argument("inputs", nargs="*")
     pr.add_argument("--file", help="a file with one input per line (TEXT<TAB>PAIR for text pairs)")
     pr.add_argument("--batch-size", type=int, default=16)
+    _base_model_flag(pr)
     gen = pr.add_argument_group("generation (causal-lm, seq2seq; defaults from the recipe's generation section)")
     gen.add_argument("--max-new-tokens", type=int)
     gen.add_argument("--temperature", type=float)
@@ -77,10 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     mg.add_argument("out", help="output folder")
     mg.add_argument("--overwrite", action="store_true")
     mg.add_argument("--allow-quantized", action="store_true", help="merge even into a quantized base")
+    _base_model_flag(mg)
 
     rp = sub.add_parser("report", parents=[common], help="one self-contained HTML page about a run: curves, per-task views, recipe, speed")
     rp.add_argument("run", help="run directory or Hub adapter id (user/adapter)")
     rp.add_argument("--out", help="output file (default: RUN/report.html, or ./NAME-report.html for a Hub adapter)")
+    _base_model_flag(rp)
 
     rs = sub.add_parser("runs", parents=[common], help="a table of the runs under a folder: state, best metric, steps, time")
     rs.add_argument("dir", nargs="?", default="runs", help="folder to search (default: runs)")
@@ -90,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("recipes", parents=[common], help="list the shipped recipes")
     sub.add_parser("schema", parents=[common], help="print the recipe JSON Schema")
     return p
+
+
+def _base_model_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-model", metavar="PATH|HUB_ID",
+                   help="the base model to load the adapter onto instead of the one it names; needed for a pulled "
+                        "adapter whose base was a local folder (published as <local>/NAME or <run>/base_model)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,7 +179,7 @@ def _train(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from hfadapt.inference.run_model import evaluate_run
 
-    _print_metrics(evaluate_run(args.run, split=args.split, overrides=args.overrides), Path(args.run))
+    _print_metrics(evaluate_run(args.run, split=args.split, overrides=args.overrides, base_model=args.base_model), Path(args.run))
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -181,7 +191,7 @@ def _predict(args: argparse.Namespace) -> None:
 
     settings = ("max_new_tokens", "temperature", "top_p", "num_beams", "do_sample")
     generation = {k: getattr(args, k) for k in settings if getattr(args, k) is not None}
-    for row in predict(args.run, inputs, batch_size=args.batch_size, generation=generation):
+    for row in predict(args.run, inputs, batch_size=args.batch_size, generation=generation, base_model=args.base_model):
         print(json.dumps(row))
 
 
@@ -196,7 +206,7 @@ def _push(args: argparse.Namespace) -> None:
 def _merge(args: argparse.Namespace) -> None:
     from hfadapt.inference.merge import merge
 
-    print(f"merged model written to {merge(args.run, args.out, overwrite=args.overwrite, allow_quantized=args.allow_quantized)}")
+    print(f"merged model written to {merge(args.run, args.out, overwrite=args.overwrite, allow_quantized=args.allow_quantized, base_model=args.base_model)}")
 
 
 def _plan(args: argparse.Namespace) -> None:
@@ -210,7 +220,7 @@ def _plan(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     from hfadapt.insight.report import write_report
 
-    print(f"report written to {write_report(args.run, args.out)}")
+    print(f"report written to {write_report(args.run, args.out, base_model=args.base_model)}")
 
 
 def _runs(args: argparse.Namespace) -> None:

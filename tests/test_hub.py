@@ -206,8 +206,8 @@ def test_merge_refuses_a_quantized_base(finished_run, tmp_path, monkeypatch):
     result = finished_run
     real = inference.load_model_and_processor
 
-    def quantized(run):
-        model, processor, labels = real(run)
+    def quantized(run, **kwargs):
+        model, processor, labels = real(run, **kwargs)
         model.get_base_model().config.quantization_config = {"load_in_4bit": True}
         return model, processor, labels
 

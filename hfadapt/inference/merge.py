@@ -22,7 +22,11 @@ def check_output_folder(out: Path) -> None:
         raise HfadaptError(f"merge: cannot write {out}: {parent} is not writable")
 
 
-def merge(run_ref: str | Path, out: str | Path, overwrite: bool = False, allow_quantized: bool = False) -> Path:
+def merge(run_ref: str | Path, out: str | Path, overwrite: bool = False, allow_quantized: bool = False,
+          base_model: str | None = None) -> Path:
+    """Save the run's adapter merged into its base as a standalone model in `out`; `base_model` (local
+    folder or Hub id) is the base to merge into instead of the one the adapter config names (`--base-model`:
+    needed for a pulled adapter whose base was a local folder)."""
     from hfadapt.modeling.adapters import is_peft
     from hfadapt.publishing.cards import render_merged_card
     from hfadapt.publishing.hub import resolve_run
@@ -38,7 +42,7 @@ def merge(run_ref: str | Path, out: str | Path, overwrite: bool = False, allow_q
         raise HfadaptError(f"merge: {recipe.adapter.method} tuning adds virtual tokens, not weight deltas; there is nothing to merge")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise HfadaptError(f"merge: {out} exists and is not empty; choose another folder or pass --overwrite")
-    model, processor, _ = load_model_and_processor(run)
+    model, processor, _ = load_model_and_processor(run, base_model=base_model, ref=run_ref)
     base = model.get_base_model()
     quantized = getattr(base.config, "quantization_config", None) is not None or getattr(base, "is_quantized", False)
     if quantized and not allow_quantized:

@@ -11,20 +11,25 @@ from hfadapt.publishing.hub import resolve_run
 from hfadapt.rundir.layout import RunDir
 
 
-def load_model_and_processor(run: RunDir) -> tuple[Any, Any, Any]:
+def load_model_and_processor(run: RunDir, base_model: str | None = None, ref: Any = None) -> tuple[Any, Any, Any]:
+    """The run's model (its adapter on `base_model` where given), processor and label info; `ref` names
+    the run in messages (the user's run directory or Hub id)."""
     from hfadapt.modeling.models import load_run_model
 
-    model = load_run_model(run, get_task(run.recipe.task))
+    model = load_run_model(run, get_task(run.recipe.task), base_model=base_model, ref=ref)
     processor = get_task(run.recipe.task).load_processor(run.recipe, path=str(run.model_dir))
     info = get_task(run.recipe.task).info_from_config(model.config)
     model.eval()
     return model, processor, info
 
 
-def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 16, generation: dict | None = None) -> list[dict]:
+def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 16, generation: dict | None = None,
+            base_model: str | None = None) -> list[dict]:
     """Predictions for text strings or image paths, one dict per input.
 
     `generation` overrides the run's recipe.generation fields (max_new_tokens, temperature, ...).
+    `base_model` (local folder or Hub id) is the base the adapter is loaded onto instead of the one its
+    config names: needed for a pulled adapter whose base was a local folder (`--base-model`).
     """
     from pydantic import ValidationError
 
@@ -40,7 +45,7 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 16, genera
             raise HfadaptError(f"generation.{key}: {e.errors()[0]['msg']} (got {value!r})") from None
     from hfadapt.data.grouping import in_input_order, longest_first
 
-    model, processor, info = load_model_and_processor(run)
+    model, processor, info = load_model_and_processor(run, base_model=base_model, ref=run_dir)
     # Text inputs longest first (characters: a free proxy for tokens), so each chunk pads (and
     # generates) about as long as its own rows; the results come back in input order.
     order = None
@@ -55,11 +60,13 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 16, genera
     return in_input_order(order, out)
 
 
-def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list[str] | None = None) -> dict[str, float]:
+def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list[str] | None = None,
+                 base_model: str | None = None) -> dict[str, float]:
     """Re-evaluate a finished run on its recipe's validation (or test) split.
 
     `overrides` ('data.test_files=[x.csv]', ...) change the recipe's data section only: evaluate on
-    other data, or give the data files a pushed recipe names but did not publish.
+    other data, or give the data files a pushed recipe names but did not publish. `base_model` as
+    for predict: the base a pulled adapter of a local base model is loaded onto.
     """
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
@@ -68,6 +75,7 @@ def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list
     from hfadapt.data.grouping import eval_order
     from hfadapt.data.sources import load_raw
     from hfadapt.core.recipe import Recipe
+    from hfadapt.modeling.models import BASE_MODEL_FLAG, unpublished_base, unpublished_base_error
     from hfadapt.tasks import EvalContext
 
     run = resolve_run(run_dir)
@@ -78,14 +86,20 @@ def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list
     if overrides:
         recipe = Recipe.from_dict(recipe.to_dict(), overrides=overrides, base=Path.cwd())
     unpublished = {f: v for f, v in unpublished_fields(recipe.to_dict()).items() if f.startswith("data.")}
+    missing_base = unpublished_base(run) if base_model is None else None
     if unpublished:
         named = ", ".join(f"{f} ({v if isinstance(v, str) else ', '.join(v)})" for f, v in unpublished.items())
         give = " ".join(f"{f}={PATH_FIELDS[f]}" for f in unpublished)
+        if missing_base:  # both at once, so that one retry works
+            named += f", and its base model ({missing_base})"
+            give += f" {BASE_MODEL_FLAG} PATH|HUB_ID"
         raise HfadaptError(
             f"eval: the recipe of {run_dir} names local data of its author that was not published: {named}; "
             f"give yours: hfadapt eval {run_dir} {give}"
         )
-    model, processor, info = load_model_and_processor(run)
+    if missing_base:
+        raise unpublished_base_error(run_dir, missing_base)
+    model, processor, info = load_model_and_processor(run, base_model=base_model, ref=run_dir)
     raw = load_raw(recipe, task)
     ds = {"validation": raw.validation, "test": raw.test}.get(split)
     if ds is None:

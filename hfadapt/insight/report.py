@@ -100,9 +100,17 @@ def load(path: Path, from_hub: bool = False) -> ReportData:
     )
 
 
-def write_report(ref: str | Path, out: str | Path | None = None) -> Path:
-    """Render the report of a run directory or Hub adapter id; returns the file written."""
+def write_report(ref: str | Path, out: str | Path | None = None, base_model: str | None = None) -> Path:
+    """Render the report of a run directory or Hub adapter id; returns the file written.
+
+    The report loads no weights, so a pulled adapter of an unpublished local base needs no base here;
+    `base_model` (`--base-model`, as for predict/eval/merge) names it on the page instead of the placeholder.
+    """
     ref = str(ref)
+    if base_model is not None:
+        from hfadapt.modeling.models import check_base_model
+
+        base_model = check_base_model(base_model)
     if Path(ref).exists():
         data = load(Path(ref))
         target = Path(out) if out else Path(ref) / "report.html"
@@ -112,6 +120,8 @@ def write_report(ref: str | Path, out: str | Path | None = None) -> Path:
         run = resolve_run(ref)
         data = load(run.path, from_hub=True)
         target = Path(out) if out else Path(f"{ref.removeprefix('hub:').replace('/', '--')}-report.html")
+    if base_model is not None and data.recipe is not None:
+        data.recipe.model.name_or_path = base_model
     page = render(data, title=ref)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(page, encoding="utf-8")

@@ -8,12 +8,13 @@ from typing import Any
 from hfadapt.modeling import timm_models
 from hfadapt.core.errors import HfadaptError, first_line
 
-# Published copies of a run (hub push) name a local base model as "<local>/NAME": its path stays in
-# the run directory only.
+# Published copies of a run (hub push) name a local base model as "<local>/NAME" and a path inside the
+# run directory (model.init=config: its saved random base) as "<run>/...": the real paths stay in the
+# run directory only.
 LOCAL_PLACEHOLDER = "<local>"
+RUN_PLACEHOLDER = "<run>"
 DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "auto": "auto"}
-
-
+BASE_MODEL_FLAG = "--base-model"
 
 
 def looks_local(source: str) -> bool:
@@ -125,37 +126,81 @@ def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, pa
     return model
 
 
-def load_run_model(run: Any, task: Any) -> Any:
-    """The fine-tuned model of a finished run: base + adapter (peft) or the saved full model."""
+def adapter_base(model_dir: str | Path) -> str | None:
+    """The base model an adapter folder names (adapter_config.json), or None without one (full, freeze)."""
+    import json
+
+    config = Path(model_dir) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text()).get("base_model_name_or_path") or ""
+    except (ValueError, AttributeError):
+        return None  # peft reports an unreadable config itself, naming the file
+
+
+def unpublished_base(run: Any) -> str | None:
+    """The placeholder a pulled adapter names instead of its unpublished local base (`<local>/NAME`,
+    `<run>/base_model`), or None when the base can be loaded from where the adapter says."""
+    base = adapter_base(run.model_dir)
+    return base if base and base.startswith((LOCAL_PLACEHOLDER, RUN_PLACEHOLDER)) else None
+
+
+def unpublished_base_error(ref: Any, base: str) -> HfadaptError:
+    """One line for an adapter whose base model was not published: the user must give it."""
+    what = (f"a random base model built from a config ({base}), saved in its training run only and not published"
+            if base.startswith(RUN_PLACEHOLDER) else f"a local base model ({base}) that was not published")
+    return HfadaptError(f"{ref} was trained on {what}; give it with {BASE_MODEL_FLAG} PATH|HUB_ID")
+
+
+def check_base_model(base_model: str) -> str:
+    """A --base-model value: a Hub id, or a local folder that must exist (`~` expanded)."""
+    check_local_path(base_model, BASE_MODEL_FLAG)
+    path = Path(base_model).expanduser()
+    return str(path) if path.exists() else base_model
+
+
+def load_run_model(run: Any, task: Any, base_model: str | None = None, ref: Any = None) -> Any:
+    """The fine-tuned model of a finished run: base + adapter (peft) or the saved full model.
+
+    `base_model` (a local folder or Hub id) replaces the base the adapter config names: a pulled adapter
+    trained on a local base names a placeholder there (see unpublished_base). `ref` is how messages
+    name the run (the user's run directory or Hub id; its folder by default).
+    """
     import transformers
 
     from hfadapt.modeling.adapters import is_peft
 
     recipe = run.recipe
+    ref = ref if ref is not None else run.model_dir
+    if base_model is not None and not is_peft(recipe.adapter.method):
+        raise HfadaptError(f"{BASE_MODEL_FLAG}: {ref} holds a standalone model (adapter.method={recipe.adapter.method}); it loads without a base model")
     auto = auto_model_class(task, transformers.AutoConfig.from_pretrained(run.model_dir) if hasattr(task, "auto_class_for") else None)
     if not is_peft(recipe.adapter.method):
         return auto.from_pretrained(run.model_dir, dtype=DTYPES[recipe.model.dtype])
     from peft import PeftConfig, PeftModel
 
     peft_config = PeftConfig.from_pretrained(str(run.model_dir))
-    base_ref = peft_config.base_model_name_or_path or ""
-    if base_ref.startswith(LOCAL_PLACEHOLDER):
-        raise HfadaptError(
-            f"{run.model_dir}: the adapter was trained on a local base model ({base_ref}) that was not published; "
-            "load it with peft onto the same base weights (see the model card)"
-        )
-    check_local_path(base_ref, f"the base model of {run.model_dir}")
+    if base_model is not None:
+        base_ref, revision = check_base_model(base_model), None
+    else:
+        base_ref, revision = peft_config.base_model_name_or_path or "", peft_config.revision or recipe.model.revision
+        placeholder = unpublished_base(run)
+        if placeholder is not None:
+            raise unpublished_base_error(ref, placeholder)
+        check_local_path(base_ref, f"the base model of {run.model_dir}")
     config = timm_models.drop_duplicate_num_classes(transformers.AutoConfig.from_pretrained(run.model_dir, trust_remote_code=recipe.model.trust_remote_code))
     try:
         base = auto.from_pretrained(
-            peft_config.base_model_name_or_path,
+            base_ref,
             config=config,
-            revision=peft_config.revision or recipe.model.revision,
+            revision=revision,
             dtype=DTYPES[recipe.model.dtype],
             trust_remote_code=recipe.model.trust_remote_code,
             # the run's head (other classes than the base's) comes from the adapter's modules_to_save
             ignore_mismatched_sizes=True,
         )
     except Exception as e:  # noqa: BLE001
-        raise HfadaptError(f"cannot load the base model '{peft_config.base_model_name_or_path}' of {run.model_dir}: {first_line(e)}") from e
+        where = f"given with {BASE_MODEL_FLAG}" if base_model is not None else f"of {run.model_dir}"
+        raise HfadaptError(f"cannot load the base model '{base_ref}' {where}: {first_line(e)}") from e
     return PeftModel.from_pretrained(base, str(run.model_dir))

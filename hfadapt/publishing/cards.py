@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from hfadapt.core.shipped import model_cards_dir
+from hfadapt.modeling.models import RUN_PLACEHOLDER  # the run directory in published copies
 from hfadapt.rundir.layout import RunDir, RunMetrics
 
 # owner/name, or a legacy canonical name such as "bert-base-uncased"
@@ -34,9 +35,6 @@ def hub_id_or_none(value: str | None) -> str | None:
     if Path(value).exists() or not HUB_ID.match(value):
         return None
     return value
-
-
-RUN_PLACEHOLDER = "<run>"
 
 
 def publish_path(value: str, run_path: Path | None = None) -> str:
@@ -187,7 +185,8 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
         base_note = (
             f"The base model was the local directory `{publish_path(recipe.model.name_or_path, run.path)}`"
             + (" (random weights built from a config, saved in the training run as base_model/)" if recipe.model.init == "config" else "")
-            + ", so no `base_model` is declared; load the adapter onto the same weights. "
+            + ", so no `base_model` is declared; load the adapter onto the same weights "
+            "(with hfadapt: `--base-model PATH|HUB_ID` on predict, eval and merge). "
             "Local paths are not published: `<local>/NAME` stands for a local folder or file called NAME "
             "(also in adapter_config.json and run_info.json), `<run>` for the training run's directory."
         )
