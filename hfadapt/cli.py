@@ -121,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"hfadapt: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`hfadapt runs --json | head`): stop quietly, as Unix tools do. Python
+        # would report the failed flush of stdout at exit, so point stdout at /dev/null first.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as e:
         # A file the user pointed at that the OS refuses (permissions, a file where a folder belongs):
         # one line naming it. Without a file name it is no user error: show the traceback.

@@ -394,3 +394,15 @@ def test_train_missing_column_subprocess(missing_column_train) -> None:
     assert proc.returncode == 2, stderr
     one_error_line(stderr, "data.label_column", "column 'label'", str(folder / "reviews.csv"), "columns: text, sentiment")
     assert not (folder / "run" / "adapter").exists()
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly() -> None:
+    """`hfadapt schema | head`: no BrokenPipeError traceback when the reader closes the pipe."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-m", "hfadapt", "schema"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(10)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and "Traceback" not in err and err == ""
