@@ -13,7 +13,7 @@ from typing import Any, Callable, ClassVar, Literal
 from pydantic import Field
 
 from hfadapt.core.errors import HfadaptError, first_line
-from hfadapt.core.recipe import AdapterSection, register_adapter_section
+from hfadapt.core.recipe import AdapterSection, adapter_methods, adapter_section, register_adapter_section
 from hfadapt.core.registry import Registry, did_you_mean
 
 # Direct children of a *ForXClassification model that are its freshly initialised head.
@@ -299,11 +299,11 @@ def check_options(a: Any) -> None:
         if key in from_field:
             raise HfadaptError(f"{where}: {a.method} sets {config.__name__}.{key} from adapter.{from_field[key]}; give adapter.{from_field[key]} instead")
         if key in fixed:
-            raise HfadaptError(f"{where}: hfadapt sets {config.__name__}.{key} itself (from the model and task); it is not an option")
+            raise HfadaptError(f"{where}: hfadapt sets {config.__name__}.{key} itself; it is not an option")
         if key not in allowed:
-            raise HfadaptError(
-                f"{where}: not an option of {a.method}: peft's {config.__name__} has no field '{key}'{did_you_mean(str(key), allowed)}"
-            )
+            owners = [m for m in adapter_methods() if key in adapter_section(m).model_fields]
+            elsewhere = f" (adapter.{key} is a field of {', '.join(owners)})" if owners else did_you_mean(str(key), allowed)
+            raise HfadaptError(f"{where}: not an option of {a.method}: peft's {config.__name__} has no field '{key}'{elsewhere}")
 
 
 def is_peft(method: str) -> bool:
