@@ -181,6 +181,8 @@ def make_recipe(tmp_path: Path, tiny_bert: str, sentiment_csv: str) -> Callable[
 
     def build(overrides: list[str] | None = None, **sections: Any) -> Any:
         raw = sentiment_recipe(tiny_bert, sentiment_csv, tmp_path / "run")
+        if sections.get("adapter", {}).get("method", "lora") != "lora":
+            raw["adapter"] = {}  # another method: the base's LoRA fields are not its own
         for key, value in sections.items():
             raw.setdefault(key, {}).update(value) if isinstance(value, dict) else raw.__setitem__(key, value)
         return Recipe.from_dict(raw, overrides=overrides)

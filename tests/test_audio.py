@@ -26,6 +26,8 @@ def _recipe(task: str, base: str, data: dict[str, Any], run_dir: Path, **section
         "train": {"max_steps": 2, "batch_size": 8, "learning_rate": 1e-2, "logging_steps": 1, "log_with": []},
         "output": {"dir": str(run_dir)},
     }
+    if sections.get("adapter", {}).get("method", "lora") != "lora":
+        raw["adapter"] = {}  # another method: the LoRA fields above are not its own
     for key, value in sections.items():
         raw.setdefault(key, {}).update(value)
     return Recipe.from_dict(raw)

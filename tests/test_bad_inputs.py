@@ -225,6 +225,16 @@ CASES: dict[str, Setup] = {
                                        "train.csv", "data.label_column 'label'", "FILE", "holds no labels"),
     "jsonl-missing-text-key": _jsonl_without_text_in_one_line,
     "batch-size-0": _text_override("train.batch_size=0", "train.batch_size", "greater than 0"),
+    "adapter-field-of-another-method": _text_override("adapter.init_r=4", "adapter.init_r: a field of adalora, not of lora"),
+    "adapter-r-with-adalora": _text_override("adapter.method=adalora", "adapter.r: a field of lora, loha and lokr, not of adalora", "init_r"),
+    "adapter-options-key-of-another-method": _text_override(
+        "adapter.options={init_r: 4}", "adapter.options.init_r: not an option of lora", "LoraConfig"),
+    "adapter-options-unknown-key": _text_override(
+        "adapter.options={init_lora_weight: gaussian}", "adapter.options.init_lora_weight", "did you mean 'init_lora_weights'"),
+    "adapter-options-named-field": _text_override("adapter.options={lora_alpha: 4}", "adapter.options.lora_alpha", "adapter.alpha"),
+    "adapter-options-set-by-hfadapt": _text_override("adapter.options={task_type: SEQ_CLS}", "adapter.options.task_type", "not an option"),
+    "model-field-of-audio-tasks": _text_override(
+        "model.freeze_feature_encoder=false", "model.freeze_feature_encoder: a field of audio-classification and speech-recognition"),
     "image-csv-missing-file": _image_csv_missing_file,
     "image-folder-zero-byte-png": _image_folder_zero_byte_png,
     "model-path-missing": _missing_model,

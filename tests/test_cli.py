@@ -197,8 +197,9 @@ def test_validate_broken_recipe(
 ) -> None:
     raw = text_recipe(tmp_path, "google-bert/bert-base-uncased", "./train.csv")
     for key, value in edit.items():
-        # an edit's data section replaces the text one (its fields belong to another task); others merge
-        raw[key] = {**raw[key], **value} if isinstance(value, dict) and key in raw and key != "data" else value
+        # an edit's data or adapter section replaces the text/LoRA one (its fields belong to another task
+        # or method); others merge
+        raw[key] = {**raw[key], **value} if isinstance(value, dict) and key in raw and key not in ("data", "adapter") else value
     path = write_recipe(tmp_path, raw, "broken.yaml")
     if subprocess_:
         r = cli("validate", str(path), *overrides, cwd=tmp_path)

@@ -252,8 +252,8 @@ def test_data_needs_exactly_one_source(base: Path) -> None:
     "overrides, expected",
     [
         (["train.warmup_steps=10", "train.warmup_ratio=0.1"], ["train.warmup_steps", "train.warmup_ratio", "both"]),
-        (["adapter.method=ia3", "adapter.use_dora=true"], ["adapter.use_dora", "set adapter.method=lora"]),
-        (["adapter.method=loha", "adapter.use_rslora=true"], ["adapter.use_rslora", "lora and adalora"]),
+        (["adapter.method=ia3", "adapter.use_dora=true"], ["adapter.use_dora: a field of lora, not of ia3"]),
+        (["adapter.method=loha", "adapter.use_rslora=true"], ["adapter.use_rslora: a field of lora and adalora, not of loha"]),
         (
             ["task=image-classification", "adapter.method=prefix"],
             ["adapter.method", "'prefix' does not fit image-classification", "text"],
@@ -286,6 +286,75 @@ def test_cross_field_errors(base: Path, overrides: list[str], expected: list[str
     assert msg.startswith(f"{base}: "), msg  # the file is named
     for part in expected:
         assert part in msg, (part, msg)
+
+
+# ---- fields owned by a task (model) or an adapter method (adapter) -------------------------------
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["adapter.init_r=4"], "adapter.init_r: a field of adalora, not of lora"),
+        (["adapter.method=adalora", "adapter.r=4"],
+         "adapter.r: a field of lora, loha and lokr, not of adalora (AdaLoRA sets ranks with adapter.init_r and adapter.target_r)"),
+        (["adapter.num_virtual_tokens=4"], "adapter.num_virtual_tokens: a field of prefix and prompt, not of lora"),
+        (["adapter.method=ia3", "adapter.use_dora=true"], "adapter.use_dora: a field of lora, not of ia3"),
+        (["adapter.method=ia3", "adapter.dropout=0.1"], "adapter.dropout: a field of lora, loha, lokr and adalora, not of ia3"),
+        (["adapter.method=adalora", "adapter.use_dora=true"], "adapter.use_dora: a field of lora, not of adalora (peft's AdaLoRA does not support DoRA)"),
+        (["adapter.method=prompt", "adapter.target_modules=[query]"], "adapter.target_modules: a field of lora, ia3, loha, lokr and adalora, not of prompt"),
+        (["adapter.method=full", "adapter.modules_to_save=[classifier]"],
+         "adapter.modules_to_save: a field of lora, ia3, loha, lokr, adalora, prefix and prompt, not of full"),
+        (["adapter.method=freeze", "adapter.options={a: 1}"], "adapter.options: a field of"),
+        (["adapter.dropuot=0.1"], "adapter.dropuot: unknown field (did you mean 'dropout'?)"),
+        (["adapter.method=lorra"], "adapter.method: unknown adapter method 'lorra' (did you mean 'lora'?); known: adalora, freeze"),
+        (["model.freeze_feature_encoder=false"],
+         "model.freeze_feature_encoder: a field of audio-classification and speech-recognition, not of text-classification"),
+        (["model.freeze_feature_encodr=false"], "model.freeze_feature_encodr: unknown field"),
+    ],
+)
+def test_fields_of_another_method_or_task_are_refused_naming_the_owner(base: Path, overrides: list[str], expected: str) -> None:
+    msg = error(base, overrides)
+    assert msg.startswith(f"{base}: {expected}"), msg
+
+
+def test_adapter_fields_per_method(base: Path) -> None:
+    r = Recipe.from_yaml(base, ["adapter.method=adalora", "adapter.init_r=6", "adapter.use_rslora=true"])
+    assert (r.adapter.init_r, r.adapter.target_r, r.adapter.alpha, r.adapter.dropout) == (6, 8, 16, 0.05)
+    assert set(r.to_dict()["adapter"]) == {"method", "modules_to_save", "options", "target_modules", "init_r", "target_r", "alpha", "dropout", "use_rslora"}
+    assert Recipe.from_yaml(base, ["adapter.method=prompt", "adapter.num_virtual_tokens=4"]).adapter.num_virtual_tokens == 4
+    assert Recipe.from_yaml(base, ["adapter.method=prefix"]).adapter.num_virtual_tokens == 20
+    assert Recipe.from_yaml(base, ["adapter.method=full"]).to_dict()["adapter"] == {"method": "full"}
+    loha = Recipe.from_yaml(base, ["adapter.method=loha", "adapter.r=4"]).adapter
+    assert (loha.r, loha.alpha, loha.dropout) == (4, 16, 0.05)
+    lora = Recipe.from_yaml(base).to_dict()["adapter"]  # no method given: lora, its defaults
+    assert lora["method"] == "lora" and (lora["r"], lora["alpha"], lora["dropout"]) == (8, 16, 0.05)
+    assert not {"init_r", "target_r", "num_virtual_tokens"} & set(lora)
+
+
+def test_model_section_is_the_tasks_own(tmp_path: Path) -> None:
+    text = Recipe.from_dict(BASE)
+    assert "freeze_feature_encoder" not in text.to_dict()["model"]  # not in a text run's recipe.yaml
+    audio = {"task": "audio-classification", "model": {"name_or_path": "facebook/wav2vec2-base", "freeze_feature_encoder": False},
+             "data": {"dataset": "./sounds"}}
+    assert Recipe.from_dict(audio).model.freeze_feature_encoder is False
+    assert Recipe.from_dict({**audio, "model": {"name_or_path": "m"}}).model.freeze_feature_encoder is True
+    speech = {**audio, "task": "speech-recognition", "data": {"train_files": ["x.csv"]}}
+    assert Recipe.from_dict(speech).model.freeze_feature_encoder is False
+
+
+def test_saved_recipe_of_an_older_version_sheds_foreign_fields() -> None:
+    """recipe.yaml of runs written when every model/adapter field was shared still loads (RunDir.recipe)."""
+    from hfadapt.core.recipe import shed_foreign_fields
+
+    old = {**BASE, "model": {"name_or_path": "m", "freeze_feature_encoder": True},
+           "adapter": {"method": "ia3", "r": 8, "alpha": 16, "dropout": 0.05, "target_modules": None, "modules_to_save": None,
+                       "use_rslora": False, "use_dora": False, "num_virtual_tokens": 20, "init_r": 12, "target_r": 8, "options": {}}}
+    with pytest.raises(HfadaptError, match="adapter.r: a field of"):
+        Recipe.from_dict(old)
+    r = Recipe.from_dict(shed_foreign_fields(old))
+    assert r.adapter.method == "ia3" and r.to_dict()["adapter"] == {"method": "ia3", "modules_to_save": None, "options": {}, "target_modules": None}
+    assert "freeze_feature_encoder" not in r.to_dict()["model"]
+    assert old["adapter"]["r"] == 8  # the input is left as it was
+    with pytest.raises(HfadaptError, match="adapter.rr: unknown field"):  # an unknown field is still refused
+        Recipe.from_dict(shed_foreign_fields({**BASE, "adapter": {"rr": 1}}))
 
 
 def test_valid_combinations_pass(base: Path) -> None:
@@ -410,7 +479,7 @@ def test_json_schema_has_one_variant_per_task() -> None:
     assert set(text["properties"]) == {"name", "task", "model", "data", "adapter", "train", "eval", "generation", "output", "hub"}
     assert set(text["required"]) == {"task", "model", "data"}
     assert text["properties"]["task"]["const"] == "text-classification"
-    for section in ("ModelSection", "AdapterSection", "TrainSection", "EvalSection", "OutputSection", "HubSection", "GenerationSection"):
+    for section in ("ModelSection", "LoraSection", "TrainSection", "EvalSection", "OutputSection", "HubSection", "GenerationSection"):
         assert section in defs, section
         assert defs[section]["additionalProperties"] is False
     # Each task's data section carries its own fields and only those.
@@ -421,8 +490,26 @@ def test_json_schema_has_one_variant_per_task() -> None:
     assert "packing" in data["causal-lm"]["properties"] and "packing" not in data["seq2seq"]["properties"]
     assert all(d["additionalProperties"] is False for d in data.values())
     assert "epochs" in defs["TrainSection"]["properties"]
-    assert "target_modules" in defs["AdapterSection"]["properties"]
     assert defs["ModelSection"]["properties"]["name_or_path"]["description"]
+    # model: the audio tasks' own section carries the feature-encoder freeze, the shared one does not
+    model = {task: defs[ref.rsplit("/", 1)[-1]]["properties"]["model"]["$ref"].rsplit("/", 1)[-1] for task, ref in mapping.items()}
+    assert model["text-classification"] == "ModelSection" and "freeze_feature_encoder" not in defs["ModelSection"]["properties"]
+    assert "freeze_feature_encoder" in defs[model["audio-classification"]]["properties"]
+    assert model["speech-recognition"] == model["audio-classification"]
+    # adapter: one variant per method, chosen by `method`, each with its own fields
+    adapter = text["properties"]["adapter"]
+    assert adapter["discriminator"]["propertyName"] == "method"
+    methods = {m: defs[ref.rsplit("/", 1)[-1]] for m, ref in adapter["discriminator"]["mapping"].items()}
+    assert set(methods) == {"lora", "ia3", "loha", "lokr", "adalora", "prefix", "prompt", "full", "freeze"}
+    props = {m: set(d["properties"]) for m, d in methods.items()}
+    assert {"r", "alpha", "dropout", "target_modules", "use_dora", "use_rslora", "options"} <= props["lora"]
+    assert {"init_r", "target_r", "num_virtual_tokens"}.isdisjoint(props["lora"])
+    assert {"init_r", "target_r"} <= props["adalora"] and {"r", "use_dora"}.isdisjoint(props["adalora"])
+    assert {"r", "alpha", "dropout"}.isdisjoint(props["ia3"]) and "target_modules" in props["ia3"]
+    assert "num_virtual_tokens" in props["prefix"] and "target_modules" not in props["prompt"]
+    assert props["full"] == props["freeze"] == {"method"}
+    assert methods["lora"]["properties"]["r"]["default"] == 8 and methods["lora"]["properties"]["dropout"]["default"] == 0.05
+    assert all(d["additionalProperties"] is False for d in methods.values())
 
 
 def test_schedulers_match_transformers() -> None:

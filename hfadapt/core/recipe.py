@@ -36,13 +36,20 @@ SCHEDULERS = (
 )
 
 
+DEFAULT_ADAPTER_METHOD = "lora"
+
+
 class Section(BaseModel):
     # coerce_numbers_to_str: YAML reads `revision: 1234567` (a short commit hash) as an int.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
 class ModelSection(Section):
-    """The base model."""
+    """The base model: the fields every task shares.
+
+    A task whose models take settings of their own extends this (its `model_model`, e.g. the audio
+    tasks' feature-encoder freeze), as it extends DataSection with its `data_model`.
+    """
 
     name_or_path: str = Field(description="Hub model id or local directory (./ is relative to the recipe file)")
     revision: str | None = Field(None, description="Hub branch, tag or commit of the base model")
@@ -56,9 +63,6 @@ class ModelSection(Section):
     init: Literal["pretrained", "config"] = Field(
         "pretrained",
         description="'config' builds the model with random weights from its config (offline demos, tests)",
-    )
-    freeze_feature_encoder: bool = Field(
-        True, description="audio, wav2vec2-style models: keep the convolutional feature encoder frozen (also with full)"
     )
 
 
@@ -109,26 +113,15 @@ class DataSection(Section):
 
 
 class AdapterSection(Section):
-    """The parameter-efficient method (peft) or a baseline."""
+    """The parameter-efficient method (peft) or a baseline: the one field every method shares.
 
-    method: str = Field("lora", description="lora, ia3, loha, lokr, adalora, prefix, prompt, full or freeze")
-    r: int = Field(8, gt=0)
-    alpha: float = Field(16, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] | None = Field(
-        None, description="module names to adapt; peft's default for the architecture, else all linear layers"
-    )
-    modules_to_save: list[str] | None = Field(
-        None, description="modules trained fully and saved with the adapter; the task head by default"
-    )
-    use_rslora: bool = False
-    use_dora: bool = False
-    num_virtual_tokens: int = Field(20, gt=0, description="prefix/prompt tuning")
-    init_r: int = Field(12, gt=0, description="AdaLoRA initial rank")
-    target_r: int = Field(8, gt=0, description="AdaLoRA target rank")
-    options: dict[str, Any] = Field(
-        default_factory=dict, description="further keyword arguments of the peft config class"
-    )
+    Each method extends this with its own fields (hfadapt.modeling.adapters defines them with the
+    method and registers them with `register_adapter_section`); the recipe picks the model by `method`.
+    """
+
+    method: str = Field(DEFAULT_ADAPTER_METHOD, description="lora, ia3, loha, lokr, adalora, prefix, prompt, full or freeze")
+    # field -> why it is not one of this method's, added to the "a field of X, not of Y" refusal
+    field_notes: ClassVar[dict[str, str]] = {}
 
 
 class TrainSection(Section):
@@ -252,7 +245,7 @@ class Recipe(Section):
     task: str
     model: ModelSection
     data: DataSection
-    adapter: AdapterSection = Field(default_factory=AdapterSection)
+    adapter: AdapterSection = Field(default_factory=lambda: _ADAPTER_SECTIONS[DEFAULT_ADAPTER_METHOD]())
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
     generation: GenerationSection = Field(default_factory=GenerationSection)
@@ -262,6 +255,14 @@ class Recipe(Section):
     _source: str | None = PrivateAttr(None)
     # Set on each task's subclass by register_task_recipe: cross-field problems ("field: message").
     _checker: ClassVar[Callable[["Recipe"], list[str]] | None] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_method(cls, values: Any) -> Any:
+        # `method` picks the adapter model; a section that leaves it out is the default method's.
+        if isinstance(values, dict) and isinstance(values.get("adapter"), dict) and "method" not in values["adapter"]:
+            values = {**values, "adapter": {"method": DEFAULT_ADAPTER_METHOD, **values["adapter"]}}
+        return values
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -339,29 +340,66 @@ class Recipe(Section):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-# ---- one recipe model per task ------------------------------------------------------------------
+# ---- one adapter model per method, one recipe model per task ------------------------------------
+_ADAPTER_SECTIONS: dict[str, type[AdapterSection]] = {}
 _TASK_RECIPES: dict[str, type[Recipe]] = {}
+_TASK_SPECS: dict[str, tuple[type[DataSection], type[ModelSection], Callable[[Recipe], list[str]]]] = {}
+
+
+def register_adapter_section(method: str, section: type[AdapterSection]) -> None:
+    """The fields of one adapter method: `section` fixes `method` to its name (a Literal) and adds
+    only what that method's peft config takes. Called by the adapter registry (hfadapt.modeling.adapters)."""
+    if method in _ADAPTER_SECTIONS:
+        raise ValueError(f"adapter method '{method}' already has a section model")
+    if section.model_fields["method"].annotation != Literal[method]:  # type: ignore[valid-type]
+        raise ValueError(f"{section.__name__}.method must be Literal['{method}']")
+    _ADAPTER_SECTIONS[method] = section
+    for task in list(_TASK_RECIPES):  # built before this method registered: rebuild with it
+        _TASK_RECIPES[task] = _build_task_recipe(task, *_TASK_SPECS[task])
+
+
+def adapter_methods() -> list[str]:
+    """Methods with a registered adapter section, in registration order."""
+    return list(_ADAPTER_SECTIONS)
+
+
+def adapter_section(method: str) -> type[AdapterSection]:
+    return _ADAPTER_SECTIONS[method]
 
 
 def register_task_recipe(
-    task: str, data_model: type[DataSection], checker: Callable[[Recipe], list[str]]
+    task: str, data_model: type[DataSection], checker: Callable[[Recipe], list[str]],
+    model_model: type[ModelSection] = ModelSection,
 ) -> type[Recipe]:
-    """The recipe model of one task: `task` fixed to its name, `data` its own data model.
+    """The recipe model of one task: `task` fixed to its name, `data` and `model` its own models,
+    `adapter` chosen by `method` among the registered adapter sections.
 
     Called by the task registry (hfadapt.tasks), so this schema module never imports a task.
     """
     if task in _TASK_RECIPES:
         raise ValueError(f"task '{task}' already has a recipe model")
+    _TASK_SPECS[task] = (data_model, model_model, checker)
+    model = _TASK_RECIPES[task] = _build_task_recipe(task, data_model, model_model, checker)
+    return model
+
+
+def _build_task_recipe(
+    task: str, data_model: type[DataSection], model_model: type[ModelSection], checker: Callable[[Recipe], list[str]]
+) -> type[Recipe]:
     stem = "".join(part.capitalize() for part in task.replace("_", "-").split("-"))
-    model = create_model(
-        f"{stem}Recipe",
-        __base__=Recipe,
-        __doc__=f"A {task} fine-tune.",
-        task=(Literal[task], Field(description="what is trained")),  # type: ignore[valid-type]
-        data=(data_model, Field(description=f"{task} data")),
-    )
+    fields: dict[str, Any] = {
+        "task": (Literal[task], Field(description="what is trained")),  # type: ignore[valid-type]
+        "model": (model_model, Field(description="the base model")),
+        "data": (data_model, Field(description=f"{task} data")),
+    }
+    if _ADAPTER_SECTIONS:
+        sections = tuple(_ADAPTER_SECTIONS.values())
+        union = sections[0] if len(sections) == 1 else Annotated[Union[sections], Field(discriminator="method")]  # type: ignore[valid-type]
+        fields["adapter"] = (
+            union, Field(default_factory=lambda: _ADAPTER_SECTIONS[DEFAULT_ADAPTER_METHOD](), description="adapter method and its fields"),
+        )
+    model = create_model(f"{stem}Recipe", __base__=Recipe, __doc__=f"A {task} fine-tune.", **fields)
     model._checker = checker
-    _TASK_RECIPES[task] = model
     return model
 
 
@@ -378,6 +416,29 @@ def recipe_class(task: str) -> type[Recipe]:
 
 def data_model_of(task: str) -> type[DataSection]:
     return recipe_class(task).model_fields["data"].annotation  # type: ignore[return-value]
+
+
+def model_model_of(task: str) -> type[ModelSection]:
+    return recipe_class(task).model_fields["model"].annotation  # type: ignore[return-value]
+
+
+def shed_foreign_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """A recipe.yaml written before model and adapter fields were owned by their task and method held
+    every field (model.freeze_feature_encoder in a text recipe, adapter.init_r with lora): drop those
+    that belong to another task or method, which that version ignored. Unknown fields stay (refused).
+    For saved recipes only (a run directory, a pushed recipe); a user's own recipe is checked as written."""
+    raw = _deep_copy(raw)
+    task = raw.get("task")
+    if isinstance(task, str) and task in task_names() and isinstance(raw.get("model"), dict):
+        own = model_model_of(task).model_fields
+        raw["model"] = {k: v for k, v in raw["model"].items() if k in own or not _owners("model", k)}
+    adapter = raw.get("adapter")
+    if isinstance(adapter, dict):
+        method = adapter.get("method", DEFAULT_ADAPTER_METHOD)
+        if isinstance(method, str) and method in _ADAPTER_SECTIONS:
+            own = _ADAPTER_SECTIONS[method].model_fields
+            raw["adapter"] = {k: v for k, v in adapter.items() if k in own or not _owners("adapter", k)}
+    return raw
 
 
 def recipe_json_schema() -> dict[str, Any]:
@@ -472,24 +533,48 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(getattr(current, "model_fields", {}))
 
 
-def _tasks_with_data_field(name: str) -> list[str]:
-    return [task for task in task_names() if name in data_model_of(task).model_fields]
+def _owners(section: str, name: str) -> list[str]:
+    """The tasks (data, model) or adapter methods (adapter) whose own section has field `name`."""
+    if section == "adapter":
+        return [m for m, s in _ADAPTER_SECTIONS.items() if name in s.model_fields]
+    of = data_model_of if section == "data" else model_model_of
+    return [task for task in task_names() if name in of(task).model_fields]
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _adapter_loc(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], str | None]:
+    """('adapter', 'lora', 'r') -> (('adapter', 'r'), 'lora'): the union's tag is not part of the path."""
+    if len(loc) >= 2 and loc[0] == "adapter" and loc[1] in _ADAPTER_SECTIONS:
+        return (loc[0], *loc[2:]), str(loc[1])
+    return loc, None
 
 
 def format_validation_error(err: ValidationError, model: type[BaseModel]) -> str:
     msgs = []
     for e in err.errors():
-        loc = tuple(p for p in e["loc"])
+        loc, method = _adapter_loc(tuple(e["loc"]))
         path = ".".join(str(p) for p in loc) or "recipe"
         if e["type"] == "extra_forbidden":
-            owners = _tasks_with_data_field(str(loc[-1])) if loc[:1] == ("data",) and len(loc) == 2 else []
+            section = str(loc[0]) if len(loc) == 2 else ""
+            name = str(loc[-1])
+            owners = _owners(section, name) if section in ("data", "model", "adapter") else []
             if owners:
-                task = model.model_fields["task"].annotation.__args__[0]  # type: ignore[union-attr]
-                named = owners[0] if len(owners) == 1 else f"{', '.join(owners[:-1])} and {owners[-1]}"
-                msgs.append(f"{path}: a field of {named}, not of {task}")
+                if method is not None:
+                    note = _ADAPTER_SECTIONS[method].field_notes.get(name)
+                    msgs.append(f"{path}: a field of {_and(owners)}, not of {method}" + (f" ({note})" if note else ""))
+                else:
+                    task = model.model_fields["task"].annotation.__args__[0]  # type: ignore[union-attr]
+                    msgs.append(f"{path}: a field of {_and(owners)}, not of {task}")
             else:
-                hint = did_you_mean(str(loc[-1]), _fields_at(model, loc))
-                msgs.append(f"{path}: unknown field{hint}")
+                fields = list(_ADAPTER_SECTIONS[method].model_fields) if method is not None else _fields_at(model, loc)
+                msgs.append(f"{path}: unknown field{did_you_mean(name, fields)}")
+        elif e["type"] in ("union_tag_invalid", "union_tag_not_found") and loc == ("adapter",):
+            tag = str(e.get("ctx", {}).get("tag", ""))
+            known = sorted(_ADAPTER_SECTIONS)
+            msgs.append(f"adapter.method: unknown adapter method '{tag}'{did_you_mean(tag, known)}; known: {', '.join(known)}")
         elif e["type"] == "missing":
             msgs.append(f"{path}: required field missing")
         else:

@@ -34,7 +34,7 @@ from pydantic import Field, model_validator
 
 from hfadapt.data.sources import ROW_COLUMN, is_streamed, map_split, row_location, split_files
 from hfadapt.core.errors import HfadaptError, first_line
-from hfadapt.core.recipe import Section
+from hfadapt.core.recipe import ModelSection, Section
 
 MIN_SAMPLING_RATE = 1000  # below this a file is not speech or sound a model can take (a broken header)
 DURATION_COLUMN = "__hfadapt_duration__"
@@ -59,6 +59,14 @@ class AudioFields(Section):
         if self.max_duration_s is not None and self.min_duration_s is not None and self.min_duration_s >= self.max_duration_s:
             raise ValueError("data.min_duration_s: must be smaller than data.max_duration_s")
         return self
+
+
+class AudioModelSection(ModelSection):
+    """The `model` section of the audio tasks: the shared fields and the feature-encoder freeze."""
+
+    freeze_feature_encoder: bool = Field(
+        True, description="wav2vec2-style models: keep the convolutional feature encoder frozen (also with full)"
+    )
 
 
 # ---- reading one clip ------------------------------------------------------------------------------

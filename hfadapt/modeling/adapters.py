@@ -1,16 +1,20 @@
-"""Adapter section -> peft config (or a baseline), default target modules, and target discovery.
+"""Adapter methods: each one's recipe fields, its peft config (or a baseline) and training hook;
+default target modules and target discovery.
 
-peft is imported inside functions so that `hfadapt validate` can check method names without torch.
+peft is imported inside functions so that `hfadapt validate` can check adapter sections without torch.
 """
 
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Literal
+
+from pydantic import Field
 
 from hfadapt.core.errors import HfadaptError, first_line
-from hfadapt.core.registry import Registry
+from hfadapt.core.recipe import AdapterSection, adapter_methods, adapter_section, register_adapter_section
+from hfadapt.core.registry import Registry, did_you_mean
 
 # Direct children of a *ForXClassification model that are its freshly initialised head.
 # ("projector": the hidden -> classifier_proj_size layer of wav2vec2/Whisper audio classifiers.)
@@ -37,40 +41,165 @@ class AdapterContext:
     modules_to_save: list[str] | None
     task_type: str | None
     feedforward_modules: list[str] | None = None
-    total_steps: int | None = None  # AdaLoRA's rank budget schedule spans the run
+    total_steps: int | None = None  # optimizer steps of the run (AdaLoRA's rank budget schedule spans it)
 
 
+# ---- each method's recipe fields ----------------------------------------------------------------
+# Only the fields the method's peft config takes (peft.<X>Config); anything else of peft's goes in
+# `options`, checked against that config class when it is built (check_options).
+class PeftAdapterSection(AdapterSection):
+    modules_to_save: list[str] | None = Field(
+        None, description="modules trained fully and saved with the adapter; the task head by default"
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="further keyword arguments of the method's peft config class"
+    )
+
+
+class TargetedAdapterSection(PeftAdapterSection):
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None, description="module names to adapt; peft's default for the architecture, else all linear layers"
+    )
+
+
+class LoraSection(TargetedAdapterSection):
+    """LoRA (peft.LoraConfig): low-rank updates of the target modules' weights."""
+
+    method: Literal["lora"] = "lora"
+    r: int = Field(8, gt=0, description="rank of the update")
+    alpha: float = Field(16, gt=0, description="scaling numerator (lora_alpha): the update is scaled by alpha/r")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA branch's input (lora_dropout)")
+    use_rslora: bool = Field(False, description="rank-stabilised scaling alpha/sqrt(r)")
+    use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA")
+
+
+class IA3Section(TargetedAdapterSection):
+    """IA3 (peft.IA3Config): learned scaling vectors of activations; no rank, no dropout."""
+
+    method: Literal["ia3"] = "ia3"
+    field_notes: ClassVar[dict[str, str]] = {"r": "IA3 learns scaling vectors and has no rank"}
+
+
+class LoHaSection(TargetedAdapterSection):
+    """LoHa (peft.LoHaConfig): low-rank Hadamard product updates."""
+
+    method: Literal["loha"] = "loha"
+    r: int = Field(8, gt=0, description="rank of the update")
+    alpha: float = Field(16, gt=0, description="scaling numerator")
+    dropout: float = Field(0.05, ge=0, lt=1, description="probability of dropping an adapted module in training (module_dropout)")
+
+
+class LoKrSection(LoHaSection):
+    """LoKr (peft.LoKrConfig): low-rank Kronecker product updates."""
+
+    method: Literal["lokr"] = "lokr"  # type: ignore[assignment]
+
+
+class AdaLoraSection(TargetedAdapterSection):
+    """AdaLoRA (peft.AdaLoraConfig): LoRA whose rank budget is reallocated during training."""
+
+    method: Literal["adalora"] = "adalora"
+    init_r: int = Field(12, gt=0, description="initial rank of each update")
+    target_r: int = Field(8, gt=0, description="average rank the budget is pruned to")
+    alpha: float = Field(16, gt=0, description="scaling numerator (lora_alpha)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the update's input (lora_dropout)")
+    use_rslora: bool = Field(False, description="rank-stabilised scaling alpha/sqrt(r)")
+    field_notes: ClassVar[dict[str, str]] = {
+        "r": "AdaLoRA sets ranks with adapter.init_r and adapter.target_r",
+        "use_dora": "peft's AdaLoRA does not support DoRA",
+    }
+
+
+class VirtualTokensSection(PeftAdapterSection):
+    num_virtual_tokens: int = Field(20, gt=0, description="virtual tokens prepended to the input")
+
+
+class PrefixSection(VirtualTokensSection):
+    """Prefix tuning (peft.PrefixTuningConfig): learned key/value prefixes in every layer."""
+
+    method: Literal["prefix"] = "prefix"
+
+
+class PromptSection(VirtualTokensSection):
+    """Prompt tuning (peft.PromptTuningConfig): learned input embeddings prepended to the prompt."""
+
+    method: Literal["prompt"] = "prompt"
+
+
+class FullSection(AdapterSection):
+    """Full fine-tuning: every weight trains; no peft config."""
+
+    method: Literal["full"] = "full"
+
+
+class FreezeSection(AdapterSection):
+    """Linear probing: the base frozen, only the task head trains; no peft config."""
+
+    method: Literal["freeze"] = "freeze"
+
+
+# ---- the registry --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AdapterMethod:
+    """One method: its recipe fields, how its peft config is built, and hooks into training.
+
+    `kwargs` maps recipe fields to the peft config's arguments (`r` -> `r`, `alpha` -> `lora_alpha`);
+    `context` lists the arguments hfadapt fills itself (task_type, total_step, ...). Both are
+    refused in `adapter.options`, whose other keys must be fields of `config` (peft's class name).
+    `after_optimizer_step(model, step)` is called on the unwrapped model after each optimizer step
+    (before the step count goes up); None: nothing to do.
+    """
+
     name: str
+    section: type[AdapterSection]
     modalities: tuple[str, ...]
     peft_type: str | None  # key of peft's TRANSFORMERS_MODELS_TO_<X>_TARGET_MODULES_MAPPING; None: no targets
     build: Callable[[Any, AdapterContext], Any]  # returns a peft config, or None for the baselines
+    config: str | None = None  # peft config class name; None for the baselines
+    kwargs: tuple[tuple[str, str], ...] = ()
+    context: tuple[str, ...] = ()
+    after_optimizer_step: Callable[[Any, int], None] | None = None
 
 
 ADAPTERS: Registry[AdapterMethod] = Registry("adapter method")
 
 
-def register(name: str, modalities: tuple[str, ...] = ("text", "image", "audio"), peft_type: str | None = None):
+def register(
+    name: str, section: type[AdapterSection], modalities: tuple[str, ...] = ("text", "image", "audio"),
+    peft_type: str | None = None, config: str | None = None, kwargs: dict[str, str] | None = None,
+    context: tuple[str, ...] = (), after_optimizer_step: Callable[[Any, int], None] | None = None,
+):
+    """Register a method where it is defined: the builder below, its recipe section with the recipe schema."""
     def deco(fn: Callable[[Any, AdapterContext], Any]) -> Callable[[Any, AdapterContext], Any]:
-        ADAPTERS.register(name)(AdapterMethod(name, modalities, peft_type, fn))
+        method = AdapterMethod(
+            name, section, modalities, peft_type, fn, config, tuple((kwargs or {}).items()), context, after_optimizer_step,
+        )
+        ADAPTERS.register(name)(method)
+        register_adapter_section(name, section)
         return fn
 
     return deco
 
 
-@register("lora", peft_type="LORA")
+def _config_kwargs(a: Any, method: AdapterMethod) -> dict[str, Any]:
+    return {arg: getattr(a, field) for field, arg in method.kwargs}
+
+
+_TARGETED = ("task_type",)  # target_modules and modules_to_save: recipe fields of their own
+_LORA_KWARGS = {"r": "r", "alpha": "lora_alpha", "dropout": "lora_dropout", "use_rslora": "use_rslora", "use_dora": "use_dora"}
+
+
+@register("lora", LoraSection, peft_type="LORA", config="LoraConfig", kwargs=_LORA_KWARGS, context=_TARGETED)
 def _lora(a: Any, ctx: AdapterContext) -> Any:
     from peft import LoraConfig
 
     return LoraConfig(
-        r=a.r, lora_alpha=a.alpha, lora_dropout=a.dropout, target_modules=ctx.target_modules,
-        modules_to_save=ctx.modules_to_save, use_rslora=a.use_rslora, use_dora=a.use_dora,
-        task_type=ctx.task_type, **a.options,
+        **_config_kwargs(a, ADAPTERS.get("lora")), target_modules=ctx.target_modules,
+        modules_to_save=ctx.modules_to_save, task_type=ctx.task_type, **a.options,
     )
 
 
-@register("ia3", peft_type="IA3")
+@register("ia3", IA3Section, peft_type="IA3", config="IA3Config", context=(*_TARGETED, "feedforward_modules"))
 def _ia3(a: Any, ctx: AdapterContext) -> Any:
     from peft import IA3Config
 
@@ -80,63 +209,111 @@ def _ia3(a: Any, ctx: AdapterContext) -> Any:
     )
 
 
-@register("loha", peft_type="LOHA")
+_HADAMARD_KWARGS = {"r": "r", "alpha": "alpha", "dropout": "module_dropout"}
+
+
+@register("loha", LoHaSection, peft_type="LOHA", config="LoHaConfig", kwargs=_HADAMARD_KWARGS, context=_TARGETED)
 def _loha(a: Any, ctx: AdapterContext) -> Any:
     from peft import LoHaConfig
 
     return LoHaConfig(
-        r=a.r, alpha=a.alpha, module_dropout=a.dropout, target_modules=ctx.target_modules,
+        **_config_kwargs(a, ADAPTERS.get("loha")), target_modules=ctx.target_modules,
         modules_to_save=ctx.modules_to_save, task_type=ctx.task_type, **a.options,
     )
 
 
-@register("lokr", peft_type="LOKR")
+@register("lokr", LoKrSection, peft_type="LOKR", config="LoKrConfig", kwargs=_HADAMARD_KWARGS, context=_TARGETED)
 def _lokr(a: Any, ctx: AdapterContext) -> Any:
     from peft import LoKrConfig
 
     return LoKrConfig(
-        r=a.r, alpha=a.alpha, module_dropout=a.dropout, target_modules=ctx.target_modules,
+        **_config_kwargs(a, ADAPTERS.get("lokr")), target_modules=ctx.target_modules,
         modules_to_save=ctx.modules_to_save, task_type=ctx.task_type, **a.options,
     )
 
 
-@register("adalora", peft_type="ADALORA")
+def _adalora_update(model: Any, step: int) -> None:
+    """AdaLoRA reallocates its rank budget after each optimizer step (peft: before zero_grad)."""
+    model.base_model.update_and_allocate(step)
+
+
+@register(
+    "adalora", AdaLoraSection, peft_type="ADALORA", config="AdaLoraConfig",
+    kwargs={"init_r": "init_r", "target_r": "target_r", "alpha": "lora_alpha", "dropout": "lora_dropout", "use_rslora": "use_rslora"},
+    context=(*_TARGETED, "total_step"), after_optimizer_step=_adalora_update,
+)
 def _adalora(a: Any, ctx: AdapterContext) -> Any:
     from peft import AdaLoraConfig
 
     return AdaLoraConfig(
-        init_r=a.init_r, target_r=a.target_r, lora_alpha=a.alpha, lora_dropout=a.dropout,
-        target_modules=ctx.target_modules, modules_to_save=ctx.modules_to_save, use_rslora=a.use_rslora,
-        total_step=ctx.total_steps, task_type=ctx.task_type, **a.options,
+        **_config_kwargs(a, ADAPTERS.get("adalora")), target_modules=ctx.target_modules,
+        modules_to_save=ctx.modules_to_save, total_step=ctx.total_steps, task_type=ctx.task_type, **a.options,
     )
 
 
-@register("prefix", modalities=("text",))
+_VIRTUAL_KWARGS = {"num_virtual_tokens": "num_virtual_tokens", "modules_to_save": "modules_to_save"}
+
+
+@register("prefix", PrefixSection, modalities=("text",), config="PrefixTuningConfig", kwargs=_VIRTUAL_KWARGS, context=("task_type",))
 def _prefix(a: Any, ctx: AdapterContext) -> Any:
     from peft import PrefixTuningConfig
 
-    return PrefixTuningConfig(num_virtual_tokens=a.num_virtual_tokens, task_type=ctx.task_type, **a.options)
+    # modules_to_save as given (None: peft's own choice, the classifier of SEQ_CLS models)
+    return PrefixTuningConfig(**_config_kwargs(a, ADAPTERS.get("prefix")), task_type=ctx.task_type, **a.options)
 
 
-@register("prompt", modalities=("text",))
+@register("prompt", PromptSection, modalities=("text",), config="PromptTuningConfig", kwargs=_VIRTUAL_KWARGS, context=("task_type",))
 def _prompt(a: Any, ctx: AdapterContext) -> Any:
     from peft import PromptTuningConfig
 
-    return PromptTuningConfig(num_virtual_tokens=a.num_virtual_tokens, task_type=ctx.task_type, **a.options)
+    return PromptTuningConfig(**_config_kwargs(a, ADAPTERS.get("prompt")), task_type=ctx.task_type, **a.options)
 
 
-@register("full")
+@register("full", FullSection)
 def _full(a: Any, ctx: AdapterContext) -> None:
     return None
 
 
-@register("freeze")
+@register("freeze", FreezeSection)
 def _freeze(a: Any, ctx: AdapterContext) -> None:
     return None
 
 
+def check_options(a: Any) -> None:
+    """`adapter.options` keys must be fields of the method's peft config class, and not ones hfadapt
+    sets from a named recipe field or from the model/task: one line naming adapter.options.KEY."""
+    method = ADAPTERS.get(a.method, field="adapter.method")
+    if method.config is None or not a.options:
+        return
+    import dataclasses
+
+    import peft
+
+    config = getattr(peft, method.config)
+    from_field = {arg: field for field, arg in method.kwargs}
+    from_field.update({f: f for f in ("target_modules", "modules_to_save") if f in method.section.model_fields})
+    fixed = {f.name for f in dataclasses.fields(peft.PeftConfig)} | set(method.context)
+    allowed = sorted({f.name for f in dataclasses.fields(config)} - fixed - set(from_field))
+    for key in a.options:
+        where = f"adapter.options.{key}"
+        if key in from_field:
+            raise HfadaptError(f"{where}: {a.method} sets {config.__name__}.{key} from adapter.{from_field[key]}; give adapter.{from_field[key]} instead")
+        if key in fixed:
+            raise HfadaptError(f"{where}: hfadapt sets {config.__name__}.{key} itself; it is not an option")
+        if key not in allowed:
+            owners = [m for m in adapter_methods() if key in adapter_section(m).model_fields]
+            elsewhere = f" (adapter.{key} is a field of {', '.join(owners)})" if owners else did_you_mean(str(key), allowed)
+            raise HfadaptError(f"{where}: not an option of {a.method}: peft's {config.__name__} has no field '{key}'{elsewhere}")
+
+
 def is_peft(method: str) -> bool:
     return method not in ("full", "freeze")
+
+
+def after_optimizer_step_hook(method: str) -> Callable[[Any, int], None] | None:
+    """The method's `after_optimizer_step(model, step)`, or None: what the training loop calls
+    on the unwrapped model after each optimizer step, without knowing which method it is."""
+    return ADAPTERS.get(method, field="adapter.method").after_optimizer_step
 
 
 # ---- applying --------------------------------------------------------------------------------
@@ -206,6 +383,7 @@ def apply_adapter(model: Any, recipe: Any, task: Any, num_training_steps: int | 
     """Wrap (or freeze) the model as the recipe's adapter section says."""
     a = recipe.adapter
     method = ADAPTERS.get(a.method, field="adapter.method")
+    check_options(a)
     heads = head_modules(model, extra=getattr(task, "fresh_heads", ()))
     if a.method == "full":
         model.requires_grad_(True)
@@ -228,19 +406,20 @@ def apply_adapter(model: Any, recipe: Any, task: Any, num_training_steps: int | 
             f"{type(model).__name__} in transformers {transformers.__version__} does not (use prompt or lora)"
         )
     task_type = task.peft_task_type
-    targets = a.target_modules if a.target_modules is not None else default_targets(model, method)
+    given = a.target_modules if isinstance(a, TargetedAdapterSection) else None  # prefix/prompt: none
+    targets = given if given is not None else default_targets(model, method)
     if targets == "all-linear" and getattr(task, "fresh_heads", ()):
         # peft's all-linear would also wrap a head it can't recognise as the output layer (CTC's lm_head)
         targets = sorted(linear_module_names(model, exclude=heads))
-    if isinstance(a.target_modules, list):
-        _check_targets_exist(model, a.target_modules, recipe.model.name_or_path)
+    if isinstance(given, list):
+        _check_targets_exist(model, given, recipe.model.name_or_path)
     feedforward = None
     if a.method == "ia3":
         from peft.utils import constants
 
         ff_map = constants.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING
         model_type = getattr(model.config, "model_type", None)
-        if a.target_modules is None and model_type in ff_map:
+        if given is None and model_type in ff_map:
             feedforward = list(ff_map[model_type])
         else:
             feedforward = []

@@ -221,7 +221,7 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
         results=results,
         data_md=data_md,
         adapter_yaml=yaml.safe_dump(recipe.adapter.model_dump(mode="json"), sort_keys=False),
-        modules_to_save=", ".join(recipe.adapter.modules_to_save or []) or ("task head" if is_peft(method) else ""),
+        modules_to_save=(", ".join(recipe.adapter.modules_to_save or []) or "task head") if is_peft(method) else "",
         train_yaml=yaml.safe_dump(recipe.train.model_dump(mode="json"), sort_keys=False),
         steps=int(metrics.train.get("steps", 0)),
         hardware=info.hardware,

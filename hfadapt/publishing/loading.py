@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hfadapt import tasks  # noqa: F401  (every task's recipe model is registered before a recipe is validated)
 from hfadapt.core.errors import HfadaptError
-from hfadapt.core.recipe import Recipe, read_recipe_file
+from hfadapt.core.recipe import Recipe, read_recipe_file, shed_foreign_fields
 
 
 def load_recipe(ref: str | Path, overrides: list[str] | None = None) -> Recipe:
@@ -22,7 +22,7 @@ def load_recipe(ref: str | Path, overrides: list[str] | None = None) -> Recipe:
     from hfadapt.publishing.hub import download_recipe
 
     file = download_recipe(ref[4:])
-    raw = read_recipe_file(file)
+    raw = shed_foreign_fields(read_recipe_file(file))  # pushed by an older hfadapt: every model/adapter field
     # Someone else's recipe: it may not run code, push to its author's repo, or pick our output dir.
     # The user's own overrides can still opt in.
     raw.setdefault("model", {})["trust_remote_code"] = False

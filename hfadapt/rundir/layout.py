@@ -160,9 +160,9 @@ class RunDir:
 
     @cached_property
     def recipe(self) -> Any:
-        from hfadapt.core.recipe import Recipe, read_recipe_file
+        from hfadapt.core.recipe import Recipe, read_recipe_file, shed_foreign_fields
 
-        raw = read_recipe_file(self.recipe_file)
+        raw = shed_foreign_fields(read_recipe_file(self.recipe_file))  # also as an older hfadapt wrote it
         try:
             recipe = Recipe.from_dict(raw, source=None)
         except HfadaptError as e:

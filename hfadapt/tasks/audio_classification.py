@@ -39,6 +39,7 @@ class AudioClassification:
     peft_task_type = None  # peft has no audio task type; the head goes to modules_to_save
     auto_class = "AutoModelForAudioClassification"
     data_model = AudioClassificationData
+    model_model = audio.AudioModelSection  # model.freeze_feature_encoder
     pipeline_tag = "audio-classification"
     card_example = "clip.wav"
     extra_result_keys: tuple[str, ...] = ()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from hfadapt.tasks.checks import common_problems
-from hfadapt.core.recipe import DataSection, register_task_recipe
+from hfadapt.core.recipe import DataSection, ModelSection, register_task_recipe
 from hfadapt.core import task_source
 from hfadapt.core.registry import Registry
 
@@ -49,6 +49,7 @@ class Task(Protocol):
     auto_class: str  # the transformers Auto* class of the model head
     peft_task_type: str | None  # peft TaskType name (SEQ_CLS, CAUSAL_LM, ...), None where peft has none
     data_model: type[DataSection]  # the task's `data` section: its columns and settings
+    model_model: type[ModelSection]  # the task's `model` section: ModelSection unless its models take settings of their own
     extra_result_keys: tuple[str, ...]  # result keys computed besides metric modules (e.g. "perplexity")
     pipeline_tag: str  # the Hub's pipeline tag for model cards (one the Hub accepts)
     card_example: str  # an input for the usage snippet of model cards
@@ -101,8 +102,12 @@ def get_task(name: str, field: str | None = "task") -> Task:
 
 
 def register_task(task: Task) -> Task:
-    """Add a task to the registry and give it a recipe model of its own (task-owned data fields,
-    the shared cross-field checks, then the task's own)."""
+    """Add a task to the registry and give it a recipe model of its own (task-owned data and model
+    fields, the shared cross-field checks, then the task's own)."""
     TASKS.register(task.name)(task)
-    register_task_recipe(task.name, task.data_model, lambda recipe: common_problems(recipe, task) + task.check(recipe))
+    register_task_recipe(
+        task.name, task.data_model, lambda recipe: common_problems(recipe, task) + task.check(recipe),
+        # ModelSection for tasks that don't declare their own (the Task base class gives that default)
+        model_model=getattr(task, "model_model", ModelSection),
+    )
     return task

@@ -26,10 +26,7 @@ def common_problems(recipe: "Recipe", task: Any) -> list[str]:
     a = recipe.adapter
     if task.modality not in method.modalities:
         problems.append(f"adapter.method: '{a.method}' does not fit {task.name} (works for {', '.join(method.modalities)} models)")
-    if a.use_dora and a.method != "lora":
-        problems.append("adapter.use_dora: DoRA is a LoRA variant; set adapter.method=lora")
-    if a.use_rslora and a.method not in ("lora", "adalora"):
-        problems.append("adapter.use_rslora: rsLoRA applies to lora and adalora")
+    # fields of another method (adapter.use_dora with ia3) are refused by the schema: each method has its own section
     names = recipe.eval.metrics or task.default_metrics(recipe)
     known = metrics.available()
     for name in names:

@@ -103,6 +103,7 @@ class SpeechRecognition:
     peft_task_type = None  # PeftModelForSeq2SeqLM expects input_ids; Whisper takes input_features
     fresh_heads = ("lm_head",)  # CTC: the head sized to the vocabulary, trained fully (modules_to_save)
     data_model = SpeechRecognitionData
+    model_model = audio.AudioModelSection  # model.freeze_feature_encoder
     pipeline_tag = "automatic-speech-recognition"
     card_example = "speech.wav"
     extra_result_keys: tuple[str, ...] = ()

@@ -25,6 +25,8 @@ from hfadapt.training.checkpoint import (
     write_json_atomic,
 )
 from hfadapt.core.errors import HfadaptError, first_line
+from hfadapt.core.recipe import shed_foreign_fields
+from hfadapt.modeling.adapters import after_optimizer_step_hook, check_options
 from hfadapt.modeling.sharding import prepare_sharded_generation
 from hfadapt.training.loop import LoopParts, fit
 from hfadapt.training.precision import launched_precision, resolve_precision
@@ -107,8 +109,9 @@ def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerSt
     with _kept_unless_setup_fails(run, replace=recipe.output.overwrite and not resume):
         session = _setup(recipe, task, run, checkpoint)
     on_step_end = None
-    if recipe.adapter.method == "adalora":
-        on_step_end = lambda m, s: session.accelerator.unwrap_model(m).base_model.update_and_allocate(s.global_step)  # noqa: E731
+    hook = after_optimizer_step_hook(recipe.adapter.method)  # the method's own (AdaLoRA: its rank budget update)
+    if hook is not None:
+        on_step_end = lambda m, s: hook(session.accelerator.unwrap_model(m), s.global_step)  # noqa: E731
     meter = Meter(unit_counter(task, session.splits.processor), base=session.state.perf)
     parts = LoopParts(
         session.accelerator, session.model, session.optimizer, session.scheduler,
@@ -121,6 +124,7 @@ def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerSt
 
 # ---- setup ---------------------------------------------------------------------------------------
 def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Session:
+    check_options(recipe.adapter)  # adapter.options against the peft config class, before data and model load
     accelerator = _setup_accelerator(recipe, run)
     if recipe.train.liger_kernel:  # package and device: refused before data and model are loaded
         from hfadapt.modeling.liger import check_available
@@ -552,7 +556,7 @@ def _check_run_dir(run: RunDir, recipe: Any, resume: bool) -> Path | None:
         if checkpoint is None:
             raise HfadaptError(no_checkpoint_message(run.path, recipe.train.save_steps))
         if run.recipe_file.is_file():
-            saved = yaml.safe_load(run.recipe_file.read_text())
+            saved = shed_foreign_fields(yaml.safe_load(run.recipe_file.read_text()))  # as an older hfadapt wrote it
             changed = _differences(saved, recipe.to_dict())
             if changed:
                 raise HfadaptError(

@@ -26,7 +26,7 @@ class LoopParts:
     make_train_loader: Callable[[int], Any]  # epoch -> that epoch's prepared dataloader (fixed shuffle)
     evaluate: Callable[[int], dict[str, float]] | None  # optimizer step -> validation results
     run: RunDir
-    on_step_end: Callable[[Any, TrainerState], None] | None = None  # AdaLoRA's rank update
+    on_step_end: Callable[[Any, TrainerState], None] | None = None  # the adapter method's after_optimizer_step hook
     meter: Meter | None = None  # throughput: examples, units and where the time goes (throughput.py)
     compiled: Any = None  # train.compile: a compiling.CompiledForward for the training forward, or None
 
