@@ -17,6 +17,11 @@ from hfadapt.core.recipe import Recipe, read_recipe_file, shed_foreign_fields
 def load_recipe(ref: str | Path, overrides: list[str] | None = None) -> Recipe:
     ref = str(ref)
     if not ref.startswith("hub:"):
+        file = Path(ref)
+        if _is_saved_run_recipe(file):
+            # `hfadapt train RUN/recipe.yaml --resume` on a run an older hfadapt wrote: its recipe.yaml
+            # holds every model/adapter field of that release, the other tasks' and methods' included.
+            return Recipe.from_dict(shed_foreign_fields(read_recipe_file(file)), overrides=overrides, source=file)
         return Recipe.from_yaml(ref, overrides)
     from hfadapt.publishing.cards import PATH_FIELDS, unpublished_fields
     from hfadapt.publishing.hub import download_recipe
@@ -40,3 +45,12 @@ def load_recipe(ref: str | Path, overrides: list[str] | None = None) -> Recipe:
             f"override them: hfadapt train {ref} {give}"
         )
     return recipe
+
+
+def _is_saved_run_recipe(file: Path) -> bool:
+    """The recipe.yaml a training run saved in its run directory (not a recipe a person wrote)."""
+    from hfadapt.rundir.layout import RECIPE_FILE, RunDir
+
+    run = RunDir(file.parent)
+    written = (run.info_file, run.state_file, run.status_file, run.checkpoints_dir)
+    return file.name == RECIPE_FILE and file.is_file() and any(p.exists() for p in written)
