@@ -21,23 +21,31 @@ def load_model_and_processor(run: RunDir) -> tuple[Any, Any, Any]:
     return model, processor, info
 
 
+def with_generation(recipe: Any, overrides: dict[str, Any]) -> Any:
+    """A copy of `recipe` with generation fields replaced, each validated; `recipe` is unchanged."""
+    from pydantic import ValidationError
+
+    generation = recipe.generation.model_copy(deep=True)
+    for key, value in overrides.items():
+        if key not in type(generation).model_fields:
+            raise HfadaptError(f"predict: unknown generation setting '{key}'")
+        try:
+            setattr(generation, key, value)  # validated on assignment, on the copy
+        except ValidationError as e:
+            raise HfadaptError(f"generation.{key}: {e.errors()[0]['msg']} (got {value!r})") from None
+    return recipe.model_copy(update={"generation": generation}) if overrides else recipe
+
+
 def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 16, generation: dict | None = None) -> list[dict]:
     """Predictions for text strings or image paths, one dict per input.
 
-    `generation` overrides the run's recipe.generation fields (max_new_tokens, temperature, ...).
+    `generation` overrides the run's recipe.generation fields (max_new_tokens, temperature, ...) for
+    these predictions; the run's recipe is left as it was.
     """
-    from pydantic import ValidationError
-
     run = resolve_run(run_dir)
     if not inputs:
         raise HfadaptError("predict: no inputs given")
-    for key, value in (generation or {}).items():
-        if key not in type(run.recipe.generation).model_fields:
-            raise HfadaptError(f"predict: unknown generation setting '{key}'")
-        try:
-            setattr(run.recipe.generation, key, value)
-        except ValidationError as e:
-            raise HfadaptError(f"generation.{key}: {e.errors()[0]['msg']} (got {value!r})") from None
+    recipe = with_generation(run.recipe, generation or {})
     from hfadapt.data.grouping import in_input_order, longest_first
 
     model, processor, info = load_model_and_processor(run)
@@ -50,7 +58,7 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 16, genera
     out: list[dict] = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        for item, pred in zip(chunk, get_task(run.recipe.task).predict(model, processor, chunk, run.recipe, info)):
+        for item, pred in zip(chunk, get_task(recipe.task).predict(model, processor, chunk, recipe, info)):
             out.append({"input": item, **pred})
     return in_input_order(order, out)
 
@@ -62,13 +70,12 @@ def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list
     other data, or give the data files a pushed recipe names but did not publish.
     """
     from accelerate import Accelerator
-    from torch.utils.data import DataLoader
 
     from hfadapt.publishing.cards import PATH_FIELDS, unpublished_fields
-    from hfadapt.data.grouping import eval_order
     from hfadapt.data.sources import load_raw
     from hfadapt.core.recipe import Recipe
     from hfadapt.tasks import EvalContext
+    from hfadapt.training.loaders import build_eval_loader
 
     run = resolve_run(run_dir)
     recipe, task = run.recipe, get_task(run.recipe.task)
@@ -85,22 +92,18 @@ def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list
             f"eval: the recipe of {run_dir} names local data of its author that was not published: {named}; "
             f"give yours: hfadapt eval {run_dir} {give}"
         )
+    accelerator = Accelerator()  # first: the process state preprocessing and printing ask for
     model, processor, info = load_model_and_processor(run)
     raw = load_raw(recipe, task)
     ds = {"validation": raw.validation, "test": raw.test}.get(split)
     if ds is None:
         raise HfadaptError(f"eval --split: the recipe of {run.path} has no {split} split")
     prepared = task.preprocess(ds, split, processor, recipe, info, train=False)
-    accelerator = Accelerator()
-    order = eval_order(task, prepared)  # longest first where the task restores dataset order
-    from hfadapt.training.workers import run_workers
-
-    dl = DataLoader(prepared, batch_size=recipe.train.eval_batch_size or recipe.train.batch_size, sampler=order,
-                    collate_fn=task.collator(processor), num_workers=run_workers(recipe, task, accelerator))
-    model, dl = accelerator.prepare(model, dl)
+    built = build_eval_loader(recipe, task, prepared, task.collator(processor), accelerator)  # as training's evaluations
+    model = accelerator.prepare(model)
     ctx = EvalContext(
         accelerator=accelerator, recipe=recipe, processor=processor, info=info, dataset=prepared, split=split,
         metric_names=tuple(recipe.eval.metrics or task.default_metrics(recipe)),
-        run_dir=None if run.from_hub else run.path, order=tuple(order) if order is not None else None,
+        run_dir=None if run.from_hub else run.path, order=tuple(built.order) if built.order is not None else None,
     )
-    return {f"{split}/{k}": v for k, v in task.evaluate(ctx, model, dl).items()}
+    return {f"{split}/{k}": v for k, v in task.evaluate(ctx, model, built.loader).items()}
