@@ -174,3 +174,10 @@ def test_predict_generation_overrides_leave_the_run_recipe_unchanged(finished_ru
     with pytest.raises(HfadaptError, match="unknown generation setting 'nope'"):
         run_model.predict(finished_run.output_dir, ["x"], generation={"nope": 1})
     assert run.recipe.generation.model_dump() == before
+
+
+def test_an_evaluation_recorded_in_the_state_reads_back():
+    state = RunState(global_step=5)
+    assert state.record_evaluation(5, {"accuracy": 0.5, "loss": 1.0}) == {"eval/accuracy": 0.5, "eval/loss": 1.0}
+    assert state.log_history == [{"step": 5, "eval/accuracy": 0.5, "eval/loss": 1.0}]  # the on-disk format
+    assert [(e.step, e.values) for e in state.evaluations()] == [(5, {"accuracy": 0.5, "loss": 1.0})]

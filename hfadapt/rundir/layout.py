@@ -113,6 +113,13 @@ class RunState:
         known = {f.name for f in fields(RunState)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    def record_evaluation(self, step: int, results: dict[str, Any]) -> dict[str, Any]:
+        """Add one evaluation's figures to the log history (as "eval/name" keys); returns them so keyed,
+        for the trackers."""
+        logs = {f"eval/{k}": v for k, v in results.items()}
+        self.log_history.append({"step": step, **logs})
+        return logs
+
     def evaluations(self) -> list[EvalRecord]:
         """The evaluations during training, in order (entries of the log history with eval/ figures)."""
         return [EvalRecord(h.get("step"), split_keys(h, "eval")) for h in self.log_history if split_keys(h, "eval")]
