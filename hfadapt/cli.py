@@ -272,9 +272,9 @@ def _read_input_lines(path: Path) -> list[str]:
 
 
 def _print_metrics(metrics: dict, where: Path) -> None:
-    import os
+    from accelerate import PartialState
 
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not PartialState().is_main_process:  # set up by the run's Accelerator
         return
     for k, v in metrics.items():
         if k.startswith("perf/"):

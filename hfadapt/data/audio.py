@@ -172,12 +172,14 @@ def audio_location(d: Any, split: str, row: int) -> str:
     return f"data.audio_column '{d.audio_column}', {row_location(split, row, d)}"
 
 
-def check_audio(ds: Any, split: str, recipe: Any, target_rate: int, encode_row: Any, desc: str, max_s: float | None = None) -> Any:
+def check_audio(ds: Any, split: str, recipe: Any, target_rate: int, encode_row: Any, desc: str, max_s: float | None = None,
+                *, is_main: bool) -> Any:
     """The cached pass: every clip decoded once and checked; `encode_row(batch, indices)` adds the
     task's columns (labels, transcripts), each checked with its row. Returns the dataset of
     {AUDIO_COLUMN, DURATION_COLUMN, ...task columns}, with clips outside the duration limits
     dropped (and counted) -- or truncated later, with data.long_audio=truncate. `max_s`: the model's own
-    limit (Whisper's 30 s window), over which clips are always dropped."""
+    limit (Whisper's 30 s window), over which clips are always dropped. `is_main`: whether this is the main
+    process, which prints the count."""
     from datasets import Audio
 
     d = recipe.data
@@ -211,12 +213,12 @@ def check_audio(ds: Any, split: str, recipe: Any, target_rate: int, encode_row: 
         return out
 
     checked = map_split(ds, check, desc, d.num_proc, batched=True, with_indices=True, remove_columns=ds.column_names)
-    return filter_durations(checked, split, d, max_s)
+    return filter_durations(checked, split, d, max_s, is_main=is_main)
 
 
-def filter_durations(ds: Any, split: str, d: Any, max_s: float | None = None) -> Any:
+def filter_durations(ds: Any, split: str, d: Any, max_s: float | None = None, *, is_main: bool) -> Any:
     """Drop clips outside [min_duration_s, max_duration_s] (the max only with long_audio=drop) and over the
-    model's own limit `max_s`; print how many were dropped."""
+    model's own limit `max_s`; print how many were dropped (the main process, `is_main`)."""
     low = d.min_duration_s
     limits = ([d.max_duration_s] if d.max_duration_s is not None and d.long_audio == "drop" else []) + ([max_s] if max_s else [])
     high = min(limits) if limits else None
@@ -233,7 +235,7 @@ def filter_durations(ds: Any, split: str, d: Any, max_s: float | None = None) ->
         parts = ([f"{short} shorter than {low} s"] if short else []) + (
             [f"{dropped - short} longer than {high} s"] if dropped - short else []
         )
-        if int(os.environ.get("RANK", "0")) == 0:
+        if is_main:
             print(f"hfadapt: {split}: dropped {dropped} of {len(durations)} clips ({', '.join(parts)})")
         if not keep:
             raise HfadaptError(

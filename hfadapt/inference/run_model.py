@@ -23,26 +23,34 @@ def load_model_and_processor(run: RunDir, base_model: str | None = None, ref: An
     return model, processor, info
 
 
+def with_generation(recipe: Any, overrides: dict[str, Any]) -> Any:
+    """A copy of `recipe` with generation fields replaced, each validated; `recipe` is unchanged."""
+    from pydantic import ValidationError
+
+    generation = recipe.generation.model_copy(deep=True)
+    for key, value in overrides.items():
+        if key not in type(generation).model_fields:
+            raise HfadaptError(f"predict: unknown generation setting '{key}'")
+        try:
+            setattr(generation, key, value)  # validated on assignment, on the copy
+        except ValidationError as e:
+            raise HfadaptError(f"generation.{key}: {e.errors()[0]['msg']} (got {value!r})") from None
+    return recipe.model_copy(update={"generation": generation}) if overrides else recipe
+
+
 def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 16, generation: dict | None = None,
             base_model: str | None = None) -> list[dict]:
     """Predictions for text strings or image paths, one dict per input.
 
-    `generation` overrides the run's recipe.generation fields (max_new_tokens, temperature, ...).
-    `base_model` (local folder or Hub id) is the base the adapter is loaded onto instead of the one its
-    config names: needed for a pulled adapter whose base was a local folder (`--base-model`).
+    `generation` overrides the run's recipe.generation fields (max_new_tokens, temperature, ...) for
+    these predictions; the run's recipe is left as it was. `base_model` (local folder or Hub id) is
+    the base the adapter is loaded onto instead of the one its config names: needed for a pulled
+    adapter whose base was a local folder (`--base-model`).
     """
-    from pydantic import ValidationError
-
     run = resolve_run(run_dir)
     if not inputs:
         raise HfadaptError("predict: no inputs given")
-    for key, value in (generation or {}).items():
-        if key not in type(run.recipe.generation).model_fields:
-            raise HfadaptError(f"predict: unknown generation setting '{key}'")
-        try:
-            setattr(run.recipe.generation, key, value)
-        except ValidationError as e:
-            raise HfadaptError(f"generation.{key}: {e.errors()[0]['msg']} (got {value!r})") from None
+    recipe = with_generation(run.recipe, generation or {})
     from hfadapt.data.grouping import in_input_order, longest_first
 
     model, processor, info = load_model_and_processor(run, base_model=base_model, ref=run_dir)
@@ -55,7 +63,7 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 16, genera
     out: list[dict] = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        for item, pred in zip(chunk, get_task(run.recipe.task).predict(model, processor, chunk, run.recipe, info)):
+        for item, pred in zip(chunk, get_task(recipe.task).predict(model, processor, chunk, recipe, info)):
             out.append({"input": item, **pred})
     return in_input_order(order, out)
 
@@ -69,14 +77,13 @@ def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list
     for predict: the base a pulled adapter of a local base model is loaded onto.
     """
     from accelerate import Accelerator
-    from torch.utils.data import DataLoader
 
     from hfadapt.publishing.cards import PATH_FIELDS, unpublished_fields
-    from hfadapt.data.grouping import eval_order
     from hfadapt.data.sources import load_raw
     from hfadapt.core.recipe import Recipe
     from hfadapt.modeling.models import BASE_MODEL_FLAG, unpublished_base, unpublished_base_error
     from hfadapt.tasks import EvalContext
+    from hfadapt.training.loaders import build_eval_loader
 
     run = resolve_run(run_dir)
     recipe, task = run.recipe, get_task(run.recipe.task)
@@ -99,22 +106,18 @@ def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list
         )
     if missing_base:
         raise unpublished_base_error(run_dir, missing_base)
+    accelerator = Accelerator()  # first: the process state preprocessing and printing ask for
     model, processor, info = load_model_and_processor(run, base_model=base_model, ref=run_dir)
     raw = load_raw(recipe, task)
     ds = {"validation": raw.validation, "test": raw.test}.get(split)
     if ds is None:
         raise HfadaptError(f"eval --split: the recipe of {run.path} has no {split} split")
     prepared = task.preprocess(ds, split, processor, recipe, info, train=False)
-    accelerator = Accelerator()
-    order = eval_order(task, prepared)  # longest first where the task restores dataset order
-    from hfadapt.training.workers import run_workers
-
-    dl = DataLoader(prepared, batch_size=recipe.train.eval_batch_size or recipe.train.batch_size, sampler=order,
-                    collate_fn=task.collator(processor), num_workers=run_workers(recipe, task, accelerator))
-    model, dl = accelerator.prepare(model, dl)
+    built = build_eval_loader(recipe, task, prepared, task.collator(processor), accelerator)  # as training's evaluations
+    model = accelerator.prepare(model)
     ctx = EvalContext(
         accelerator=accelerator, recipe=recipe, processor=processor, info=info, dataset=prepared, split=split,
         metric_names=tuple(recipe.eval.metrics or task.default_metrics(recipe)),
-        run_dir=None if run.from_hub else run.path, order=tuple(order) if order is not None else None,
+        run_dir=None if run.from_hub else run.path, order=tuple(built.order) if built.order is not None else None,
     )
-    return {f"{split}/{k}": v for k, v in task.evaluate(ctx, model, dl).items()}
+    return {f"{split}/{k}": v for k, v in task.evaluate(ctx, model, built.loader).items()}

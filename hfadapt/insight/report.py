@@ -27,76 +27,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from hfadapt.training.checkpoint import complete_checkpoints
 from hfadapt.core.errors import HfadaptError
-from hfadapt.rundir.predictions import read_predictions
-from hfadapt.rundir.layout import INFO_FILE, METRICS_FILE, RECIPE_FILE, STATE_FILE, RunDir
-from hfadapt.rundir.status import read_status
+from hfadapt.rundir.layout import RECIPE_FILE, RunDir, RunInfo, RunMetrics, RunState, RunStatus
 
-GENERATIONS_FILE = "generations.jsonl"  # written by causal-lm's evaluation
 SKIP_CURVES = ("samples", "tokens")  # counts, not scores: no curve
 
 
 @dataclass
 class ReportData:
-    """What a report reads from a run directory."""
+    """What a report reads from a run directory (through RunDir, its one reader)."""
 
     path: Path
     task: str  # the recipe's task name
     recipe: Any  # the Recipe, or None when it does not load (an unknown task: the page still renders)
     recipe_text: str
-    metrics: dict[str, Any]
-    state: dict[str, Any]
-    info: dict[str, Any]
-    status: dict[str, Any]
+    metrics: RunMetrics
+    state: RunState  # the run's trainer state, or its latest checkpoint's; empty before the first
+    info: RunInfo | None  # None without run_info.json
+    status: RunStatus
     predictions: list[dict[str, Any]] = field(default_factory=list)
     generations: list[dict[str, Any]] = field(default_factory=list)
 
     def split(self, name: str) -> dict[str, Any]:
-        return {k[len(name) + 1:]: v for k, v in self.metrics.items() if k.startswith(f"{name}/")}
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            pass
-    return out
+        """The final figures of one split ("eval", "test", "perf", "train"), without the prefix."""
+        return self.metrics.split(name)
 
 
 def load(path: Path, from_hub: bool = False) -> ReportData:
     run = RunDir(path)
     run.from_hub = from_hub
-    if not (path / RECIPE_FILE).is_file():
+    if not run.is_run():
         raise HfadaptError(f"{path}: not an hfadapt run (no {RECIPE_FILE})")
     try:
         recipe = run.recipe
         task = recipe.task
     except HfadaptError:  # e.g. a task this installation lacks: the page still shows what the files say
-        import yaml
-
-        recipe, raw = None, yaml.safe_load((path / RECIPE_FILE).read_text()) or {}
-        task = str(raw.get("task", "?")) if isinstance(raw, dict) else "?"
-    state = _json(path / STATE_FILE)
-    if not state:  # not finished: the latest checkpoint's state
-        checkpoints = complete_checkpoints(path)
-        state = _json(checkpoints[-1] / STATE_FILE) if checkpoints else {}
+        recipe = None
+        task = str(run.recipe_dict().get("task", "?"))
+    # Corrupt files read as absent: the page shows what the others say.
     return ReportData(
-        path=path, task=task, recipe=recipe, recipe_text=(path / RECIPE_FILE).read_text(), metrics=_json(path / METRICS_FILE),
-        state=state, info=_json(path / INFO_FILE), status=read_status(path),
-        predictions=read_predictions(path), generations=_jsonl(path / GENERATIONS_FILE),
+        path=path, task=task, recipe=recipe, recipe_text=run.recipe_text(), metrics=run.read_metrics(lenient=True),
+        state=run.latest_state(lenient=True) or RunState(), info=run.read_info(lenient=True) if run.has_info() else None,
+        status=run.read_status(), predictions=run.read_predictions(), generations=run.read_generations(),
     )
 
 
@@ -390,8 +362,8 @@ def _confusion_plot(matrix: list[list[int]], names: list[str]) -> Any:
 
 
 def _training_plot(data: ReportData) -> str:
-    losses = data.state.get("losses") or []
-    lrs = [(h["step"], h["train/lr"]) for h in data.state.get("log_history", []) if "train/lr" in h]
+    losses = data.state.losses
+    lrs = data.state.learning_rates()
     if not losses:
         return "<p class=note>No training steps recorded.</p>"
     plt = _plt()
@@ -414,30 +386,30 @@ def _training_plot(data: ReportData) -> str:
 
 
 def _eval_plot(data: ReportData) -> str:
-    history = [h for h in data.state.get("log_history", []) if any(k.startswith("eval/") for k in h)]
-    keys = sorted({k for h in history for k in h if k.startswith("eval/") and k[5:] not in SKIP_CURVES and isinstance(h[k], (int, float))})
+    history = data.state.evaluations()
+    keys = sorted({k for h in history for k, v in h.values.items() if k not in SKIP_CURVES and isinstance(v, (int, float))})
     if not history or not keys:
         return "<p class=note>No evaluation during training (set train.eval_steps to follow the metrics over steps).</p>"
-    keys = [k for k in keys if "/" not in k[5:]][:8] or keys[:8]  # per-entity breakdowns live in the task section
-    best_step = data.state.get("best_step")
-    best_key = f"eval/{data.recipe.eval.best_metric}" if data.recipe is not None and data.recipe.eval.best_metric else None
+    keys = [k for k in keys if "/" not in k][:8] or keys[:8]  # per-entity breakdowns live in the task section
+    best_step = data.state.best_step
+    best_key = data.recipe.eval.best_metric if data.recipe is not None and data.recipe.eval.best_metric else None
     plt = _plt()
     cols = min(4, len(keys))
     rows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
-        pts = [(h["step"], h[key]) for h in history if key in h]
+        pts = [(h.step, h.values[key]) for h in history if key in h.values]
         ax.plot([s for s, _ in pts], [v for _, v in pts], marker="o", ms=3)
         if best_step is not None:
             ax.axvline(best_step, color="tab:red", ls="--", lw=1)
             at = [v for s, v in pts if s == best_step]
             if at:
                 ax.plot([best_step], at, marker="*", ms=12, color="tab:red" if key == best_key else "tab:orange")
-        ax.set_title(key[5:] + (" (tracked)" if key == best_key else ""), fontsize=10)
+        ax.set_title(key + (" (tracked)" if key == best_key else ""), fontsize=10)
         ax.set_xlabel("step", fontsize=8)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    note = f"<p class=note>Dashed line: best step {best_step}" + (f" by {best_key[5:]}" if best_key else "") + ".</p>" if best_step is not None else ""
+    note = f"<p class=note>Dashed line: best step {best_step}" + (f" by {best_key}" if best_key else "") + ".</p>" if best_step is not None else ""
     return _img(fig) + note
 
 
@@ -514,29 +486,29 @@ def _perf_section(data: ReportData) -> str:
 
 def _info_section(data: ReportData) -> str:
     info = data.info
-    if not info:
+    if info is None:
         return "<p class=note>No run_info.json.</p>"
-    rows = [("hardware", info.get("hardware")), ("processes", info.get("num_processes")), ("distributed", info.get("distributed_type")),
-            ("mixed precision", info.get("mixed_precision")), ("python", info.get("python")), ("command", info.get("command") or "(from Python)")]
-    rows += [(name, version) for name, version in (info.get("versions") or {}).items()]
+    rows = [("hardware", info.hardware), ("processes", info.num_processes), ("distributed", info.distributed_type),
+            ("mixed precision", info.mixed_precision), ("python", info.python), ("command", info.command or "(from Python)")]
+    rows += [(name, version) for name, version in (info.versions or {}).items()]
     return "<table>" + "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in rows) + "</table>"
 
 
 def _summary(data: ReportData) -> str:
     r = data.recipe
     st = data.state
-    status = data.status.get("state") or ("finished" if data.metrics else "unknown")
-    trainable, total = data.status.get("trainable"), data.status.get("total")
+    status = data.status.state or ("finished" if data.metrics else "unknown")
+    trainable, total = data.status.trainable, data.status.total
     items = [
         ("task", data.task),
         ("base model", r.model.name_or_path if r is not None else "?"),
         ("adapter", r.adapter.method if r is not None else "?"),
         ("trainable parameters", f"{trainable:,} / {total:,} ({100 * trainable / total:.3f}%)" if trainable and total else "-"),
-        ("steps", f"{st.get('global_step', '?')} / {st.get('total_steps', '?')}" + (" (stopped early)" if st.get("stopped_early") else "")),
-        ("state", status + (f": {data.status['error']}" if data.status.get("error") else "")),
+        ("steps", f"{st.global_step} / {st.total_steps or '?'}" + (" (stopped early)" if st.stopped_early else "")),
+        ("state", status + (f": {data.status.error}" if data.status.error else "")),
     ]
-    if st.get("best_step") is not None:
-        items.append(("best", f"{r.eval.best_metric if r is not None else 'metric'} = {st.get('best_metric'):.4g} at step {st['best_step']}"))
+    if st.best_step is not None and st.best_metric is not None:
+        items.append(("best", f"{r.eval.best_metric if r is not None else 'metric'} = {st.best_metric:.4g} at step {st.best_step}"))
     return "<table class=summary>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items) + "</table>"
 
 

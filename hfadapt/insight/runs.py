@@ -10,18 +10,14 @@ Reads files only: no torch, no model loading.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from hfadapt.training.checkpoint import complete_checkpoints
-from hfadapt.rundir.layout import METRICS_FILE, RECIPE_FILE, STATE_FILE
-from hfadapt.rundir.status import process_alive, read_status
+from hfadapt.rundir.layout import RECIPE_FILE, RunDir, RunMetrics, RunState
+from hfadapt.rundir.status import process_alive
 
 COLUMNS = ("name", "task", "base", "method", "trainable", "best", "steps", "time", "state")
 
@@ -29,7 +25,7 @@ COLUMNS = ("name", "task", "base", "method", "trainable", "best", "steps", "time
 def find_runs(root: Path) -> list[Path]:
     """Folders under `root` (or `root` itself) holding a recipe.yaml; a run's own subfolders are not searched."""
     root = Path(root)
-    if (root / RECIPE_FILE).is_file():
+    if RunDir(root).is_run():
         return [root]
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -40,46 +36,37 @@ def find_runs(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def describe(path: Path, root: Path | None = None) -> dict[str, Any]:
-    """One run as a plain dict (what `--json` prints)."""
-    try:
-        recipe = yaml.safe_load((path / RECIPE_FILE).read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        recipe = {}
-    recipe = recipe if isinstance(recipe, dict) else {}
+    """One run as a plain dict (what `--json` prints). A corrupt file reads as absent: one broken run
+    must not hide the others."""
+    run = RunDir(path)
+    recipe = run.recipe_dict()
     model, adapter, ev = (recipe.get(k) or {} for k in ("model", "adapter", "eval"))
-    metrics = _json(path / METRICS_FILE)
-    status = read_status(path)
-    checkpoints = complete_checkpoints(path)
-    finished = bool(metrics) and ((path / "adapter").is_dir() or (path / "model").is_dir())
-    state = _json(path / STATE_FILE) if finished else (_json(checkpoints[-1] / STATE_FILE) if checkpoints else {})
+    metrics = run.read_metrics(lenient=True)
+    status = run.read_status()
+    checkpoints = run.checkpoints()
+    finished = bool(metrics) and run.has_saved_model()
+    found = run.latest_state(lenient=True) if finished else (run.checkpoint_state(checkpoints[-1], lenient=True) if checkpoints else None)
+    state = found or RunState()
 
     if finished:
         what = "finished"
-    elif status.get("state") == "failed":
+    elif status.state == "failed":
         what = "failed"
-    elif status.get("state") == "running" and status.get("host") == socket.gethostname() and process_alive(int(status.get("pid", 0) or 0)):
+    elif status.state == "running" and status.host == socket.gethostname() and process_alive(int(status.pid or 0)):
         what = "running"
     else:
         what = "interrupted"
     resumable = checkpoints[-1].name if checkpoints and not finished else None
 
-    trainable, total = status.get("trainable"), status.get("total")
+    trainable, total = status.trainable, status.total
     best_key = ev.get("best_metric")
-    best_value, best_step = state.get("best_metric"), state.get("best_step")
+    best_value, best_step = state.best_metric, state.best_step
     if best_value is None:  # no eval.best_metric: the first metric of the last evaluation
         last = _last_eval(metrics, state)
         if last:
             best_key, best_value, best_step = last
-    wall = metrics.get("perf/train_time_s", (state.get("perf") or {}).get("wall_s"))
+    wall = metrics.perf.get("train_time_s", state.perf.get("wall_s"))
     return {
         "name": str(path.relative_to(root)) if root and path != root and path.is_relative_to(root) else path.name,
         "path": str(path),
@@ -92,25 +79,23 @@ def describe(path: Path, root: Path | None = None) -> dict[str, Any]:
         "best_metric": best_key,
         "best_value": best_value,
         "best_step": best_step,
-        "step": state.get("global_step", status.get("step")),
-        "total_steps": state.get("total_steps", status.get("total_steps")),
+        "step": state.global_step if found is not None else status.step,
+        "total_steps": state.total_steps if found is not None else status.total_steps,
         "train_time_s": wall,
         "state": what,
         "resumable_from": resumable,
-        "error": status.get("error") if what == "failed" else None,
-        "metrics": {k: v for k, v in metrics.items() if k.startswith("eval/")},
+        "error": status.error if what == "failed" else None,
+        "metrics": {f"eval/{k}": v for k, v in metrics.eval.items()},
     }
 
 
-def _last_eval(metrics: dict[str, Any], state: dict[str, Any]) -> tuple[str, float, int | None] | None:
-    evals = {k[5:]: v for k, v in metrics.items() if k.startswith("eval/")}
-    step = state.get("global_step")
+def _last_eval(metrics: RunMetrics, state: RunState) -> tuple[str, float, int | None] | None:
+    evals, step = metrics.eval, state.global_step
     if not evals:
-        logged = [h for h in state.get("log_history", []) if any(k.startswith("eval/") for k in h)]
+        logged = state.evaluations()
         if not logged:
             return None
-        evals = {k[5:]: v for k, v in logged[-1].items() if k.startswith("eval/")}
-        step = logged[-1].get("step")
+        evals, step = logged[-1].values, logged[-1].step
     for key, value in evals.items():
         if key not in ("loss", "samples", "tokens") and isinstance(value, (int, float)):
             return key, value, step

@@ -11,12 +11,11 @@ import tempfile
 from pathlib import Path
 
 from hfadapt.core.errors import HfadaptError, first_line
-from hfadapt.rundir.layout import INFO_FILE, METRICS_FILE, RECIPE_FILE, STATE_FILE, RunDir
+from hfadapt.rundir.layout import RECIPE_FILE, RUN_FILES, RunDir
 
-# What a pushed repo holds besides the adapter folder's files. Weights go as safetensors only.
-# The .jsonl files (per-example results, sample generations) let `hfadapt report user/adapter` show
-# what it shows for the local run.
-RUN_FILES = (RECIPE_FILE, METRICS_FILE, STATE_FILE, INFO_FILE, "eval_predictions.jsonl", "generations.jsonl")
+# A pushed repo holds the adapter folder's files and the run files (layout.RUN_FILES). Weights go as
+# safetensors only. The .jsonl files (per-example results, sample generations) let
+# `hfadapt report user/adapter` show what it shows for the local run.
 NEVER_PUSHED = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 DOWNLOAD_PATTERNS = ["*.json", "*.jsonl", "*.safetensors", "*.yaml", "*.txt", "*.model", "*.md", "*.tiktoken", "*.jinja"]
 
@@ -44,10 +43,9 @@ def stage(run: RunDir, repo_id: str, target: Path, license: str | None = None) -
                 raise HfadaptError(f"push: {f} is a pickle-based weights file; hfadapt pushes safetensors only")
             shutil.copy2(f, target / f.name)
             names.append(f.name)
-    for name in RUN_FILES:
-        if (run.path / name).is_file():
-            shutil.copy2(run.path / name, target / name)
-            names.append(name)
+    for path in run.run_files():
+        shutil.copy2(path, target / path.name)
+        names.append(path.name)
     _publish_local_paths(run, target)
     (target / "README.md").write_text(render_adapter_card(run, repo_id, license))
     return names + ["README.md"]
@@ -58,26 +56,26 @@ def _publish_local_paths(run: RunDir, target: Path) -> None:
     model in adapter_config.json, the command in run_info.json and the path fields of recipe.yaml
     (see cards.publish_path)."""
     import json
+    from dataclasses import replace
 
     import yaml
 
     from hfadapt.publishing.cards import public_command, publish_path, publish_recipe
 
-    config = target / "adapter_config.json"
+    config = target / "adapter_config.json"  # peft's file, not a run file
     if config.is_file():
         data = json.loads(config.read_text())
         if data.get("base_model_name_or_path"):
             data["base_model_name_or_path"] = publish_path(data["base_model_name_or_path"], run.path)
         config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    info = target / INFO_FILE
-    if info.is_file():
-        data = json.loads(info.read_text())
-        if data.get("command"):
-            data["command"] = public_command(data["command"], run.path)
-        info.write_text(json.dumps(data, indent=2) + "\n")
-    recipe = target / RECIPE_FILE
-    if recipe.is_file():
-        recipe.write_text(yaml.safe_dump(publish_recipe(yaml.safe_load(recipe.read_text()), run.path), sort_keys=False))
+    staged = RunDir(target)
+    if staged.has_info():
+        info = staged.read_info()
+        if info.command:
+            staged.info_file.write_text(json.dumps(replace(info, command=public_command(info.command, run.path)).to_json(), indent=2) + "\n")
+    if staged.is_run():
+        recipe = publish_recipe(staged.recipe_dict(lenient=False), run.path)
+        staged.recipe_file.write_text(yaml.safe_dump(recipe, sort_keys=False))
 
 
 def validate_card(path: Path) -> None:

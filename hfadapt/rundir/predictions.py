@@ -3,7 +3,7 @@
 
 Written at the end of training by the task's evaluate() when its context names a file
 (EvalContext.predictions_file); one JSON object per example, in dataset order. Pushed with the
-adapter, so a pulled Hub adapter reports the same views.
+adapter, so a pulled Hub adapter reports the same views. Read back with RunDir.read_predictions.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-PREDICTIONS_FILE = "eval_predictions.jsonl"
 MAX_TEXT = 300  # characters of an input kept per row
 MAX_GENERATIONS = 100  # rows kept for generative tasks
 
@@ -39,16 +38,3 @@ def input_texts(ctx: Any, indices: Iterable[int]) -> list[str | None]:
     indices = list(indices)
     ids = ds.select_columns(["input_ids"])[indices]["input_ids"] if indices else []
     return [t[:MAX_TEXT] for t in ctx.processor.batch_decode(ids, skip_special_tokens=True)]
-
-
-def read_predictions(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / PREDICTIONS_FILE
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return rows

@@ -15,51 +15,44 @@ import os
 import socket
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
-STATUS_FILE = "status.json"
+from hfadapt.rundir.layout import RunDir
 
 
-def read_status(run_dir: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((Path(run_dir) / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def write_status(run_dir: Path, state: str, **fields: Any) -> None:
-    """Update status.json (main process only; never raises: the status must not break a run)."""
-    if int(os.environ.get("RANK", "0")) != 0:
+def write_status(run_dir: Path, state: str, is_main: bool, **fields: Any) -> None:
+    """Update status.json (never raises: the status must not break a run). Only the main process
+    writes (`is_main`: the accelerator's is_main_process); others return at once."""
+    if not is_main:
         return
-    path = Path(run_dir) / STATUS_FILE
+    run = RunDir(run_dir)
     try:
-        data = read_status(run_dir)
-        data.update(fields, state=state, updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        status = replace(run.read_status(), **fields, state=state, updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         if state == "running":
-            data.update(pid=os.getpid(), host=socket.gethostname())
-            data.pop("error", None)
+            status = replace(status, pid=os.getpid(), host=socket.gethostname(), error=None)
+        path = run.status_file
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(data, indent=2))
+        tmp.write_text(json.dumps(status.to_json(), indent=2))
         os.replace(tmp, path)
     except OSError:
         pass
 
 
 @contextmanager
-def recorded(run_dir: Path, state: Any) -> Iterator[None]:
+def recorded(run_dir: Path, state: Any, is_main: bool) -> Iterator[None]:
     """Training after setup: status "finished" on success, "failed" (or "interrupted" on Ctrl-C) when it raises."""
     try:
         yield
     except KeyboardInterrupt:
-        write_status(run_dir, "interrupted", step=state.global_step)
+        write_status(run_dir, "interrupted", is_main, step=state.global_step)
         raise
     except BaseException as e:
         message = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        write_status(run_dir, "failed", step=state.global_step, error=f"{type(e).__name__}: {message}"[:500])
+        write_status(run_dir, "failed", is_main, step=state.global_step, error=f"{type(e).__name__}: {message}"[:500])
         raise
-    write_status(run_dir, "finished", step=state.global_step)
+    write_status(run_dir, "finished", is_main, step=state.global_step)
 
 
 def process_alive(pid: int) -> bool:

@@ -97,7 +97,9 @@ class AudioClassification:
                 return {}
             return {"labels": classification.encode_labels(batch[d.label_column], rows, labels, split, d)}
 
-        checked = audio.check_audio(ds, split, recipe, rate, encode, f"Checking audio of {split}")
+        from accelerate import PartialState
+
+        checked = audio.check_audio(ds, split, recipe, rate, encode, f"Checking audio of {split}", is_main=PartialState().is_main_process)
         return audio.featurise_on_the_fly(checked, processor, d, split, audio.max_samples(d, rate))
 
     def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:

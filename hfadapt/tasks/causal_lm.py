@@ -159,7 +159,9 @@ class CausalLM:
 
         if is_streamed(encoded):  # read as training goes: no counts up front
             return pack(encoded) if d.packing else encoded
-        main = os.environ.get("RANK", "0") == "0"
+        from accelerate import PartialState
+
+        main = PartialState().is_main_process
         dropped = len(ds) - len(encoded)
         if dropped and main:
             print(f"hfadapt: causal-lm {split}: dropped {dropped} of {len(ds)} examples with no trained tokens within data.max_length {d.max_length}")

@@ -255,7 +255,10 @@ class SpeechRecognition:
                     )
             return {"labels": ids}
 
-        checked = audio.check_audio(ds, split, recipe, rate, encode, f"Checking audio of {split}", max_s=cap)
+        from accelerate import PartialState
+
+        checked = audio.check_audio(ds, split, recipe, rate, encode, f"Checking audio of {split}", max_s=cap,
+                                    is_main=PartialState().is_main_process)
 
         return audio.featurise_on_the_fly(checked, fe, d, split)
 

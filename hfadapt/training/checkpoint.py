@@ -13,40 +13,27 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hfadapt.modeling.sharding import sharding
 from hfadapt.core.errors import HfadaptError
-from hfadapt.rundir.layout import STATE_FILE, TRAINABLE_FILE, RunDir
+from hfadapt.rundir.layout import CHECKPOINT_PREFIX, STATE_FILE, TRAINABLE_FILE, RunDir, RunState, read_json
 
 TMP_PREFIX = ".tmp-"  # a checkpoint being written
 DEL_PREFIX = ".del-"  # a checkpoint being deleted
 
 
-@dataclass
-class TrainerState:
-    """Everything beyond Accelerate's state needed to continue a run exactly."""
-
-    global_step: int = 0
-    epoch: int = 0
-    batches_in_epoch: int = 0  # micro-batches of `epoch` already consumed
-    total_steps: int = 0
-    losses: list[float] = field(default_factory=list)  # one per optimizer step
-    log_history: list[dict[str, Any]] = field(default_factory=list)
-    best_metric: float | None = None
-    best_step: int | None = None
-    evals_without_improvement: int = 0
-    stopped_early: bool = False
-    perf: dict[str, Any] = field(default_factory=dict)  # throughput totals up to global_step (throughput.Meter.totals)
+class TrainerState(RunState):
+    """Everything beyond Accelerate's state needed to continue a run exactly: the trainer_state.json
+    format (RunState, rundir/layout.py), saved atomically."""
 
     def save(self, path: Path) -> None:
-        write_json_atomic(path, asdict(self))
+        write_json_atomic(path, self.to_json())
 
     @classmethod
     def load(cls, path: Path) -> "TrainerState":
-        return cls(**json.loads(path.read_text()))
+        return cls.from_json(read_json(path))
 
 
 def fsync_file(path: Path) -> None:
@@ -173,11 +160,7 @@ def load_trainable(model: Any, path: Path) -> None:
 
 def complete_checkpoints(run_dir: Path) -> list[Path]:
     """`checkpoint-N` folders, oldest first; `.tmp-*` (being written) and `.del-*` (being deleted) are not."""
-    root = RunDir(run_dir).checkpoints_dir
-    if not root.is_dir():
-        return []
-    found = [p for p in root.glob("checkpoint-*") if (p / STATE_FILE).is_file() and p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+    return RunDir(run_dir).checkpoints()
 
 
 def remove_checkpoint(path: Path) -> None:
@@ -192,7 +175,7 @@ def remove_checkpoint(path: Path) -> None:
 
 def remove_leftovers(root: Path) -> None:
     """Folders of an interrupted save or delete."""
-    for stale in [*root.glob(f"{TMP_PREFIX}checkpoint-*"), *root.glob(f"{DEL_PREFIX}checkpoint-*")]:
+    for stale in [*root.glob(f"{TMP_PREFIX}{CHECKPOINT_PREFIX}*"), *root.glob(f"{DEL_PREFIX}{CHECKPOINT_PREFIX}*")]:
         shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -214,8 +197,8 @@ def no_checkpoint_message(run_dir: Path, save_steps: int | None) -> str:
 
 def save_checkpoint(accelerator: Any, run_dir: Path, state: TrainerState, keep: int | None) -> Path:
     root = RunDir(run_dir).checkpoints_dir
-    final = root / f"checkpoint-{state.global_step}"
-    tmp = root / f"{TMP_PREFIX}checkpoint-{state.global_step}"
+    final = root / f"{CHECKPOINT_PREFIX}{state.global_step}"
+    tmp = root / f"{TMP_PREFIX}{CHECKPOINT_PREFIX}{state.global_step}"
     if accelerator.is_main_process:
         remove_leftovers(root)  # of a save or delete that a crash interrupted
         tmp.mkdir(parents=True)

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import yaml
-
 from hfadapt.training.checkpoint import (
     TrainerState,
     latest_checkpoint,
@@ -30,8 +28,7 @@ from hfadapt.modeling.adapters import after_optimizer_step_hook, check_options
 from hfadapt.modeling.sharding import prepare_sharded_generation
 from hfadapt.training.loop import LoopParts, fit
 from hfadapt.training.precision import launched_precision, resolve_precision
-from hfadapt.rundir.predictions import PREDICTIONS_FILE
-from hfadapt.rundir.layout import STATE_FILE, RunDir, RunMetrics
+from hfadapt.rundir.layout import RunDir, RunMetrics
 from hfadapt.rundir.status import recorded, write_status
 from hfadapt.tasks import TASKS, EvalContext, Task
 from hfadapt.training.throughput import Meter, figures, summary_line, unit_counter
@@ -106,7 +103,7 @@ def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerSt
     task = TASKS.get(recipe.task, field="task")
     run = RunDir(recipe.output_dir)
     checkpoint = _check_run_dir(run, recipe, resume)
-    with _kept_unless_setup_fails(run, replace=recipe.output.overwrite and not resume):
+    with _kept_unless_setup_fails(run, replace=recipe.output.overwrite and not resume, is_main=_process_state().is_main_process):
         session = _setup(recipe, task, run, checkpoint)
     on_step_end = None
     hook = after_optimizer_step_hook(recipe.adapter.method)  # the method's own (AdaLoRA: its rank budget update)
@@ -117,7 +114,7 @@ def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerSt
         session.accelerator, session.model, session.optimizer, session.scheduler,
         session.make_train_loader, session.validate, run, on_step_end, meter, session.compiled,
     )
-    with recorded(run.path, session.state):
+    with recorded(run.path, session.state, is_main=session.accelerator.is_main_process):
         state = fit(parts, recipe, session.state, session.steps_per_epoch, list(callbacks))
         return _finish(recipe, run, session, state, meter)
 
@@ -144,7 +141,7 @@ def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Ses
     compiled = _setup_compile(recipe, model, accelerator)
     validate = _evaluator(recipe, task, run, splits, accelerator, model, "validation")
     test = _evaluator(recipe, task, run, splits, accelerator, model, "test")
-    state = _setup_state(accelerator, checkpoint, total_steps)
+    state = _setup_state(accelerator, run, checkpoint, total_steps)
     if accelerator.is_main_process:
         print(
             f"hfadapt: {recipe.task} | {recipe.model.name_or_path} | {recipe.adapter.method} | "
@@ -153,7 +150,7 @@ def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Ses
             + (f" | resuming from {checkpoint.name}" if checkpoint else "")
             + _planned_memory(recipe)
         )
-        write_status(run.path, "running", trainable=trainable, total=total, total_steps=total_steps, step=state.global_step)
+        write_status(run.path, "running", accelerator.is_main_process, trainable=trainable, total=total, total_steps=total_steps, step=state.global_step)
     accelerator.init_trackers(recipe.run_name, config=_flat_config(recipe.to_dict()))
     return Session(accelerator, splits, model, optimizer, scheduler, make_train_loader, steps_per_epoch, validate, test, state, compiled, liger)
 
@@ -193,8 +190,22 @@ def _planned_memory(recipe: Any) -> str:
     return f" | plan: ~{mib:.0f} MiB/device" if mib >= 10 else f" | plan: ~{mib:.1f} MiB/device"
 
 
-def _setup_accelerator(recipe: Any, run: RunDir) -> Any:
+def _cpu_process_group() -> bool:
+    """Under torchrun without a GPU, Accelerate sets up a CPU process group only when asked;
+    otherwise every rank would train alone on the whole data."""
     import torch
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def _process_state() -> Any:
+    """Accelerate's process state (rank, process group), set up as the run's Accelerator will find it."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=_cpu_process_group())
+
+
+def _setup_accelerator(recipe: Any, run: RunDir) -> Any:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import ProjectConfiguration, set_seed
@@ -205,10 +216,8 @@ def _setup_accelerator(recipe: Any, run: RunDir) -> Any:
     # The process group (PartialState) is kept.
     AcceleratorState._reset_state()
     GradientState._reset_state()
-    # Under torchrun without a GPU, Accelerate sets up a CPU process group only when asked;
-    # otherwise every rank would train alone on the whole data.
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    on_cpu_only = world > 1 and not torch.cuda.is_available()
+    on_cpu_only = _cpu_process_group()
     asked = asked_distribution(os.environ)
     precision = resolve_precision(t.mixed_precision, os.environ)  # `auto`: the launcher's, else the device's
     try:
@@ -425,38 +434,28 @@ def _setup_optimizer(recipe: Any, model: Any, total_steps: int, device: Any) -> 
 
 
 def _evaluator(recipe: Any, task: Task, run: RunDir, splits: Splits, accelerator: Any, model: Any, split: str) -> Evaluator | None:
-    from torch.utils.data import DataLoader
+    from hfadapt.training.loaders import build_eval_loader
 
     dataset = splits.validation if split == "validation" else splits.test
     if dataset is None:
         return None
-    from hfadapt.data.grouping import eval_order
-    from hfadapt.training.workers import run_workers
-
-    batch_size = recipe.train.eval_batch_size or recipe.train.batch_size
-    order = eval_order(task, dataset)  # longest first where the task restores dataset order
-    workers = run_workers(recipe, task, accelerator)
-    loader = accelerator.prepare_data_loader(DataLoader(
-        dataset, batch_size=batch_size, sampler=order, collate_fn=splits.collate, num_workers=workers,
-        persistent_workers=workers > 0,  # one loader serves every evaluation of the run: start its workers once
-        pin_memory=accelerator.device.type == "cuda",
-    ))
+    built = build_eval_loader(recipe, task, dataset, splits.collate, accelerator)
     ctx = EvalContext(
         accelerator=accelerator, recipe=recipe, processor=splits.processor, info=splits.info, dataset=dataset,
         split=split, metric_names=tuple(recipe.eval.metrics or task.default_metrics(recipe)), run_dir=run.path,
-        order=tuple(order) if order is not None else None,
+        order=tuple(built.order) if built.order is not None else None,
     )
-    return Evaluator(task, ctx, model, loader)
+    return Evaluator(task, ctx, model, built.loader)
 
 
-def _setup_state(accelerator: Any, checkpoint: Path | None, total_steps: int) -> TrainerState:
+def _setup_state(accelerator: Any, run: RunDir, checkpoint: Path | None, total_steps: int) -> TrainerState:
     from hfadapt.training.checkpoint import register_trainable_hooks
 
     register_trainable_hooks(accelerator)
     if checkpoint is None:
         return TrainerState(total_steps=total_steps)
     accelerator.load_state(str(checkpoint))
-    state = TrainerState.load(checkpoint / STATE_FILE)
+    state = TrainerState.from_json(run.checkpoint_state(checkpoint).to_json())
     state.total_steps = total_steps  # may have changed (train.epochs / max_steps); an early stop stays stopped
     return state
 
@@ -476,7 +475,7 @@ def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState, met
         load_trainable(unwrapped, run.best_weights)
     final = RunMetrics(
         train={"loss": state.losses[-1] if state.losses else float("nan"), "steps": state.global_step},
-        eval=session.validate(state.global_step, run.path / PREDICTIONS_FILE) if session.validate is not None else {},
+        eval=session.validate(state.global_step, run.predictions_file) if session.validate is not None else {},
         test=session.test(state.global_step) if session.test is not None else {},
         best_step=state.best_step,
         perf={**figures(state.perf), **compile_figures},  # compile figures: this session's
@@ -555,8 +554,8 @@ def _check_run_dir(run: RunDir, recipe: Any, resume: bool) -> Path | None:
         checkpoint = latest_checkpoint(run.path)
         if checkpoint is None:
             raise HfadaptError(no_checkpoint_message(run.path, recipe.train.save_steps))
-        if run.recipe_file.is_file():
-            saved = shed_foreign_fields(yaml.safe_load(run.recipe_file.read_text()))  # as an older hfadapt wrote it
+        if run.is_run():
+            saved = shed_foreign_fields(run.recipe_dict(lenient=False))  # as an older hfadapt wrote it
             changed = _differences(saved, recipe.to_dict())
             if changed:
                 raise HfadaptError(
@@ -573,13 +572,13 @@ def _check_run_dir(run: RunDir, recipe: Any, resume: bool) -> Path | None:
 
 
 @contextmanager
-def _kept_unless_setup_fails(run: RunDir, replace: bool) -> Iterator[None]:
+def _kept_unless_setup_fails(run: RunDir, replace: bool, is_main: bool) -> Iterator[None]:
     """Setup may fail on the user's data or model; then the run directory is as it was before.
 
     A new run directory is removed again. With output.overwrite, the previous run is moved aside
     first and deleted only once setup has succeeded; a failed setup puts it back.
     """
-    main = int(os.environ.get("RANK", "0")) == 0
+    main = is_main
     created = not run.path.exists()
     aside = None
     if replace and run.is_started():

@@ -109,9 +109,7 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
 def _evaluate_and_track(parts: LoopParts, state: TrainerState, key: str | None, greater: bool | None, patience: int | None) -> None:
     acc = parts.accelerator
     results = parts.evaluate(state.global_step)  # type: ignore[misc]
-    logs = {f"eval/{k}": v for k, v in results.items()}
-    acc.log(logs, step=state.global_step)
-    state.log_history.append({"step": state.global_step, **logs})
+    acc.log(state.record_evaluation(state.global_step, results), step=state.global_step)
     if key is None:
         return
     value = results[key]
