@@ -372,7 +372,7 @@ def test_valid_combinations_pass(base: Path) -> None:
 
 def test_section_validator_message_is_not_doubled(base: Path) -> None:
     msg = error(base, ["train.scheduler=cosin", "train.epochs=2"])
-    assert msg == f"{base}: train.scheduler: unknown scheduler 'cosin' (did you mean 'cosine'?)"
+    assert msg == f"{base}: train.scheduler: unknown scheduler 'cosin' (did you mean 'cosine'?) (from the override 'train.scheduler=cosin')"
 
 
 # ---- paths -------------------------------------------------------------------------------------
@@ -516,3 +516,18 @@ def test_schedulers_match_transformers() -> None:
     from transformers.trainer_utils import SchedulerType
 
     assert set(SCHEDULERS) == {s.value for s in SchedulerType}
+
+
+def test_a_problem_in_an_override_names_the_override_not_the_file() -> None:
+    from hfadapt.core.recipe import Recipe
+
+    file = str(Path("recipes/text/tiny-sentiment-offline.yaml").resolve())
+    with pytest.raises(HfadaptError) as e:
+        Recipe.from_yaml("text/tiny-sentiment-offline", overrides=["train.epoch=3"])
+    assert str(e.value) == f"{file}: train.epoch: unknown field (did you mean 'epochs'?) (from the override 'train.epoch=3')"
+    with pytest.raises(HfadaptError) as e:  # a cross-field problem of the override alone
+        Recipe.from_yaml("text/tiny-sentiment-offline", overrides=["train.early_stopping_patience=2", "train.eval_steps=null"])
+    assert str(e.value).startswith(f"{file}: train.early_stopping_patience") and "(from the override 'train.early_stopping_patience=2')" in str(e.value)
+    with pytest.raises(HfadaptError) as e:  # the file's own fields, made wrong by switching the method: the file
+        Recipe.from_yaml("text/tiny-sentiment-offline", overrides=["adapter.method=ia3"])
+    assert str(e.value).startswith(f"{file}: adapter.r: ") and "from the override" not in str(e.value)

@@ -7,6 +7,7 @@ Hub references are resolved above, by `hfadapt.loading.load_recipe`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Callable, ClassVar, Literal, Union
 
@@ -291,13 +292,13 @@ class Recipe(Section):
         try:
             recipe = model.model_validate(raw)
         except ValidationError as e:
-            raise HfadaptError(where + format_validation_error(e, model)) from None
+            raise HfadaptError(blame(validation_messages(e, model), overrides or [], where)) from None
         recipe._source = str(source) if source else None
         if base is not None or source is not None:
             recipe._resolve_relative_paths(Path(base).resolve() if base is not None else Path(source).resolve().parent)
         problems = recipe.problems()
         if problems:
-            raise HfadaptError(where + "; ".join(problems))
+            raise HfadaptError(blame(problems, overrides or [], where))
         return recipe
 
     def problems(self) -> list[str]:
@@ -553,6 +554,11 @@ def _adapter_loc(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], str | None]:
 
 
 def format_validation_error(err: ValidationError, model: type[BaseModel]) -> str:
+    return "; ".join(validation_messages(err, model))
+
+
+def validation_messages(err: ValidationError, model: type[BaseModel]) -> list[str]:
+    """One 'field.path: message' per problem pydantic found."""
     msgs = []
     for e in err.errors():
         loc, method = _adapter_loc(tuple(e["loc"]))
@@ -585,4 +591,16 @@ def format_validation_error(err: ValidationError, model: type[BaseModel]) -> str
                 msgs.append(f"{path}: {msg}")
             else:
                 msgs.append(f"{path}: {msg} (got {e.get('input')!r})")
-    return "; ".join(msgs)
+    return msgs
+
+
+def blame(messages: list[str], overrides: list[str], where: str) -> str:
+    """Problems as one line after the recipe file (`where`); a problem in a field that a command-line
+    override set names the override too, so the user looks at what they typed."""
+    keys = {item.partition("=")[0].strip(): item for item in overrides}
+    out = []
+    for message in messages:
+        path = re.match(r"[\w.]*", message).group(0)  # the field the message opens with
+        item = next((v for k, v in keys.items() if path == k or path.startswith(k + ".")), None)
+        out.append(message if item is None else f"{message} (from the override '{item}')")
+    return where + "; ".join(out)
