@@ -48,6 +48,39 @@ def is_timm_folder(path: str) -> bool:
     return isinstance(config, dict) and "architecture" in config and "pretrained_cfg" in config
 
 
+TIMM_KEYS = ("architecture", "pretrained_cfg")  # what a timm folder's config.json must hold
+TIMM_HINTS = ("architecture", "pretrained_cfg", "model_args", "num_features", "label_names")  # ... and may
+
+
+def check_timm_folder(path: str, field: str) -> None:
+    """A local config.json that looks like timm's (no model_type, timm keys) but lacks `architecture` or
+    `pretrained_cfg`: one error saying what a timm folder needs. Without `architecture` transformers would
+    quietly build a resnet50; without `pretrained_cfg` the folder is taken for a transformers one."""
+    import json
+    from pathlib import Path
+
+    from hfadapt.core.errors import HfadaptError
+
+    file = Path(path).expanduser() / "config.json"
+    if not file.is_file():
+        return
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, OSError):
+        return
+    if not isinstance(config, dict) or "model_type" in config:  # transformers' own (timm_wrapper included) checks itself
+        return
+    if not any(k in config for k in TIMM_HINTS):
+        return
+    missing = [k for k in TIMM_KEYS if k not in config]
+    if missing:
+        raise HfadaptError(
+            f"{field}: {file} looks like a timm checkpoint but has no {' or '.join(repr(k) for k in missing)}; a timm folder needs "
+            "config.json with 'architecture' (the timm model name) and 'pretrained_cfg' (input size, mean, std), "
+            "as timm's push_to_hf_hub writes it, beside model.safetensors"
+        )
+
+
 def drop_duplicate_num_classes(config: Any) -> Any:
     """The wrapper sizes the head from config.num_labels; a `num_classes` in model_args would be a second value."""
     if is_timm(config) and isinstance(getattr(config, "model_args", None), dict) and "num_classes" in config.model_args:
