@@ -56,9 +56,10 @@ def _first_images(data: str) -> list[str]:
     "arch, expected, head",
     [
         ("vit_base_patch16_224", ["attn.proj", "fc1", "fc2", "qkv"], "timm_model.head"),
-        ("resnet50", ["conv1", "conv2", "conv3", "downsample.0"], "timm_model.fc"),
-        ("convnext_tiny", ["downsample.1", "fc1", "fc2", "stem.0"], "timm_model.head.fc"),
-        ("tf_efficientnet_lite0", ["conv_head", "conv_pw", "conv_pwl", "conv_stem"], "timm_model.classifier"),
+        # the stem (pretrained_cfg first_conv: conv1, stem.0, conv_stem) is left out: blocks' conv1 need longer names
+        ("resnet50", ["0.conv1", "1.conv1", "2.conv1", "3.conv1", "4.conv1", "5.conv1", "conv2", "conv3", "downsample.0"], "timm_model.fc"),
+        ("convnext_tiny", ["downsample.1", "fc1", "fc2"], "timm_model.head.fc"),
+        ("tf_efficientnet_lite0", ["conv_head", "conv_pw", "conv_pwl"], "timm_model.classifier"),
     ],
 )
 def test_family_default_targets(arch: str, expected: list[str], head: str) -> None:

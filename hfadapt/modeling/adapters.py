@@ -38,6 +38,7 @@ class AdapterContext:
     task_type: str | None
     feedforward_modules: list[str] | None = None
     total_steps: int | None = None  # AdaLoRA's rank budget schedule spans the run
+    dropout: float | None = None  # the architecture's LoRA dropout when adapter.dropout is not set (timm ConvNets: 0)
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,19 @@ def register(name: str, modalities: tuple[str, ...] = ("text", "image", "audio")
     return deco
 
 
+def _dropout(a: Any, ctx: AdapterContext) -> float:
+    """adapter.dropout when the recipe sets it, else the architecture's default (ctx.dropout), else the schema's."""
+    if ctx.dropout is not None and "dropout" not in a.model_fields_set:
+        return ctx.dropout
+    return a.dropout
+
+
 @register("lora", peft_type="LORA")
 def _lora(a: Any, ctx: AdapterContext) -> Any:
     from peft import LoraConfig
 
     return LoraConfig(
-        r=a.r, lora_alpha=a.alpha, lora_dropout=a.dropout, target_modules=ctx.target_modules,
+        r=a.r, lora_alpha=a.alpha, lora_dropout=_dropout(a, ctx), target_modules=ctx.target_modules,
         modules_to_save=ctx.modules_to_save, use_rslora=a.use_rslora, use_dora=a.use_dora,
         task_type=ctx.task_type, **a.options,
     )
@@ -245,7 +253,12 @@ def apply_adapter(model: Any, recipe: Any, task: Any, num_training_steps: int | 
         else:
             feedforward = []
     modules_to_save = a.modules_to_save if a.modules_to_save is not None else (heads or None)
-    ctx = AdapterContext(targets, modules_to_save, task_type, feedforward, num_training_steps)
+    from hfadapt.modeling.timm_models import is_convnet
+
+    # Dropout on a conv LoRA drops the whole input feature map of every adapted conv (time and memory for
+    # little regularisation); ConvNet LoRA is trained without it unless adapter.dropout says otherwise.
+    ctx = AdapterContext(targets, modules_to_save, task_type, feedforward, num_training_steps,
+                         dropout=0.0 if is_convnet(model) else None)
     try:
         config = method.build(a, ctx)
         return get_peft_model(model, config)

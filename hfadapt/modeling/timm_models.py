@@ -135,6 +135,11 @@ def family(model: Any) -> str:
     return "convnet"
 
 
+def is_convnet(model: Any) -> bool:
+    """A timm ConvNet (LoRA on its convolutions): its LoRA takes no dropout unless adapter.dropout is set."""
+    return is_timm(model) and family(model) == "convnet"
+
+
 def adaptable(module: Any) -> str | None:
     """'linear' or 'conv' for layers LoRA can adapt and merge; None otherwise.
 
@@ -154,10 +159,15 @@ def adaptable(module: Any) -> str | None:
 def target_modules(model: Any) -> list[str]:
     """Full names of the modules the family default adapts (the classifier is trained fully instead)."""
     heads = classifier_names(model)
-    kinds = ("linear",) if family(model) == "transformer" else ("linear", "conv")
+    convnet = family(model) == "convnet"
+    kinds = ("linear", "conv") if convnet else ("linear",)
+    # A ConvNet's stem (pretrained_cfg's first_conv) is left out: a LoRA there makes backward run through the
+    # whole network down to the full-resolution input, for a 3-channel layer that gains little from adapting.
+    cfg = getattr(getattr(model, "timm_model", None), "pretrained_cfg", None) or {}
+    stem = f"timm_model.{cfg['first_conv']}" if convnet and cfg.get("first_conv") else None
     out = []
     for name, module in model.named_modules():
-        if any(name == h or name.startswith(h + ".") for h in heads):
+        if any(name == h or name.startswith(h + ".") for h in heads) or name == stem:
             continue
         if adaptable(module) in kinds:
             out.append(name)
@@ -168,7 +178,7 @@ def default_targets(model: Any) -> list[str]:
     """The family default as short peft names: each the shortest dotted suffix that matches only chosen modules.
 
     ViT: qkv, attn.proj, fc1, fc2 (`attn.proj`, because the patch embedding's conv is also called proj);
-    ResNet: conv1, conv2, conv3, downsample.0; EfficientNet: conv_pw, conv_pwl, conv_reduce, ...
+    ResNet: the blocks' conv1 (N.conv1), conv2, conv3, downsample.0; EfficientNet: conv_pw, conv_pwl, ...; never the stem.
     """
     chosen = target_modules(model)
     return shortest_suffixes(chosen, [n for n, _ in model.named_modules() if n])
