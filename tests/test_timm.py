@@ -277,3 +277,17 @@ def test_timm_two_processes_match_one_process(timm_bases: dict[str, str], patter
         torch.testing.assert_close(r2["adapter"][key], weight, rtol=1e-4, atol=1e-5)
     assert r1["metrics"]["eval/samples"] == r2["metrics"]["eval/samples"] == 24
     assert r2["metrics"]["eval/accuracy"] == pytest.approx(r1["metrics"]["eval/accuracy"])
+
+
+def test_convnet_lora_dropout_defaults_to_none_unless_set() -> None:
+    """Dropout on a conv LoRA drops the whole input feature map of every adapted conv: off for timm ConvNets
+    unless adapter.dropout is set; other models keep the schema's default."""
+    from hfadapt.core.recipe import AdapterSection
+    from hfadapt.modeling.adapters import AdapterContext, _dropout
+
+    convnet = AdapterContext(["conv_pw"], None, None, dropout=0.0)
+    other = AdapterContext(["qkv"], None, None)
+    assert _dropout(AdapterSection(method="lora"), convnet) == 0.0
+    assert _dropout(AdapterSection(method="lora", dropout=0.1), convnet) == 0.1
+    assert _dropout(AdapterSection(method="lora", dropout=0.05), convnet) == 0.05  # set explicitly: kept
+    assert _dropout(AdapterSection(method="lora"), other) == AdapterSection.model_fields["dropout"].default
