@@ -584,8 +584,11 @@ def _kept_unless_setup_fails(run: RunDir, replace: bool) -> Iterator[None]:
     if replace and run.is_started():
         aside, created = run.path.with_name(f".{run.path.name}.replaced"), True
         if main:
-            shutil.rmtree(aside, ignore_errors=True)
-            os.replace(run.path, aside)
+            import tempfile
+
+            # a fresh name beside the run: never a folder of the user's that happens to be called .NAME.replaced
+            aside = Path(tempfile.mkdtemp(prefix=f".{run.path.name}.replaced-", dir=run.path.parent))
+            os.replace(run.path, aside)  # onto the empty folder just made
     try:
         yield
     except BaseException:
