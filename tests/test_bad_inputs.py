@@ -84,6 +84,31 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny_bert: str, senti
     return train(recipe).output_dir
 
 
+@pytest.fixture(scope="module")
+def checkpointed_run(tmp_path_factory: pytest.TempPathFactory, tiny_bert: str, sentiment_csv: str) -> Path:
+    """A run killed after its only checkpoint (checkpoint-2), to be resumed."""
+    from hfadapt import Recipe, train
+
+    out = tmp_path_factory.mktemp("bad-inputs-checkpointed") / "run"
+    recipe = Recipe.from_dict({
+        "name": "bad-inputs", "task": "text-classification", "model": {"name_or_path": tiny_bert},
+        "data": {"train_files": [sentiment_csv], "validation_size": 0.25, "max_length": 16},
+        "adapter": {"method": "lora", "r": 2}, "train": {"max_steps": 4, "save_steps": 2, "batch_size": 8, "log_with": []},
+        "output": {"dir": str(out)},
+    })
+
+    class Killed(Exception):
+        pass
+
+    def kill(state: Any) -> None:
+        if state.global_step == 2:
+            raise Killed()
+
+    with pytest.raises(Killed):
+        train(recipe, callbacks=[kill])
+    return out
+
+
 # ---- cases: (name, setup(tmp_path, fixtures) -> (argv, expected parts)) -------------------------------
 Setup = Callable[[Path, dict], tuple[list[str], tuple[str, ...]]]
 
@@ -206,6 +231,133 @@ def _run_case(break_it: Callable[[Path], None], argv: Callable[[Path], list[str]
     return setup
 
 
+def _torn_checkpoint(name: str) -> Setup:
+    def setup(tmp: Path, fx: dict):
+        run = tmp / "run"
+        shutil.copytree(fx["checkpointed_run"](), run)
+        torn = run / "checkpoints" / "checkpoint-2" / name
+        torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])
+        return ["train", str(run / "recipe.yaml"), "--resume", f"output.dir={run}"], ("--resume", str(torn), "no earlier complete checkpoint")
+    return setup
+
+
+def _one_label_text(tmp: Path, fx: dict):
+    write_csv(tmp / "train.csv", [{"text": r["text"], "label": "positive"} for r in sentiment_rows(16)])
+    recipe = text_recipe(tmp, fx["tiny_bert"], "./train.csv")
+    return ["train", str(recipe)], ("data.label_column 'label'", "at least 2 labels", "'positive'")
+
+
+def _one_tag_tokens(tmp: Path, fx: dict):
+    write_jsonl(tmp / "train.jsonl", [{"tokens": ["a", "good", "film"], "ner_tags": ["O", "O", "O"]}] * 8)
+    raw = {"task": "token-classification", "model": {"name_or_path": fx["tiny_bert"]},
+           "data": {"train_files": "./train.jsonl", "validation_split": None}, "adapter": {"method": "lora", "r": 2},
+           "train": {"max_steps": 1, "log_with": []}, "output": {"dir": str(tmp / "run")}}
+    (tmp / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return ["train", str(tmp / "recipe.yaml")], ("data.tags_column 'ner_tags'", "at least 2 labels", "'O'")
+
+
+def _one_class_image_folder(tmp: Path, fx: dict):
+    import numpy as np
+    from PIL import Image
+
+    (tmp / "folder" / "train" / "red").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), 60 * i, dtype=np.uint8)).save(tmp / "folder" / "train" / "red" / f"{i}.png")
+    recipe = _image_recipe(tmp, fx, {"dataset": "./folder"})
+    return ["train", str(recipe)], ("at least 2 labels", "'red'")
+
+
+def _audio_recipe(tmp: Path, fx: dict, task: str, data: dict) -> Path:
+    raw = {"task": task, "model": {"name_or_path": fx["tiny_wav2vec2"]()}, "data": {"validation_split": None, **data},
+           "train": {"max_steps": 1, "log_with": []}, "output": {"dir": str(tmp / "run")}}
+    path = tmp / "recipe.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _one_class_audio_folder(tmp: Path, fx: dict):
+    from tests.audio_fixtures import sound, write_wav
+
+    for i in range(3):
+        write_wav(tmp / "sounds" / "train" / "tone" / f"{i}.wav", sound("tone", i))
+    recipe = _audio_recipe(tmp, fx, "audio-classification", {"dataset": "./sounds"})
+    return ["train", str(recipe)], ("at least 2 labels", "'tone'")
+
+
+def _speech_rows(tmp: Path, gone: bool) -> Path:
+    from tests.audio_fixtures import utterance, write_wav
+
+    rows = []
+    for i in range(3):
+        write_wav(tmp / "clips" / f"{i}.wav", utterance(["do", "re"]))
+        rows.append({"audio": f"clips/{i}.wav", "text": "do re"})
+    if gone:
+        rows.append({"audio": "clips/gone.wav", "text": "do"})  # row 3 of JSON Lines is line 4
+    return write_jsonl(tmp / "speech.jsonl", rows)
+
+
+def _audio_file_missing(tmp: Path, fx: dict):
+    _speech_rows(tmp, gone=True)
+    recipe = _audio_recipe(tmp, fx, "speech-recognition", {"train_files": "./speech.jsonl", "vocabulary": "transcripts"})
+    return ["train", str(recipe)], ("data.audio_column 'audio'", f"line 4 of {tmp / 'speech.jsonl'}", "audio file not found", "gone.wav")
+
+
+def _ctc_without_tokenizer(tmp: Path, fx: dict):
+    _speech_rows(tmp, gone=False)
+    recipe = _audio_recipe(tmp, fx, "speech-recognition", {"train_files": "./speech.jsonl"})
+    return ["train", str(recipe)], ("model.name_or_path", "no tokenizer", "data.vocabulary=transcripts")
+
+
+def _timm_config(tmp: Path, drop: str) -> Path:
+    import json
+
+    from tests.timm_fixtures import BASE_NAMES, PRETRAINED_CFG
+
+    folder = tmp / "timm-base"
+    folder.mkdir()
+    config = {"architecture": "resnet18", "num_classes": 1000, "num_features": 128, "global_pool": "avg",
+              "model_args": {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128], "stem_width": 16},
+              "label_names": BASE_NAMES, "pretrained_cfg": PRETRAINED_CFG}
+    del config[drop]
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _timm_without_pretrained_cfg(tmp: Path, fx: dict):
+    _images(tmp)
+    folder = _timm_config(tmp, "pretrained_cfg")
+    write_csv(tmp / "images.csv", _images_rows())
+    raw = {"task": "image-classification", "model": {"name_or_path": str(folder)},
+           "data": {"train_files": "./images.csv", "validation_split": None}, "train": {"max_steps": 1, "log_with": []},
+           "output": {"dir": str(tmp / "run")}}
+    (tmp / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return ["train", str(tmp / "recipe.yaml")], ("model.name_or_path", "'pretrained_cfg'", "a timm folder needs")
+
+
+def _images_rows() -> list[dict]:
+    return [{"image": f"imgs/{i}.png", "label": "red" if i % 2 else "blue"} for i in range(6)]
+
+
+def _targets_timm_without_architecture(tmp: Path, fx: dict):
+    folder = _timm_config(tmp, "architecture")
+    return ["targets", str(folder)], ("targets", "'architecture'", "a timm folder needs")
+
+
+def _targets_missing_folder(tmp: Path, fx: dict):
+    return ["targets", str(tmp / "models" / "nope")], ("targets", str(tmp / "models" / "nope"), "does not exist")
+
+
+def _plan_missing_folder(tmp: Path, fx: dict):
+    write_csv(tmp / "train.csv", sentiment_rows(16))
+    recipe = text_recipe(tmp, "./models/nope", "./train.csv")
+    return ["plan", str(recipe)], ("model.name_or_path", "does not exist")
+
+
+def _runs_sort_typo(tmp: Path, fx: dict):
+    shutil.copytree(fx["finished_run"](), tmp / "runs" / "one")
+    return ["runs", str(tmp / "runs"), "--sort", "acuracy"], ("--sort", "acuracy", "accuracy", "loss")
+
+
 CASES: dict[str, Setup] = {
     "recipe-binary": _binary_recipe,
     "recipe-latin1": _latin1_recipe,
@@ -248,6 +400,25 @@ CASES: dict[str, Setup] = {
                                              lambda r: ["eval", str(r)], "RUN/adapter", "adapter_model.safetensors"),
     "merge-into-existing-file": _run_case(lambda r: (r.parent / "merged.bin").write_text("x"),
                                           lambda r: ["merge", str(r), str(r.parent / "merged.bin")], "merge:", "merged.bin"),
+    "merge-into-the-run": _run_case(lambda r: None, lambda r: ["merge", str(r), str(r), "--overwrite"], "merge:", "the run itself"),
+    "merge-into-the-runs-parent": _run_case(lambda r: None, lambda r: ["merge", str(r), str(r.parent), "--overwrite"],
+                                            "merge:", "contains the run"),
+    "merge-inside-the-run": _run_case(lambda r: None, lambda r: ["merge", str(r), str(r / "merged"), "--overwrite"],
+                                      "merge:", "inside the run"),
+    "resume-torn-weights": _torn_checkpoint("0-trainable.safetensors"),
+    "resume-torn-optimizer": _torn_checkpoint("optimizer.bin"),
+    "resume-torn-state": _torn_checkpoint("trainer_state.json"),
+    "one-label-text": _one_label_text,
+    "one-tag-tokens": _one_tag_tokens,
+    "one-class-image-folder": _one_class_image_folder,
+    "one-class-audio-folder": _one_class_audio_folder,
+    "audio-file-missing": _audio_file_missing,
+    "ctc-base-without-tokenizer": _ctc_without_tokenizer,
+    "timm-folder-without-pretrained-cfg": _timm_without_pretrained_cfg,
+    "targets-timm-without-architecture": _targets_timm_without_architecture,
+    "targets-folder-missing": _targets_missing_folder,
+    "plan-folder-missing": _plan_missing_folder,
+    "runs-sort-unknown-metric": _runs_sort_typo,
     "eval-split-not-in-recipe": _run_case(lambda r: None, lambda r: ["eval", str(r), "--split", "test"],
                                           "eval --split", "no test split"),
     "eval-override-outside-data": _run_case(lambda r: None, lambda r: ["eval", str(r), "model.name_or_path=x"],
@@ -266,7 +437,9 @@ CASES: dict[str, Setup] = {
 def test_bad_input_is_one_error_line(case: str, tmp_path: Path, capsys, request) -> None:
     fx = {"tiny_bert": request.getfixturevalue("tiny_bert"),
           "tiny_vit": lambda: request.getfixturevalue("tiny_vit"),
-          "finished_run": lambda: request.getfixturevalue("finished_run")}
+          "finished_run": lambda: request.getfixturevalue("finished_run"),
+          "checkpointed_run": lambda: request.getfixturevalue("checkpointed_run"),
+          "tiny_wav2vec2": lambda: request.getfixturevalue("tiny_wav2vec2")}
     work = tmp_path / "work"
     work.mkdir()
     argv, parts = CASES[case](work, fx)
@@ -392,3 +565,20 @@ def test_run_info_records_the_precision_that_ran() -> None:
     cpu_bf16 = SimpleNamespace(mixed_precision="bf16", native_amp=True, distributed_type="DistributedType.NO")
     assert precision_that_ran(cpu_fp16) == "no"  # Accelerate reports fp16 but does not autocast on CPU
     assert precision_that_ran(cpu_bf16) == "bf16"
+
+
+# ---- merge --overwrite never deletes the run; a sibling is replaced only once the new model is written --
+def test_merge_into_a_sibling_with_overwrite(finished_run: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    sibling = tmp_path / "merged"
+    sibling.mkdir()
+    (sibling / "old.txt").write_text("an earlier merge")
+    before = snapshot(run)
+    rc, err = run_main(capsys, ["merge", str(run), str(sibling)])
+    check_one_error(rc, err, ("merge:", "--overwrite"))  # not empty: refused without --overwrite
+    assert (sibling / "old.txt").is_file()
+    assert main(["merge", str(run), str(sibling), "--overwrite"]) in (0, None)
+    assert not (sibling / "old.txt").exists() and (sibling / "config.json").is_file() and (sibling / "README.md").is_file()
+    assert snapshot(run) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "run"]  # no temporary folder left beside it

@@ -123,3 +123,62 @@ def test_resume_with_overwrite_set_continues_the_run(make_recipe):
 
 def _no_perf(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if not k.startswith("perf/")}
+
+
+# ---- a torn checkpoint: the newest is checked before anything in the run is rewritten -----------------
+def _kill_at_step_4(state):
+    if state.global_step == 4:
+        raise Stop()
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("record", [True, False], ids=["size-and-hash-record", "written-before-the-record"])
+def test_torn_newest_checkpoint_falls_back_or_stops(make_recipe, tmp_path, capsys, record):
+    """Each file of the newest checkpoint truncated in turn: with an older whole checkpoint, resume continues
+    from it with a one-line notice; without one, it stops in one line naming the file and changes nothing."""
+    import json
+    import shutil
+
+    from hfadapt.training.checkpoint import STATE_FILE
+
+    base = tmp_path / "base"
+    with pytest.raises(Stop):
+        train(make_recipe(train={"max_steps": 6, "save_steps": 2}, output={"dir": str(base)}), callbacks=[_kill_at_step_4])
+    newest = base / "checkpoints" / "checkpoint-4"
+    if not record:  # a checkpoint written before the size/hash record: its files are opened instead
+        for cp in (base / "checkpoints").iterdir():
+            state = json.loads((cp / STATE_FILE).read_text())
+            assert "files" in state
+            del state["files"]
+            (cp / STATE_FILE).write_text(json.dumps(state))
+    files = sorted(p.relative_to(newest) for p in newest.rglob("*") if p.is_file())
+    assert len(files) >= 4, files
+    for i, rel in enumerate(files):
+        # no earlier checkpoint: one line naming the file, nothing changed
+        alone = tmp_path / f"alone-{i}"
+        shutil.copytree(base, alone)
+        shutil.rmtree(alone / "checkpoints" / "checkpoint-2")
+        _truncate(alone / "checkpoints" / "checkpoint-4" / rel)
+        before = _snapshot(alone)
+        with pytest.raises(HfadaptError) as e:
+            train(make_recipe(train={"max_steps": 6, "save_steps": 2}, output={"dir": str(alone)}), resume=True)
+        assert str(alone / "checkpoints" / "checkpoint-4" / rel) in str(e.value) and "\n" not in str(e.value), str(e.value)
+        assert _snapshot(alone) == before
+        if i % 2 and record:
+            continue  # falling back trains: every other file is enough to show it with the record
+        # an earlier whole checkpoint: resumed from it, with a notice
+        fallback = tmp_path / f"fallback-{i}"
+        shutil.copytree(base, fallback)
+        _truncate(fallback / "checkpoints" / "checkpoint-4" / rel)
+        steps = []
+        capsys.readouterr()
+        result = train(make_recipe(train={"max_steps": 6, "save_steps": 2}, output={"dir": str(fallback)}),
+                       resume=True, callbacks=[lambda s: steps.append(s.global_step)])
+        err = capsys.readouterr().err
+        notices = [line for line in err.splitlines() if "resuming from the previous complete checkpoint, checkpoint-2" in line]
+        assert len(notices) == 1 and str(rel) in notices[0], err
+        assert steps[0] == 3 and result.state.global_step == 6

@@ -89,6 +89,9 @@ def test_runs_sort_and_errors(runs_root: Path, capsys, tmp_path: Path) -> None:
     assert main(["runs", str(runs_root), "--json", "--sort", "loss"]) == 0
     runs = json.loads(capsys.readouterr().out)
     assert runs[0]["name"] == "a-finished"  # the only run with a final eval loss comes first; the rest follow
+    assert main(["runs", str(runs_root), "--sort", "acuracy"]) == 2  # a typo: refused, listing what exists
+    err = capsys.readouterr().err
+    assert "runs --sort: no run has the metric 'acuracy'" in err and "loss" in err, err
     assert main(["runs", str(tmp_path / "nowhere")]) == 2
     assert "no such folder" in capsys.readouterr().err
 

@@ -56,9 +56,10 @@ def _first_images(data: str) -> list[str]:
     "arch, expected, head",
     [
         ("vit_base_patch16_224", ["attn.proj", "fc1", "fc2", "qkv"], "timm_model.head"),
-        ("resnet50", ["conv1", "conv2", "conv3", "downsample.0"], "timm_model.fc"),
-        ("convnext_tiny", ["downsample.1", "fc1", "fc2", "stem.0"], "timm_model.head.fc"),
-        ("tf_efficientnet_lite0", ["conv_head", "conv_pw", "conv_pwl", "conv_stem"], "timm_model.classifier"),
+        # the stem (pretrained_cfg first_conv: conv1, stem.0, conv_stem) is left out: blocks' conv1 need longer names
+        ("resnet50", ["0.conv1", "1.conv1", "2.conv1", "3.conv1", "4.conv1", "5.conv1", "conv2", "conv3", "downsample.0"], "timm_model.fc"),
+        ("convnext_tiny", ["downsample.1", "fc1", "fc2"], "timm_model.head.fc"),
+        ("tf_efficientnet_lite0", ["conv_head", "conv_pw", "conv_pwl"], "timm_model.classifier"),
     ],
 )
 def test_family_default_targets(arch: str, expected: list[str], head: str) -> None:
@@ -276,3 +277,19 @@ def test_timm_two_processes_match_one_process(timm_bases: dict[str, str], patter
         torch.testing.assert_close(r2["adapter"][key], weight, rtol=1e-4, atol=1e-5)
     assert r1["metrics"]["eval/samples"] == r2["metrics"]["eval/samples"] == 24
     assert r2["metrics"]["eval/accuracy"] == pytest.approx(r1["metrics"]["eval/accuracy"])
+
+
+def test_convnet_lora_dropout_defaults_to_none_unless_set() -> None:
+    """Dropout on a conv LoRA drops the whole input feature map of every adapted conv: off for timm ConvNets
+    unless adapter.dropout is set; other models get 0.05. The recipe keeps null, so a resume from the
+    run's saved recipe.yaml decides the same way."""
+    from hfadapt.modeling.adapters import LORA_DROPOUT, AdapterContext, LoraSection, _dropout
+
+    convnet = AdapterContext(["conv_pw"], None, None, dropout=0.0)
+    other = AdapterContext(["qkv"], None, None)
+    assert _dropout(LoraSection(), convnet) == 0.0
+    assert _dropout(LoraSection(dropout=0.1), convnet) == 0.1
+    assert _dropout(LoraSection(dropout=0.05), convnet) == 0.05  # set explicitly: kept
+    assert _dropout(LoraSection(), other) == LORA_DROPOUT == 0.05
+    saved = LoraSection.model_validate(LoraSection().model_dump(mode="json"))  # what recipe.yaml holds
+    assert saved.dropout is None and _dropout(saved, convnet) == 0.0

@@ -106,6 +106,8 @@ def read_audio(value: Any) -> Clip:
     name = file_name(value)
     if source is None:
         raise ValueError("no audio")
+    if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
+        raise FileNotFoundError(source)  # soundfile says only "System error"
     data, rate = sf.read(source, dtype="float32", always_2d=True)
     wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     return Clip(np.ascontiguousarray(wave, dtype=np.float32), int(rate), name)
@@ -136,7 +138,7 @@ def load_clip(value: Any, target: int, allow_resample: bool, where: str, max_sam
     try:
         clip = read_audio(value)
     except Exception as e:  # noqa: BLE001 - soundfile raises LibsndfileError, RuntimeError, TypeError...
-        raise HfadaptError(f"{where}: cannot read audio {file_name(value)}: {_reason(e)}") from None
+        raise HfadaptError(_unreadable(where, value, e)) from None
     problem = check_rate(clip.sampling_rate, target, allow_resample)
     if problem:
         raise HfadaptError(f"{where}: {clip.name}: {problem}")
@@ -144,6 +146,12 @@ def load_clip(value: Any, target: int, allow_resample: bool, where: str, max_sam
         raise HfadaptError(f"{where}: {clip.name} is empty (no audio samples)")
     wave = resample(clip.waveform, clip.sampling_rate, target)
     return wave[:max_samples] if max_samples is not None else wave
+
+
+def _unreadable(where: str, value: Any, e: BaseException) -> str:
+    if isinstance(e, FileNotFoundError):
+        return f"{where}: audio file not found: {file_name(value)}"
+    return f"{where}: cannot read audio {file_name(value)}: {_reason(e)}"
 
 
 def _reason(e: BaseException) -> str:
@@ -200,7 +208,7 @@ def check_audio(ds: Any, split: str, recipe: Any, target_rate: int, encode_row: 
             try:
                 clip = read_audio(cell)
             except Exception as e:  # noqa: BLE001
-                raise HfadaptError(f"{where}: cannot read audio {file_name(cell)}: {_reason(e)}") from None
+                raise HfadaptError(_unreadable(where, cell, e)) from None
             problem = check_rate(clip.sampling_rate, target_rate, d.resample)
             if problem:
                 raise HfadaptError(f"{where}: {clip.name}: {problem}")

@@ -55,13 +55,19 @@ def infer_labels(
     """
     if problem_type == "regression":
         return LabelInfo((), problem_type)
+    files = ", ".join(getattr(data, "train_files", None) or []) or getattr(data, "dataset", None)
+    where = f" of the {split} split of {files}" if files else ""
     if given:
         if len(set(given)) != len(given):
             raise HfadaptError("data.labels: label names must be unique")
+        if problem_type == "single_label":
+            require_two_labels(given, "data.labels", "given")
         return LabelInfo(tuple(given), problem_type)
     feature = dataset.features[column]
     inner = getattr(feature, "feature", None) if problem_type == "multi_label" else feature
-    if inner is not None and hasattr(inner, "names"):  # datasets.ClassLabel
+    if inner is not None and hasattr(inner, "names"):  # datasets.ClassLabel (an image/audio folder: its class folders)
+        if problem_type == "single_label":
+            require_two_labels(inner.names, source, f"found in column '{column}'{where}")
         return LabelInfo(tuple(inner.names), problem_type)
     from hfadapt.data.sources import ROW_COLUMN, is_streamed, row_location
 
@@ -81,9 +87,9 @@ def infer_labels(
             item = _whole(item)
             values.setdefault(item, rows[i] if rows is not None else i)
     if not values:
-        files = ", ".join(getattr(data, "train_files", None) or []) or getattr(data, "dataset", None)
-        where = f" of the {split} split of {files}" if files else ""
         raise HfadaptError(f"{source}: column '{column}'{where} holds no labels (every cell is empty)")
+    if problem_type == "single_label":
+        require_two_labels([str(v) for v in values], source, f"found in column '{column}'{where}")
     if all(isinstance(v, str) for v in values):
         return LabelInfo(tuple(sorted(values)), problem_type)
     if all(_is_int(v) for v in values):
@@ -99,6 +105,19 @@ def infer_labels(
         f"{source}: column '{column}' mixes label types: {odd!r} at {row_location(split, values[odd], data)}, "
         f"{first!r} at {row_location(split, values[first], data)}; use all strings or all whole numbers"
     )
+
+
+def require_two_labels(names: Sequence[str], source: str, how: str) -> None:
+    """A classifier with one class learns nothing (loss 0, accuracy 1.0): refused.
+
+    Multi-label classification is exempt: there each label is its own yes/no, so one label is a binary classifier.
+    """
+    if len(set(names)) < 2:
+        found = ", ".join(repr(n) for n in sorted(set(names))) or "none"
+        raise HfadaptError(
+            f"{source}: a classifier needs at least 2 labels; {how}: {len(set(names))} ({found}); "
+            "add data of another class (a data folder needs one subfolder per class)"
+        )
 
 
 def encode_label(value: Any, info: LabelInfo, column: str, row: int, split: str, data: Any = None) -> Any:

@@ -246,7 +246,10 @@ def _load(d: "DataSection") -> "DatasetDict | IterableDatasetDict":
             return datasets.load_dataset(builder, data_files=files, streaming=d.streaming, **kwargs)
         path = Path(d.dataset)
         if path.is_dir() and not (path / "dataset_infos.json").exists() and _looks_like_image_folder(path):
-            return datasets.load_dataset("imagefolder", data_dir=str(path), streaming=d.streaming)
+            # drop_labels=False: with one class folder datasets would drop the label column, hiding that a classifier
+            # needs two classes (refused with the labels named); a metadata file brings its own columns
+            labels = {} if any(path.rglob("metadata.*")) else {"drop_labels": False}
+            return datasets.load_dataset("imagefolder", data_dir=str(path), streaming=d.streaming, **labels)
         if path.is_dir() and not (path / "dataset_infos.json").exists() and _looks_like_audio_folder(path):
             return _load_audio_folder(path)
         if d.dataset.startswith(("./", "../", "/")) and not path.exists():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from hfadapt.core.errors import HfadaptError
@@ -22,6 +23,17 @@ def check_output_folder(out: Path) -> None:
         raise HfadaptError(f"merge: cannot write {out}: {parent} is not writable")
 
 
+def check_output_apart_from_run(out: Path, run_path: Path) -> None:
+    """OUT must not be the run, a folder holding it, or a folder inside it: --overwrite would delete the run."""
+    o, r = out.resolve(), Path(run_path).resolve()
+    if o == r:
+        raise HfadaptError(f"merge: the output folder {out} is the run itself; choose a folder outside the run")
+    if o in r.parents:
+        raise HfadaptError(f"merge: the output folder {out} contains the run {run_path}; choose a folder outside the run")
+    if r in o.parents:
+        raise HfadaptError(f"merge: the output folder {out} is inside the run {run_path}; choose a folder outside the run")
+
+
 def merge(run_ref: str | Path, out: str | Path, overwrite: bool = False, allow_quantized: bool = False,
           base_model: str | None = None) -> Path:
     """Save the run's adapter merged into its base as a standalone model in `out`; `base_model` (local
@@ -35,6 +47,7 @@ def merge(run_ref: str | Path, out: str | Path, overwrite: bool = False, allow_q
     out = Path(out)
     check_output_folder(out)
     run = resolve_run(run_ref)
+    check_output_apart_from_run(out, run.path)
     recipe = run.recipe
     if not is_peft(recipe.adapter.method):
         raise HfadaptError(f"merge: {run.path} was trained with adapter.method={recipe.adapter.method}; its model/ is already standalone")
@@ -51,12 +64,21 @@ def merge(run_ref: str | Path, out: str | Path, overwrite: bool = False, allow_q
             "Load the base unquantized (model.dtype) or pass --allow-quantized to merge anyway"
         )
     merged = model.merge_and_unload()
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    (tmp / "README.md").write_text(render_merged_card(run, out.name))
+    # write beside OUT under a fresh name, then swap: the old OUT goes only once the new one is complete
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        merged.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / "README.md").write_text(render_merged_card(run, out.name))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # only the folder made above
+        raise
     if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, old)  # an empty fresh folder: rename over it
+        os.replace(tmp, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out)
     return out

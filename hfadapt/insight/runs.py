@@ -119,6 +119,11 @@ def sort_runs(runs: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
     sign = 1 if lower_is_better(name) else -1
     have = [r for r in runs if metric_value(r, name) is not None]
     lack = [r for r in runs if metric_value(r, name) is None]
+    if runs and not have:  # a typo would otherwise print the table unsorted without a word
+        from hfadapt.core.errors import HfadaptError
+
+        known = sorted({k.removeprefix("eval/") for r in runs for k in r["metrics"]} | {r["best_metric"] for r in runs if r.get("best_metric")})
+        raise HfadaptError(f"runs --sort: no run has the metric '{metric}'; metrics these runs have: {', '.join(known) or 'none yet'}")
     return sorted(have, key=lambda r: sign * metric_value(r, name)) + lack
 
 

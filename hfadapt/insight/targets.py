@@ -40,7 +40,7 @@ def list_targets(model: str, task: str | None = None, r: int = 8, revision: str 
     from accelerate import init_empty_weights
 
     from hfadapt.modeling.adapters import head_modules, linear_module_names, peft_default_targets
-    from hfadapt.modeling.models import auto_model_class
+    from hfadapt.modeling.models import auto_model_class, check_local_path
 
     from hfadapt.modeling import timm_models
 
@@ -49,6 +49,7 @@ def list_targets(model: str, task: str | None = None, r: int = 8, revision: str 
         from hfadapt.tasks import TASKS
 
         the_task = TASKS.get(task, field="--task")
+    check_local_path(model, "targets")
     try:
         config = transformers.AutoConfig.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
         auto = auto_model_class(the_task, config) if the_task is not None else transformers.AutoModel

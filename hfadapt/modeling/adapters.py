@@ -42,6 +42,7 @@ class AdapterContext:
     task_type: str | None
     feedforward_modules: list[str] | None = None
     total_steps: int | None = None  # optimizer steps of the run (AdaLoRA's rank budget schedule spans it)
+    dropout: float | None = None  # the architecture's LoRA dropout when adapter.dropout is not set (timm ConvNets: 0)
 
 
 # ---- each method's recipe fields ----------------------------------------------------------------
@@ -68,7 +69,11 @@ class LoraSection(TargetedAdapterSection):
     method: Literal["lora"] = "lora"
     r: int = Field(8, gt=0, description="rank of the update")
     alpha: float = Field(16, gt=0, description="scaling numerator (lora_alpha): the update is scaled by alpha/r")
-    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA branch's input (lora_dropout)")
+    dropout: float | None = Field(
+        None, ge=0, lt=1,
+        description="dropout on the LoRA branch's input (lora_dropout); null: 0.05, or 0 where LoRA adapts "
+        "convolutions (timm ConvNets), whose dropout would mask whole input feature maps",
+    )
     use_rslora: bool = Field(False, description="rank-stabilised scaling alpha/sqrt(r)")
     use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA")
 
@@ -181,6 +186,17 @@ def register(
     return deco
 
 
+LORA_DROPOUT = 0.05  # peft's examples and most LoRA recipes; convolution LoRA gets ctx.dropout (0)
+
+
+def _dropout(a: Any, ctx: AdapterContext) -> float:
+    """adapter.dropout when the recipe gives one; null: the architecture's default (ctx.dropout), else 0.05.
+    A null (not a filled-in number) is what the run's recipe.yaml keeps, so a resume decides alike."""
+    if a.dropout is not None:
+        return a.dropout
+    return ctx.dropout if ctx.dropout is not None else LORA_DROPOUT
+
+
 def _config_kwargs(a: Any, method: AdapterMethod) -> dict[str, Any]:
     return {arg: getattr(a, field) for field, arg in method.kwargs}
 
@@ -194,7 +210,7 @@ def _lora(a: Any, ctx: AdapterContext) -> Any:
     from peft import LoraConfig
 
     return LoraConfig(
-        **_config_kwargs(a, ADAPTERS.get("lora")), target_modules=ctx.target_modules,
+        **{**_config_kwargs(a, ADAPTERS.get("lora")), "lora_dropout": _dropout(a, ctx)}, target_modules=ctx.target_modules,
         modules_to_save=ctx.modules_to_save, task_type=ctx.task_type, **a.options,
     )
 
@@ -424,7 +440,12 @@ def apply_adapter(model: Any, recipe: Any, task: Any, num_training_steps: int | 
         else:
             feedforward = []
     modules_to_save = a.modules_to_save if a.modules_to_save is not None else (heads or None)
-    ctx = AdapterContext(targets, modules_to_save, task_type, feedforward, num_training_steps)
+    from hfadapt.modeling.timm_models import is_convnet
+
+    # Dropout on a conv LoRA drops the whole input feature map of every adapted conv (time and memory for
+    # little regularisation); ConvNet LoRA is trained without it unless adapter.dropout says otherwise.
+    ctx = AdapterContext(targets, modules_to_save, task_type, feedforward, num_training_steps,
+                         dropout=0.0 if is_convnet(model) else None)
     try:
         config = method.build(a, ctx)
         return get_peft_model(model, config)

@@ -37,6 +37,7 @@ def check_local_path(source: str, field: str) -> None:
         raise HfadaptError(f"{field}: local path {source} does not exist")
     if not path.is_dir():
         raise HfadaptError(f"{field}: {source} is a file; give the model's folder or a Hub id")
+    timm_models.check_timm_folder(source, field)
 
 
 def quantization_config(mode: str) -> Any:

@@ -48,6 +48,39 @@ def is_timm_folder(path: str) -> bool:
     return isinstance(config, dict) and "architecture" in config and "pretrained_cfg" in config
 
 
+TIMM_KEYS = ("architecture", "pretrained_cfg")  # what a timm folder's config.json must hold
+TIMM_HINTS = ("architecture", "pretrained_cfg", "model_args", "num_features", "label_names")  # ... and may
+
+
+def check_timm_folder(path: str, field: str) -> None:
+    """A local config.json that looks like timm's (no model_type, timm keys) but lacks `architecture` or
+    `pretrained_cfg`: one error saying what a timm folder needs. Without `architecture` transformers would
+    quietly build a resnet50; without `pretrained_cfg` the folder is taken for a transformers one."""
+    import json
+    from pathlib import Path
+
+    from hfadapt.core.errors import HfadaptError
+
+    file = Path(path).expanduser() / "config.json"
+    if not file.is_file():
+        return
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, OSError):
+        return
+    if not isinstance(config, dict) or "model_type" in config:  # transformers' own (timm_wrapper included) checks itself
+        return
+    if not any(k in config for k in TIMM_HINTS):
+        return
+    missing = [k for k in TIMM_KEYS if k not in config]
+    if missing:
+        raise HfadaptError(
+            f"{field}: {file} looks like a timm checkpoint but has no {' or '.join(repr(k) for k in missing)}; a timm folder needs "
+            "config.json with 'architecture' (the timm model name) and 'pretrained_cfg' (input size, mean, std), "
+            "as timm's push_to_hf_hub writes it, beside model.safetensors"
+        )
+
+
 def drop_duplicate_num_classes(config: Any) -> Any:
     """The wrapper sizes the head from config.num_labels; a `num_classes` in model_args would be a second value."""
     if is_timm(config) and isinstance(getattr(config, "model_args", None), dict) and "num_classes" in config.model_args:
@@ -102,6 +135,11 @@ def family(model: Any) -> str:
     return "convnet"
 
 
+def is_convnet(model: Any) -> bool:
+    """A timm ConvNet (LoRA on its convolutions): its LoRA takes no dropout unless adapter.dropout is set."""
+    return is_timm(model) and family(model) == "convnet"
+
+
 def adaptable(module: Any) -> str | None:
     """'linear' or 'conv' for layers LoRA can adapt and merge; None otherwise.
 
@@ -121,10 +159,15 @@ def adaptable(module: Any) -> str | None:
 def target_modules(model: Any) -> list[str]:
     """Full names of the modules the family default adapts (the classifier is trained fully instead)."""
     heads = classifier_names(model)
-    kinds = ("linear",) if family(model) == "transformer" else ("linear", "conv")
+    convnet = family(model) == "convnet"
+    kinds = ("linear", "conv") if convnet else ("linear",)
+    # A ConvNet's stem (pretrained_cfg's first_conv) is left out: a LoRA there makes backward run through the
+    # whole network down to the full-resolution input, for a 3-channel layer that gains little from adapting.
+    cfg = getattr(getattr(model, "timm_model", None), "pretrained_cfg", None) or {}
+    stem = f"timm_model.{cfg['first_conv']}" if convnet and cfg.get("first_conv") else None
     out = []
     for name, module in model.named_modules():
-        if any(name == h or name.startswith(h + ".") for h in heads):
+        if any(name == h or name.startswith(h + ".") for h in heads) or name == stem:
             continue
         if adaptable(module) in kinds:
             out.append(name)
@@ -135,7 +178,7 @@ def default_targets(model: Any) -> list[str]:
     """The family default as short peft names: each the shortest dotted suffix that matches only chosen modules.
 
     ViT: qkv, attn.proj, fc1, fc2 (`attn.proj`, because the patch embedding's conv is also called proj);
-    ResNet: conv1, conv2, conv3, downsample.0; EfficientNet: conv_pw, conv_pwl, conv_reduce, ...
+    ResNet: the blocks' conv1 (N.conv1), conv2, conv3, downsample.0; EfficientNet: conv_pw, conv_pwl, ...; never the stem.
     """
     chosen = target_modules(model)
     return shortest_suffixes(chosen, [n for n, _ in model.named_modules() if n])

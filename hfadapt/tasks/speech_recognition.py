@@ -146,6 +146,8 @@ class SpeechRecognition:
         field = "model.name_or_path" if path is None else f"the run's folder {path}"
         check_local_path(source, field)
         revision = None if path else m.revision
+        kind = None
+        ctc_hint = "; set data.vocabulary=transcripts to build a character vocabulary from the training transcripts"
         try:
             kind = model_kind(AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=m.trust_remote_code))
             if kind == "ctc" and d.vocabulary == "transcripts" and path is None:
@@ -157,9 +159,11 @@ class SpeechRecognition:
         except HfadaptError:
             raise
         except Exception as e:  # noqa: BLE001
+            if kind == "ctc" and path is None and _no_tokenizer_files(source):  # the CTC tokenizer fails on a vocab_file of None
+                raise HfadaptError(f"{field}: '{source}' has no tokenizer with its feature extractor (no vocab.json){ctc_hint}") from None
             raise HfadaptError(f"{field}: cannot load a speech processor from '{source}': {first_line(e)}") from e
         if getattr(processor, "tokenizer", None) is None or getattr(processor, "feature_extractor", None) is None:
-            hint = "; set data.vocabulary=transcripts to build a character vocabulary from the training transcripts" if kind == "ctc" else ""
+            hint = ctc_hint if kind == "ctc" else ""
             raise HfadaptError(f"{field}: '{source}' has no tokenizer with its feature extractor (no processor){hint}")
         g = recipe.generation
         if kind == "seq2seq" and (g.language or g.task) and hasattr(processor.tokenizer, "set_prefix_tokens"):
@@ -456,3 +460,13 @@ def score(names: list[str], predictions: list[str], references: list[str], norma
 
 
 register_task(SpeechRecognition())
+
+
+def _no_tokenizer_files(source: str) -> bool:
+    """A local folder without the files a CTC tokenizer is read from (a Hub id: unknown, so False)."""
+    from pathlib import Path
+
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        return False
+    return not any((folder / f).is_file() for f in ("vocab.json", "tokenizer.json", "tokenizer_config.json"))

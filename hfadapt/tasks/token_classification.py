@@ -23,7 +23,7 @@ from pydantic import Field, field_validator
 
 from hfadapt.data.sources import ROW_COLUMN, is_streamed, map_split, row_location
 from hfadapt.core.errors import HfadaptError
-from hfadapt.data.labels import LabelInfo
+from hfadapt.data.labels import LabelInfo, require_two_labels
 from hfadapt.core.recipe import DataSection
 from hfadapt.tasks.base import EvalContext, register_task
 
@@ -99,9 +99,11 @@ class TokenClassification:
         if d.labels:
             if len(set(d.labels)) != len(d.labels):
                 raise HfadaptError("data.labels: label names must be unique")
+            require_two_labels(d.labels, "data.labels", "given")
             return LabelInfo(tuple(d.labels), "single_label")
         inner = getattr(train.features[col], "feature", None)
         if inner is not None and hasattr(inner, "names"):  # Sequence(ClassLabel)
+            require_two_labels(inner.names, where, f"found in column '{col}'")
             return LabelInfo(tuple(inner.names), "single_label")
         if is_streamed(train):
             raise HfadaptError(
@@ -115,6 +117,7 @@ class TokenClassification:
                 values.add(tag)
         if not values:
             raise HfadaptError(f"{where}: column '{col}' holds no tags")
+        require_two_labels([str(v) for v in values], where, f"found in column '{col}'")
         if all(isinstance(v, str) for v in values):
             return LabelInfo(tuple(sorted(values)), "single_label")
         if all(isinstance(v, int) and not isinstance(v, bool) for v in values):

@@ -28,12 +28,107 @@ class TrainerState(RunState):
     """Everything beyond Accelerate's state needed to continue a run exactly: the trainer_state.json
     format (RunState, rundir/layout.py), saved atomically."""
 
-    def save(self, path: Path) -> None:
-        write_json_atomic(path, self.to_json())
+    def save(self, path: Path, files: dict[str, Any] | None = None) -> None:
+        """`files`: in a checkpoint, the size and sha256 of every other file in it (see verify_checkpoint)."""
+        write_json_atomic(path, {**self.to_json(), **({FILES_KEY: files} if files is not None else {})})
 
     @classmethod
     def load(cls, path: Path) -> "TrainerState":
-        return cls.from_json(read_json(path))
+        return cls.from_json(read_json(path))  # the file record is not state: from_json leaves it out
+
+
+FILES_KEY = "files"  # in a checkpoint's state file: {relative path: {"size": bytes, "sha256": hex}}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_record(folder: Path) -> dict[str, dict[str, Any]]:
+    """Size and sha256 of every file under `folder` except the state file, written into the state file."""
+    return {
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != STATE_FILE
+    }
+
+
+def _open_check(path: Path) -> None:
+    """For a checkpoint written without a file record: the file must open and parse."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:  # refuses a file its header does not exactly cover
+            for key in f.keys():
+                f.get_slice(key)
+    elif path.suffix in (".bin", ".pt", ".pkl", ".pth"):
+        import torch
+
+        torch.load(str(path), map_location="cpu", weights_only=False)  # the run's own file, as Accelerate loads it
+    elif path.suffix == ".json":
+        json.loads(path.read_text())
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None when `path` is whole; else what is wrong, naming the file.
+
+    Checked against the size and sha256 recorded in its state file when it was written; a checkpoint
+    from before that record is checked by opening every file it holds.
+    """
+    state_file = path / STATE_FILE
+    try:
+        data = json.loads(state_file.read_text())
+        TrainerState(**{k: v for k, v in data.items() if k != FILES_KEY})
+    except Exception as e:  # noqa: BLE001
+        return f"{state_file} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    record = data.get(FILES_KEY)
+    if record is not None:
+        for rel, want in record.items():
+            f = path / rel
+            if not f.is_file():
+                return f"{f} is missing"
+            size = f.stat().st_size
+            if size != want["size"]:
+                return f"{f} has {size} bytes, {want['size']} were written"
+            if _sha256(f) != want["sha256"]:
+                return f"{f} does not match the sha256 recorded when it was written"
+        return None
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != STATE_FILE):
+        try:
+            _open_check(f)
+        except Exception as e:  # noqa: BLE001
+            msg = str(e).splitlines()[0] if str(e) else ""
+            return f"{f} cannot be read ({type(e).__name__}{': ' + msg if msg else ''})"
+    return None
+
+
+def resumable_checkpoint(run_dir: Path) -> tuple[Path | None, str | None]:
+    """The newest checkpoint that is whole, and a one-line notice when a newer one was not.
+
+    Raises HfadaptError naming the file when checkpoints exist but none is whole.
+    """
+    found = complete_checkpoints(run_dir)
+    problems = []
+    for cp in reversed(found):
+        problem = verify_checkpoint(cp)
+        if problem is None:
+            notice = None
+            if problems:
+                notice = f"--resume: {problems[0]}; resuming from the previous complete checkpoint, {cp.name}"
+            return cp, notice
+        problems.append(problem)
+    if problems:
+        raise HfadaptError(
+            f"--resume: {problems[0]}; no earlier complete checkpoint to fall back on. "
+            "Restore the file, or start the run over with output.overwrite=true"
+        )
+    return None, None
 
 
 def fsync_file(path: Path) -> None:
@@ -209,7 +304,7 @@ def save_checkpoint(accelerator: Any, run_dir: Path, state: TrainerState, keep: 
         # Weights, optimizer and RNG files are on disk before the state file that marks the
         # checkpoint complete, and all of it before the rename.
         fsync_tree(tmp)
-        state.save(tmp / STATE_FILE)
+        state.save(tmp / STATE_FILE, files=file_record(tmp))
         fsync_dir(tmp)
         if final.exists():
             remove_checkpoint(final)

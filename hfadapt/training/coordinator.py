@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 from hfadapt.training.checkpoint import (
     TrainerState,
-    latest_checkpoint,
+    resumable_checkpoint,
     load_trainable,
     no_checkpoint_message,
     write_json_atomic,
@@ -551,7 +552,7 @@ def _check_run_dir(run: RunDir, recipe: Any, resume: bool) -> Path | None:
     """Never silently overwrite a run; on resume, find the checkpoint and refuse a changed recipe."""
     run.check_output()
     if resume:
-        checkpoint = latest_checkpoint(run.path)
+        checkpoint, notice = resumable_checkpoint(run.path)  # before anything in the run is rewritten
         if checkpoint is None:
             raise HfadaptError(no_checkpoint_message(run.path, recipe.train.save_steps))
         if run.is_run():
@@ -562,6 +563,8 @@ def _check_run_dir(run: RunDir, recipe: Any, resume: bool) -> Path | None:
                     f"--resume: the recipe differs from the one {run.path} was started with at {', '.join(changed)}; "
                     "only train.epochs and train.max_steps may change"
                 )
+        if notice and int(os.environ.get("RANK", "0")) == 0:
+            print(f"hfadapt: {notice}", file=sys.stderr)
         return checkpoint
     if run.is_started() and not recipe.output.overwrite:
         raise HfadaptError(
@@ -584,8 +587,11 @@ def _kept_unless_setup_fails(run: RunDir, replace: bool, is_main: bool) -> Itera
     if replace and run.is_started():
         aside, created = run.path.with_name(f".{run.path.name}.replaced"), True
         if main:
-            shutil.rmtree(aside, ignore_errors=True)
-            os.replace(run.path, aside)
+            import tempfile
+
+            # a fresh name beside the run: never a folder of the user's that happens to be called .NAME.replaced
+            aside = Path(tempfile.mkdtemp(prefix=f".{run.path.name}.replaced-", dir=run.path.parent))
+            os.replace(run.path, aside)  # onto the empty folder just made
     try:
         yield
     except BaseException:

@@ -73,11 +73,12 @@ def plan_recipe(recipe: Any) -> MemoryPlan:
     import transformers
 
     from hfadapt.modeling.adapters import apply_adapter
-    from hfadapt.modeling.models import auto_model_class
+    from hfadapt.modeling.models import auto_model_class, check_local_path
     from hfadapt.tasks import TASKS
 
     task = TASKS.get(recipe.task, field="task")
     m = recipe.model
+    check_local_path(m.name_or_path, "model.name_or_path")
     try:
         config = transformers.AutoConfig.from_pretrained(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code)
     except Exception as e:  # noqa: BLE001
