@@ -325,7 +325,7 @@ def test_adapter_fields_per_method(base: Path) -> None:
     loha = Recipe.from_yaml(base, ["adapter.method=loha", "adapter.r=4"]).adapter
     assert (loha.r, loha.alpha, loha.dropout) == (4, 16, 0.05)
     lora = Recipe.from_yaml(base).to_dict()["adapter"]  # no method given: lora, its defaults
-    assert lora["method"] == "lora" and (lora["r"], lora["alpha"], lora["dropout"]) == (8, 16, 0.05)
+    assert lora["method"] == "lora" and (lora["r"], lora["alpha"], lora["dropout"]) == (8, 16, None)  # dropout null: 0.05, or 0 for convolution LoRA
     assert not {"init_r", "target_r", "num_virtual_tokens"} & set(lora)
 
 
@@ -508,7 +508,7 @@ def test_json_schema_has_one_variant_per_task() -> None:
     assert {"r", "alpha", "dropout"}.isdisjoint(props["ia3"]) and "target_modules" in props["ia3"]
     assert "num_virtual_tokens" in props["prefix"] and "target_modules" not in props["prompt"]
     assert props["full"] == props["freeze"] == {"method"}
-    assert methods["lora"]["properties"]["r"]["default"] == 8 and methods["lora"]["properties"]["dropout"]["default"] == 0.05
+    assert methods["lora"]["properties"]["r"]["default"] == 8 and methods["lora"]["properties"]["dropout"]["default"] is None
     assert all(d["additionalProperties"] is False for d in methods.values())
 
 
