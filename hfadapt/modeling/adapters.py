@@ -206,7 +206,7 @@ def apply_adapter(model: Any, recipe: Any, task: Any, num_training_steps: int | 
     """Wrap (or freeze) the model as the recipe's adapter section says."""
     a = recipe.adapter
     method = ADAPTERS.get(a.method, field="adapter.method")
-    heads = head_modules(model, extra=getattr(task, "fresh_heads", ()))
+    heads = head_modules(model, extra=task.fresh_heads)
     if a.method == "full":
         model.requires_grad_(True)
         return model
@@ -229,7 +229,7 @@ def apply_adapter(model: Any, recipe: Any, task: Any, num_training_steps: int | 
         )
     task_type = task.peft_task_type
     targets = a.target_modules if a.target_modules is not None else default_targets(model, method)
-    if targets == "all-linear" and getattr(task, "fresh_heads", ()):
+    if targets == "all-linear" and task.fresh_heads:
         # peft's all-linear would also wrap a head it can't recognise as the output layer (CTC's lm_head)
         targets = sorted(linear_module_names(model, exclude=heads))
     if isinstance(a.target_modules, list):

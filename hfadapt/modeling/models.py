@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hfadapt.modeling import timm_models
 from hfadapt.core.errors import HfadaptError, first_line
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+    from hfadapt.tasks.base import Task
 
 # Published copies of a run (hub push) name a local base model as "<local>/NAME": its path stays in
 # the run directory only.
@@ -57,13 +62,12 @@ def quantization_config(mode: str) -> Any:
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)
 
 
-def auto_model_class(task: Any, config: Any = None) -> Any:
-    """The transformers Auto* class of a task's model: `task.auto_class`, or for a task whose head depends
-    on the architecture (speech-recognition: encoder-decoder or CTC) `task.auto_class_for(config)`."""
+def auto_model_class(task: Task, config: PretrainedConfig | None = None) -> Any:
+    """The transformers Auto* class of a task's model: `task.auto_class_for(config)`, which is
+    `task.auto_class` unless the head depends on the architecture (speech-recognition: encoder-decoder or CTC)."""
     import transformers
 
-    pick = getattr(task, "auto_class_for", None)
-    return getattr(transformers, pick(config) if pick is not None and config is not None else task.auto_class)
+    return getattr(transformers, task.auto_class_for(config))
 
 
 def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, path: str | None = None) -> Any:
@@ -80,10 +84,9 @@ def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, pa
     quant = quantization_config(m.quantization)
     auto = getattr(transformers, task.auto_class)
     extra = dict(task.model_kwargs(info))
-    if hasattr(task, "processor_model_kwargs"):  # CTC: the head is sized to the processor's vocabulary
-        extra.update(task.processor_model_kwargs(processor))
+    extra.update(task.processor_model_kwargs(processor))  # CTC: the head is sized to the processor's vocabulary
     try:
-        if hasattr(task, "auto_class_for"):
+        if task.auto_class_from_config:
             auto = auto_model_class(task, transformers.AutoConfig.from_pretrained(
                 source, revision=None if path else m.revision, trust_remote_code=m.trust_remote_code))
         if m.init == "config" and path is None:
@@ -113,8 +116,7 @@ def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, pa
     timm_models.sync_label_names(model)  # the data's class names, not the base checkpoint's
     if recipe.adapter.method != "full":
         timm_models.freeze_batch_norm(model)
-    if hasattr(task, "configure_model"):
-        task.configure_model(model, recipe)
+    task.configure_model(model, recipe)
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
@@ -132,7 +134,7 @@ def load_run_model(run: Any, task: Any) -> Any:
     from hfadapt.modeling.adapters import is_peft
 
     recipe = run.recipe
-    auto = auto_model_class(task, transformers.AutoConfig.from_pretrained(run.model_dir) if hasattr(task, "auto_class_for") else None)
+    auto = auto_model_class(task, transformers.AutoConfig.from_pretrained(run.model_dir) if task.auto_class_from_config else None)
     if not is_peft(recipe.adapter.method):
         return auto.from_pretrained(run.model_dir, dtype=DTYPES[recipe.model.dtype])
     from peft import PeftConfig, PeftModel
