@@ -70,7 +70,7 @@ def auto_model_class(task: Task, config: PretrainedConfig | None = None) -> Any:
     return getattr(transformers, task.auto_class_for(config))
 
 
-def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, path: str | None = None) -> Any:
+def load_base_model(recipe: Any, task: Task, info: Any, processor: Any = None, path: str | None = None) -> Any:
     """The task's Auto* model, with a fresh head where the task needs one (task.model_kwargs).
 
     `path` overrides where weights come from (a run's saved random base for model.init=config).
@@ -127,7 +127,7 @@ def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, pa
     return model
 
 
-def load_run_model(run: Any, task: Any) -> Any:
+def load_run_model(run: Any, task: Task) -> Any:
     """The fine-tuned model of a finished run: base + adapter (peft) or the saved full model."""
     import transformers
 
