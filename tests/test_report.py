@@ -120,3 +120,16 @@ def test_question_answering_section_scores_each_answer_as_squad_v2_does() -> Non
     assert "<td>answerable</td><td>2</td><td>50.0</td><td>75.0</td>" in html
     assert "<td>unanswerable</td><td>1</td><td>100.0</td><td>100.0</td>" in html  # no answer, rightly
     assert "in Paris France" in html and "<td>0.50</td>" in html  # the one that missed, with its F1
+
+
+def test_classifier_sections_for_multi_label_and_regression() -> None:
+    from hfadapt.tasks import TASKS
+    from hfadapt.tasks.reporting import ReportInput
+
+    task = TASKS.get("text-classification")
+    multi = [{"index": 0, "labels": ["a", "b"], "preds": ["a"], "text": "x"}, {"index": 1, "labels": ["b"], "preds": ["b"], "text": "y"}]
+    html = task.report_section(ReportInput(recipe=None, metrics={}, predictions=multi))  # type: ignore[arg-type]
+    assert "Per-label precision" in html and "<td>b</td><td>1.000</td><td>0.500</td>" in html
+    values = [{"index": i, "label": float(i), "pred": float(i) + 0.5 * (i == 2), "text": "t"} for i in range(4)]
+    html = task.report_section(ReportInput(recipe=None, metrics={}, predictions=values))  # type: ignore[arg-type]
+    assert "Largest errors" in html and "<td>2</td><td>t</td><td>2.000</td><td>2.500</td>" in html and 'src="data:image/png' in html
