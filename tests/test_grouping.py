@@ -140,9 +140,8 @@ def test_length_sorted_evaluation_gives_dataset_order_results(make_recipe, tmp_p
 
 
 def test_eval_order_is_longest_first_only_where_restored():
-    from types import SimpleNamespace
-
     from hfadapt.data.grouping import eval_order
+    from hfadapt.tasks.base import Task
 
     class DS:
         column_names = ["input_ids", "labels"]
@@ -151,8 +150,11 @@ def test_eval_order_is_longest_first_only_where_restored():
         def __getitem__(self, key):
             return [[1] * n for n in (3, 9, 1, 9, 5)]
 
-    assert eval_order(SimpleNamespace(restores_eval_order=True), DS()) == [1, 3, 4, 0, 2]
-    assert eval_order(SimpleNamespace(), DS()) is None
+    class Restores(Task):
+        restores_eval_order = True
+
+    assert eval_order(Restores(), DS()) == [1, 3, 4, 0, 2]
+    assert eval_order(Task(), DS()) is None  # the contract's default: dataset order
 
 
 def test_in_input_order_puts_lists_and_tensors_back():

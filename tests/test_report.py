@@ -104,3 +104,32 @@ def test_a_task_without_a_section_gets_the_generic_one(finished_run, tmp_path: P
 def test_report_of_a_missing_run_is_one_clear_error(tmp_path: Path, capsys) -> None:
     assert main(["report", str(tmp_path)]) == 2
     assert "not an hfadapt run" in capsys.readouterr().err
+
+
+def test_question_answering_section_scores_each_answer_as_squad_v2_does() -> None:
+    from hfadapt.tasks import TASKS
+    from hfadapt.tasks.reporting import ReportInput
+
+    rows = [
+        {"index": 0, "context": "c", "prediction": "the Paris", "answers": ["Paris"], "answerable": True},
+        {"index": 1, "context": "c", "prediction": "in Paris France", "answers": ["Paris"], "answerable": True},
+        {"index": 2, "context": "c", "prediction": "", "answers": [], "answerable": False},
+    ]
+    html = TASKS.get("question-answering").report_section(ReportInput(recipe=None, metrics={}, predictions=rows))  # type: ignore[arg-type]
+    assert "<td>all</td><td>3</td><td>66.7</td><td>83.3</td>" in html  # exact match 1, 0, 1; F1 1, 0.5, 1
+    assert "<td>answerable</td><td>2</td><td>50.0</td><td>75.0</td>" in html
+    assert "<td>unanswerable</td><td>1</td><td>100.0</td><td>100.0</td>" in html  # no answer, rightly
+    assert "in Paris France" in html and "<td>0.50</td>" in html  # the one that missed, with its F1
+
+
+def test_classifier_sections_for_multi_label_and_regression() -> None:
+    from hfadapt.tasks import TASKS
+    from hfadapt.tasks.reporting import ReportInput
+
+    task = TASKS.get("text-classification")
+    multi = [{"index": 0, "labels": ["a", "b"], "preds": ["a"], "text": "x"}, {"index": 1, "labels": ["b"], "preds": ["b"], "text": "y"}]
+    html = task.report_section(ReportInput(recipe=None, metrics={}, predictions=multi))  # type: ignore[arg-type]
+    assert "Per-label precision" in html and "<td>b</td><td>1.000</td><td>0.500</td>" in html
+    values = [{"index": i, "label": float(i), "pred": float(i) + 0.5 * (i == 2), "text": "t"} for i in range(4)]
+    html = task.report_section(ReportInput(recipe=None, metrics={}, predictions=values))  # type: ignore[arg-type]
+    assert "Largest errors" in html and "<td>2</td><td>t</td><td>2.000</td><td>2.500</td>" in html and 'src="data:image/png' in html

@@ -1,6 +1,9 @@
 """The contract every registered task keeps, checked for each entry of the task registry.
 
-A tiny model trains two steps, evaluates, predicts, saves, and its adapter reloads with plain
+Each task class says only what the `Task` base class declares: a public method or attribute the
+contract lacks (a misspelt hook such as `plan_bacth`, which the core would never call) fails
+`test_tasks_define_only_what_the_contract_declares`, and an overridden hook keeps the contract's
+parameter names. A tiny model trains two steps, evaluates, predicts, saves, and its adapter reloads with plain
 `transformers` + `peft` to the same outputs as hfadapt's own reload; re-evaluating the saved run
 gives the evaluation it ended training with. A task that registers without a case here fails
 `test_every_registered_task_has_a_contract_case`, so new tasks are covered the moment they exist.
@@ -8,7 +11,7 @@ gives the evaluation it ended training with. A task that registers without a cas
 
 from __future__ import annotations
 
-from hfadapt.tasks.base import get_task
+import inspect
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any, Callable
 import pytest
 
 from hfadapt.tasks import TASKS
+from hfadapt.tasks.base import Task, get_task
 from tests.conftest import sentiment_rows, vocabulary, write_jsonl
 
 
@@ -129,6 +133,59 @@ def tiny_seq2seq(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_every_registered_task_has_a_contract_case() -> None:
     missing = [name for name in TASKS.names() if name not in CASES]
     assert not missing, f"add a contract case for {missing} to {__file__}"
+
+
+def contract_breaks(cls: type, instance: object | None = None) -> list[str]:
+    """Public names a task class (or its bases below Task, or the registered instance) adds to the
+    contract, and overridden hooks whose parameters differ from the contract's."""
+    declared = set(vars(Task)) | set(Task.__annotations__)
+    breaks = []
+    for klass in cls.__mro__:
+        if klass in (Task, object):
+            continue
+        for name, value in vars(klass).items():
+            if name.startswith("_"):
+                continue
+            if name not in declared:
+                breaks.append(f"{klass.__name__}.{name}: not a hook or attribute of the Task contract")
+            elif callable(value) and callable(vars(Task).get(name)):
+                want = list(inspect.signature(vars(Task)[name]).parameters)
+                got = list(inspect.signature(value).parameters)
+                if got != want:
+                    breaks.append(f"{klass.__name__}.{name}{tuple(got)}: the contract's parameters are {tuple(want)}")
+    breaks += [f"{cls.__name__} instance .{n}" for n in (vars(instance) if instance is not None else {}) if not n.startswith("_") and n not in declared]
+    return breaks
+
+
+def test_tasks_define_only_what_the_contract_declares() -> None:
+    breaks = [b for name in TASKS.names() for b in contract_breaks(type(TASKS.get(name)), TASKS.get(name))]
+    assert not breaks, "declare the hook in hfadapt/tasks/base.py (Task) or make it private (_name):\n" + "\n".join(breaks)
+    for name in TASKS.names():  # every class attribute the core reads is set
+        task = TASKS.get(name)
+        for attr in ("name", "modality", "auto_class", "peft_task_type", "data_model", "pipeline_tag", "card_example"):
+            assert hasattr(task, attr), f"{name}: set {attr}"
+        assert task.name == name
+
+
+def test_the_contract_check_catches_a_misspelt_hook() -> None:
+    from hfadapt.tasks.classification import ClassificationTask
+
+    class Typo(ClassificationTask):
+        restores_eval_order = True  # declared: fine
+
+        def plan_bacth(self, recipe: Any, config: Any, batch_size: int) -> None:  # meant plan_batch
+            return None
+
+        def count_units(self, batch: dict, proc: Any) -> dict:  # a renamed parameter
+            return {}
+
+        def _helper(self) -> None:  # private: fine
+            pass
+
+    breaks = contract_breaks(Typo)
+    assert len(breaks) == 2, breaks
+    assert breaks[0].startswith("Typo.plan_bacth: not a hook") and breaks[1].startswith("Typo.count_units(")
+    assert contract_breaks(ClassificationTask) == []
 
 
 def _outputs(model: Any, batch: dict[str, Any]) -> list[Any]:

@@ -92,7 +92,7 @@ def eval_order(task: Any, dataset: Any) -> list[int] | None:
     Packed causal-lm blocks (a position_ids column) are all max_length: nothing to gain.
     """
     columns = getattr(dataset, "column_names", ())
-    if not getattr(task, "restores_eval_order", False) or "input_ids" not in columns or "position_ids" in columns:
+    if not task.restores_eval_order or "input_ids" not in columns or "position_ids" in columns:
         return None
     return longest_first(row_lengths(dataset))
 

@@ -9,26 +9,24 @@ The page: summary, speed and memory, training loss and learning rate, evaluation
 steps with the best step marked, the task's own section, the final metrics, the resolved recipe
 and run info.
 
-The task section: a task object's own `report_section(data: ReportData) -> str` (HTML) wins;
-otherwise a function registered here with `@section("task-name")`; otherwise a generic section
-listing the final evaluation. A task registered later thus always gets a report.
+The task section is the task's own (`Task.report_section(ReportInput) -> str`, HTML; the
+contract's default lists the final evaluation), so a task registered later always gets a report.
+The HTML parts shared with the task sections live in hfadapt.tasks.reporting.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hfadapt.core.errors import HfadaptError
 from hfadapt.rundir.layout import RECIPE_FILE, RunDir, RunInfo, RunMetrics, RunState, RunStatus
+from hfadapt.tasks.reporting import ReportInput, generic_section
+from hfadapt.tasks.reporting import e as _e, fmt as _fmt, img as _img, metric_table as _metric_table, plt as _plt, value_cell as _value_cell
 
 SKIP_CURVES = ("samples", "tokens")  # counts, not scores: no curve
 
@@ -100,267 +98,19 @@ def write_report(ref: str | Path, out: str | Path | None = None, base_model: str
     return target
 
 
-# ---- per-task sections ----------------------------------------------------------------------------
-SECTIONS: dict[str, Callable[[ReportData], str]] = {}
-
-
-def section(*tasks: str) -> Callable[[Callable[[ReportData], str]], Callable[[ReportData], str]]:
-    """Register the report section of one or more tasks."""
-
-    def deco(fn: Callable[[ReportData], str]) -> Callable[[ReportData], str]:
-        for name in tasks:
-            SECTIONS[name] = fn
-        return fn
-
-    return deco
-
-
+# ---- the task's section ---------------------------------------------------------------------------
 def task_section(data: ReportData) -> str:
-    task = None
-    if data.recipe is not None:
-        from hfadapt.tasks import TASKS
+    """The task's own section (Task.report_section); the generic one where the recipe does not load or
+    names a task this installation lacks."""
+    from hfadapt.tasks import TASKS
 
-        task = TASKS.get(data.task) if data.task in TASKS else None
-    own = getattr(task, "report_section", None)
-    if callable(own):
-        return own(data)
-    return SECTIONS.get(data.task, generic_section)(data)
-
-
-def generic_section(data: ReportData) -> str:
-    evals = data.split("eval")
-    if not evals:
-        return "<p class=note>No final evaluation in this run.</p>"
-    return "<p class=note>No task-specific view for this task; the final evaluation:</p>" + _metric_table(evals, "eval")
-
-
-@section("text-classification", "image-classification")
-def classification_section(data: ReportData) -> str:
-    rows = data.predictions
-    if not rows:
-        return "<p class=note>No eval_predictions.jsonl in this run (it is written at the end of training when there is a validation split).</p>"
-    if "labels" in rows[0]:
-        return _multilabel_section(rows)
-    if "confidence" not in rows[0]:
-        return _regression_section(rows)
-    names = _label_order(data, rows)
-    index = {n: i for i, n in enumerate(names)}
-    matrix = [[0] * len(names) for _ in names]
-    for r in rows:
-        matrix[index[r["label"]]][index[r["pred"]]] += 1
-    out = ["<h3>Confusion matrix</h3>", "<div class=row>", _img(_confusion_plot(matrix, names)), _confusion_table(matrix, names), "</div>"]
-    out += ["<h3>Per-class precision, recall and F1</h3>", _per_class_table(matrix, names)]
-    mistakes = sorted((r for r in rows if r["label"] != r["pred"]), key=lambda r: -r["confidence"])[:10]
-    out.append("<h3>Most confident mistakes</h3>")
-    if not mistakes:
-        out.append("<p class=note>No mistakes on the validation set.</p>")
-    else:
-        body = "".join(
-            f"<tr><td>{r['index']}</td><td>{_e(r.get('text') if r.get('text') is not None else '(no text)')}</td>"
-            f"<td>{_e(r['label'])}</td><td>{_e(r['pred'])}</td><td>{r['confidence']:.3f}</td><td>{r['p_label']:.3f}</td></tr>"
-            for r in mistakes
-        )
-        out.append("<table class=mistakes><tr><th>#</th><th>input</th><th>true</th><th>predicted</th><th>p(predicted)</th><th>p(true)</th></tr>" + body + "</table>")
-    return "".join(out)
-
-
-def _label_order(data: ReportData, rows: list[dict[str, Any]]) -> list[str]:
-    names = list(getattr(data.recipe.data, "labels", None) or []) if data.recipe is not None else []
-    seen = sorted({r["label"] for r in rows} | {r["pred"] for r in rows})
-    return names + [n for n in seen if n not in names] if names else seen
-
-
-def _confusion_table(matrix: list[list[int]], names: list[str]) -> str:
-    total = sum(map(sum, matrix))
-    head = "<tr><th>true \\ predicted</th>" + "".join(f"<th>{_e(n)}</th>" for n in names) + "</tr>"
-    body = "".join(
-        f"<tr><th>{_e(n)}</th>" + "".join(f"<td data-count={c}{' class=diag' if i == j else ''}>{c}</td>" for j, c in enumerate(row)) + "</tr>"
-        for i, (n, row) in enumerate(zip(names, matrix))
-    )
-    return f"<table class=confusion data-total={total}>{head}{body}</table>"
-
-
-def _per_class_table(matrix: list[list[int]], names: list[str]) -> str:
-    body = []
-    for i, n in enumerate(names):
-        tp = matrix[i][i]
-        predicted = sum(row[i] for row in matrix)
-        support = sum(matrix[i])
-        p = tp / predicted if predicted else 0.0
-        r = tp / support if support else 0.0
-        f = 2 * p * r / (p + r) if p + r else 0.0
-        body.append(f"<tr><td>{_e(n)}</td><td>{p:.3f}</td><td>{r:.3f}</td><td>{f:.3f}</td><td>{support}</td></tr>")
-    return "<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>" + "".join(body) + "</table>"
-
-
-def _multilabel_section(rows: list[dict[str, Any]]) -> str:
-    names = sorted({n for r in rows for n in r["labels"] + r["preds"]})
-    body = []
-    for n in names:
-        tp = sum(n in r["labels"] and n in r["preds"] for r in rows)
-        fp = sum(n not in r["labels"] and n in r["preds"] for r in rows)
-        fn = sum(n in r["labels"] and n not in r["preds"] for r in rows)
-        p, rc = (tp / (tp + fp) if tp + fp else 0.0), (tp / (tp + fn) if tp + fn else 0.0)
-        f = 2 * p * rc / (p + rc) if p + rc else 0.0
-        body.append(f"<tr><td>{_e(n)}</td><td>{p:.3f}</td><td>{rc:.3f}</td><td>{f:.3f}</td><td>{tp + fn}</td></tr>")
-    return "<h3>Per-label precision, recall and F1</h3><table><tr><th>label</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>" + "".join(body) + "</table>"
-
-
-def _regression_section(rows: list[dict[str, Any]]) -> str:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.scatter([r["label"] for r in rows], [r["pred"] for r in rows], s=10, alpha=0.6)
-    lo = min(min(r["label"] for r in rows), min(r["pred"] for r in rows))
-    hi = max(max(r["label"] for r in rows), max(r["pred"] for r in rows))
-    ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--")
-    ax.set_xlabel("true value")
-    ax.set_ylabel("prediction")
-    ax.set_title("validation: prediction vs truth")
-    worst = sorted(rows, key=lambda r: -abs(r["pred"] - r["label"]))[:10]
-    table = "".join(f"<tr><td>{r['index']}</td><td>{_e(r.get('text') or '')}</td><td>{r['label']:.3f}</td><td>{r['pred']:.3f}</td></tr>" for r in worst)
-    return (f"<h3>Predictions</h3>{_img(fig)}<h3>Largest errors</h3><table><tr><th>#</th><th>input</th><th>true</th><th>predicted</th></tr>{table}</table>")
-
-
-@section("token-classification")
-def token_classification_section(data: ReportData) -> str:
-    evals = data.split("eval")
-    types = sorted({k.split("/")[0] for k in evals if "/" in k})
-    if not types:
-        return generic_section(data)
-    cols = ("precision", "recall", "f1")
-    body = "".join(
-        f"<tr><td>{_e(t)}</td>" + "".join(_value_cell(f"eval/{t}/{c}", evals.get(f"{t}/{c}")) for c in cols) + "</tr>" for t in types
-    )
-    over = {c: (f"overall_{c}" if f"overall_{c}" in evals else c) for c in cols}  # seqeval's overall_* keys, or plain
-    overall = "<tr class=total><td>overall</td>" + "".join(_value_cell(f"eval/{over[c]}", evals.get(over[c])) for c in cols) + "</tr>"
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(types) + 2), 3))
-    width = 0.27
-    for k, c in enumerate(cols):
-        ax.bar([i + (k - 1) * width for i in range(len(types))], [evals.get(f"{t}/{c}", 0) for t in types], width, label=c)
-    ax.set_xticks(range(len(types)), types)
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
-    ax.set_title("per entity type (validation)")
-    return ("<h3>Per entity type</h3><div class=row>" + _img(fig) + "<table><tr><th>entity</th><th>precision</th><th>recall</th><th>F1</th></tr>" + body + overall + "</table></div>")
-
-
-def _normalize_answer(text: str) -> str:
-    """SQuAD's normalisation (hfadapt/metrics/squad): lower case, no punctuation, no articles, single spaces."""
-    import string
-
-    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
-    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
-
-
-def _qa_scores(prediction: str, answers: list[str]) -> tuple[float, float]:
-    from collections import Counter
-
-    golds = answers or [""]
-    em = max(float(_normalize_answer(prediction) == _normalize_answer(g)) for g in golds)
-
-    def f1(gold: str) -> float:
-        p, g = _normalize_answer(prediction).split(), _normalize_answer(gold).split()
-        if not p or not g:
-            return float(p == g)
-        same = sum((Counter(p) & Counter(g)).values())
-        if not same:
-            return 0.0
-        precision, recall = same / len(p), same / len(g)
-        return 2 * precision * recall / (precision + recall)
-
-    return em, max(f1(g) for g in golds)
-
-
-@section("question-answering")
-def question_answering_section(data: ReportData) -> str:
-    rows = data.predictions
-    if not rows:
-        return generic_section(data)
-    groups: dict[str, list[tuple[float, float]]] = {"all": [], "answerable": [], "unanswerable": []}
-    for r in rows:
-        s = _qa_scores(r["prediction"], r["answers"])
-        r["_em"], r["_f1"] = s
-        groups["all"].append(s)
-        groups["answerable" if r["answerable"] else "unanswerable"].append(s)
-    body = "".join(
-        f"<tr><td>{name}</td><td>{len(v)}</td>"
-        + (f"<td>{100 * sum(e for e, _ in v) / len(v):.1f}</td><td>{100 * sum(f for _, f in v) / len(v):.1f}</td>" if v else "<td>-</td><td>-</td>")
-        + "</tr>"
-        for name, v in groups.items()
-    )
-    wrong = [r for r in rows if r["_em"] < 1][:10]
-    examples = "".join(
-        f"<tr><td>{r['index']}</td><td>{_e(r['context'])}</td><td>{_e(' | '.join(r['answers']) or '(no answer)')}</td><td>{_e(r['prediction'] or '(no answer)')}</td><td>{r['_f1']:.2f}</td></tr>"
-        for r in wrong
-    )
-    return (
-        "<h3>Exact match and F1 by question kind (validation, %)</h3><table><tr><th>questions</th><th>count</th><th>exact match</th><th>F1</th></tr>"
-        + body + "</table><h3>Answers that missed</h3>"
-        + ("<table class=mistakes><tr><th>#</th><th>context</th><th>gold</th><th>predicted</th><th>F1</th></tr>" + examples + "</table>" if wrong else "<p class=note>Every answer matched.</p>")
-    )
-
-
-@section("causal-lm")
-def causal_lm_section(data: ReportData) -> str:
-    gens = data.generations
-    if not gens:
-        return "<p class=note>No sample generations: list prompts under generation.prompts in the recipe to see the model's completions at every evaluation.</p>"
-    steps = sorted({g.get("step") for g in gens if g.get("step") is not None})
-    show = [steps[0], steps[-1]] if len(steps) > 1 else steps
-    out = ["<h3>Sample generations</h3>"]
-    for step in show:
-        rows = "".join(f"<tr><td>{_e(g['prompt'])}</td><td>{_e(g['generated_text'])}</td></tr>" for g in gens if g.get("step") == step)
-        out.append(f"<h4>at step {step}</h4><table class=gen><tr><th>prompt</th><th>generated</th></tr>{rows}</table>")
-    return "".join(out)
-
-
-@section("seq2seq")
-def seq2seq_section(data: ReportData) -> str:
-    rows = data.predictions[:10]
-    if not rows:
-        return "<p class=note>No sample generations (set generation.predict_with_generate and an eval metric such as rouge).</p>"
-    body = "".join(f"<tr><td>{_e(r.get('input') or '')}</td><td>{_e(r['reference'])}</td><td>{_e(r['prediction'])}</td></tr>" for r in rows)
-    return "<h3>Sample generations (validation)</h3><table class=gen><tr><th>input</th><th>reference</th><th>generated</th></tr>" + body + "</table>"
+    if data.recipe is None or data.task not in TASKS:
+        return generic_section(data.split("eval"))
+    report = ReportInput(recipe=data.recipe, metrics=data.metrics, predictions=data.predictions, generations=data.generations)
+    return TASKS.get(data.task).report_section(report)
 
 
 # ---- plots --------------------------------------------------------------------------------------
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _img(fig: Any) -> str:
-    plt = _plt()
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-
-
-def _confusion_plot(matrix: list[list[int]], names: list[str]) -> Any:
-    plt = _plt()
-    n = len(names)
-    fig, ax = plt.subplots(figsize=(min(1.0 + 0.6 * n, 10) + 1.5, min(1.0 + 0.6 * n, 10) + 1))
-    im = ax.imshow(matrix, cmap="Blues", vmin=0)
-    ax.set_xticks(range(n), names, rotation=45, ha="right")
-    ax.set_yticks(range(n), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    peak = max(max(r) for r in matrix) or 1
-    if n <= 20:
-        for i in range(n):
-            for j in range(n):
-                ax.text(j, i, matrix[i][j], ha="center", va="center", color="white" if matrix[i][j] > peak / 2 else "black", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    return fig
-
-
 def _training_plot(data: ReportData) -> str:
     losses = data.state.losses
     lrs = data.state.learning_rates()
@@ -414,30 +164,6 @@ def _eval_plot(data: ReportData) -> str:
 
 
 # ---- tables -------------------------------------------------------------------------------------
-def _e(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return _e(value)
-    if isinstance(value, int) or float(value).is_integer() and abs(value) >= 1:
-        return f"{int(value):,}"
-    return f"{value:.4g}"
-
-
-def _value_cell(key: str, value: Any) -> str:
-    if value is None:
-        return "<td>-</td>"
-    raw = json.dumps(value)
-    return f"<td data-key=\"{_e(key)}\" data-value=\"{_e(raw)}\">{_fmt(value)}</td>"
-
-
-def _metric_table(values: dict[str, Any], split: str) -> str:
-    body = "".join(f"<tr><td>{_e(k)}</td>{_value_cell(f'{split}/{k}', v)}</tr>" for k, v in values.items())
-    return f"<table><tr><th>{_e(split)}</th><th>value</th></tr>{body}</table>"
-
-
 PERF_LABELS = {
     "train_time_s": "training wall time (s)",
     "samples": "examples seen",

@@ -61,7 +61,7 @@ def list_targets(model: str, task: str | None = None, r: int = 8, revision: str 
             skeleton = auto.from_config(config, trust_remote_code=trust_remote_code)
     except Exception as e:  # noqa: BLE001
         raise HfadaptError(f"targets: cannot build '{model}' from its config: {first_line(e)}") from e
-    heads = head_modules(skeleton, extra=getattr(the_task, "fresh_heads", ()))
+    heads = head_modules(skeleton, extra=the_task.fresh_heads if the_task is not None else ())
     found = linear_module_names(skeleton, exclude=heads)
     rows = tuple(
         TargetRow(name, len(shapes), tuple(sorted(set(shapes))), sum(r * (i + o) for i, o in shapes))

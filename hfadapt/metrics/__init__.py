@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from hfadapt.core.registry import Registry
@@ -79,3 +80,11 @@ def result_keys(name: str) -> list[str]:
 def lower_is_better(key: str) -> bool:
     """Whether a smaller value of a result key is better (loss, mse, perplexity): the default of eval.greater_is_better."""
     return key in ("loss", "perplexity") or any(m.lower_is_better and key in m.result_keys for m in map(METRICS.get, METRICS.names()))
+
+
+def module(name: str) -> ModuleType:
+    """The Python module of a shipped metric as `load` imported it, for its per-example functions
+    (squad_v2's `exact_match` and `f1` score one answer the way the metric scores them all)."""
+    import sys
+
+    return sys.modules[type(load(name)).__module__]

@@ -400,7 +400,7 @@ def apply_adapter(model: Any, recipe: Any, task: Any, num_training_steps: int | 
     a = recipe.adapter
     method = ADAPTERS.get(a.method, field="adapter.method")
     check_options(a)
-    heads = head_modules(model, extra=getattr(task, "fresh_heads", ()))
+    heads = head_modules(model, extra=task.fresh_heads)
     if a.method == "full":
         model.requires_grad_(True)
         return model
@@ -424,7 +424,7 @@ def apply_adapter(model: Any, recipe: Any, task: Any, num_training_steps: int | 
     task_type = task.peft_task_type
     given = a.target_modules if isinstance(a, TargetedAdapterSection) else None  # prefix/prompt: none
     targets = given if given is not None else default_targets(model, method)
-    if targets == "all-linear" and getattr(task, "fresh_heads", ()):
+    if targets == "all-linear" and task.fresh_heads:
         # peft's all-linear would also wrap a head it can't recognise as the output layer (CTC's lm_head)
         targets = sorted(linear_module_names(model, exclude=heads))
     if isinstance(given, list):

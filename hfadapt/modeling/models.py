@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hfadapt.modeling import timm_models
 from hfadapt.core.errors import HfadaptError, first_line
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+    from hfadapt.tasks.base import Task
 
 # Published copies of a run (hub push) name a local base model as "<local>/NAME" and a path inside the
 # run directory (model.init=config: its saved random base) as "<run>/...": the real paths stay in the
@@ -59,16 +64,15 @@ def quantization_config(mode: str) -> Any:
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)
 
 
-def auto_model_class(task: Any, config: Any = None) -> Any:
-    """The transformers Auto* class of a task's model: `task.auto_class`, or for a task whose head depends
-    on the architecture (speech-recognition: encoder-decoder or CTC) `task.auto_class_for(config)`."""
+def auto_model_class(task: Task, config: PretrainedConfig | None = None) -> Any:
+    """The transformers Auto* class of a task's model: `task.auto_class_for(config)`, which is
+    `task.auto_class` unless the head depends on the architecture (speech-recognition: encoder-decoder or CTC)."""
     import transformers
 
-    pick = getattr(task, "auto_class_for", None)
-    return getattr(transformers, pick(config) if pick is not None and config is not None else task.auto_class)
+    return getattr(transformers, task.auto_class_for(config))
 
 
-def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, path: str | None = None) -> Any:
+def load_base_model(recipe: Any, task: Task, info: Any, processor: Any = None, path: str | None = None) -> Any:
     """The task's Auto* model, with a fresh head where the task needs one (task.model_kwargs).
 
     `path` overrides where weights come from (a run's saved random base for model.init=config).
@@ -82,10 +86,9 @@ def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, pa
     quant = quantization_config(m.quantization)
     auto = getattr(transformers, task.auto_class)
     extra = dict(task.model_kwargs(info))
-    if hasattr(task, "processor_model_kwargs"):  # CTC: the head is sized to the processor's vocabulary
-        extra.update(task.processor_model_kwargs(processor))
+    extra.update(task.processor_model_kwargs(processor))  # CTC: the head is sized to the processor's vocabulary
     try:
-        if hasattr(task, "auto_class_for"):
+        if task.auto_class_from_config:
             auto = auto_model_class(task, transformers.AutoConfig.from_pretrained(
                 source, revision=None if path else m.revision, trust_remote_code=m.trust_remote_code))
         if m.init == "config" and path is None:
@@ -115,8 +118,7 @@ def load_base_model(recipe: Any, task: Any, info: Any, processor: Any = None, pa
     timm_models.sync_label_names(model)  # the data's class names, not the base checkpoint's
     if recipe.adapter.method != "full":
         timm_models.freeze_batch_norm(model)
-    if hasattr(task, "configure_model"):
-        task.configure_model(model, recipe)
+    task.configure_model(model, recipe)
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
@@ -161,7 +163,7 @@ def check_base_model(base_model: str) -> str:
     return str(path) if path.exists() else base_model
 
 
-def load_run_model(run: Any, task: Any, base_model: str | None = None, ref: Any = None) -> Any:
+def load_run_model(run: Any, task: "Task", base_model: str | None = None, ref: Any = None) -> Any:
     """The fine-tuned model of a finished run: base + adapter (peft) or the saved full model.
 
     `base_model` (a local folder or Hub id) replaces the base the adapter config names: a pulled adapter
@@ -176,7 +178,7 @@ def load_run_model(run: Any, task: Any, base_model: str | None = None, ref: Any 
     ref = ref if ref is not None else run.model_dir
     if base_model is not None and not is_peft(recipe.adapter.method):
         raise HfadaptError(f"{BASE_MODEL_FLAG}: {ref} holds a standalone model (adapter.method={recipe.adapter.method}); it loads without a base model")
-    auto = auto_model_class(task, transformers.AutoConfig.from_pretrained(run.model_dir) if hasattr(task, "auto_class_for") else None)
+    auto = auto_model_class(task, transformers.AutoConfig.from_pretrained(run.model_dir) if task.auto_class_from_config else None)
     if not is_peft(recipe.adapter.method):
         return auto.from_pretrained(run.model_dir, dtype=DTYPES[recipe.model.dtype])
     from peft import PeftConfig, PeftModel

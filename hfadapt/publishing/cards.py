@@ -254,11 +254,11 @@ def _auto_class_name(run: RunDir) -> str:
     """The run's Auto* class: the task's, or for speech-recognition the one its saved config calls for."""
     import json
 
-    pick = getattr(get_task(run.recipe.task), "auto_class_for", None)
+    task = get_task(run.recipe.task)
     config = run.model_dir / "config.json"
-    if pick is not None and config.is_file():
-        return pick(json.loads(config.read_text()))
-    return get_task(run.recipe.task).auto_class
+    if task.auto_class_from_config and config.is_file():
+        return task.auto_class_for(json.loads(config.read_text()))
+    return task.auto_class
 
 
 def _results(metrics: RunMetrics) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ hfadapt/audio.py for why). Clips longer than data.max_duration_s are cut to it b
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -21,7 +21,16 @@ from hfadapt.data import audio
 from hfadapt.tasks import classification
 from hfadapt.core.errors import HfadaptError, first_line
 from hfadapt.core.recipe import DataSection
-from hfadapt.tasks.base import EvalContext, register_task
+from hfadapt.tasks.base import register_task
+from hfadapt.tasks.classification import ClassificationTask
+
+if TYPE_CHECKING:
+    from torch.nn import Module
+    from transformers import FeatureExtractionMixin, PretrainedConfig, PreTrainedModel
+
+    from hfadapt.core.recipe import Recipe
+    from hfadapt.data.labels import LabelInfo
+    from hfadapt.tasks.base import Collate, Split
 
 
 class AudioClassificationData(audio.AudioFields, classification.LabelFields, DataSection):
@@ -33,7 +42,7 @@ class AudioClassificationData(audio.AudioFields, classification.LabelFields, Dat
     )
 
 
-class AudioClassification:
+class AudioClassification(ClassificationTask):
     name = "audio-classification"
     modality = "audio"
     peft_task_type = None  # peft has no audio task type; the head goes to modules_to_save
@@ -42,87 +51,72 @@ class AudioClassification:
     model_model = audio.AudioModelSection  # model.freeze_feature_encoder
     pipeline_tag = "audio-classification"
     card_example = "clip.wav"
-    extra_result_keys: tuple[str, ...] = ()
 
-    def check(self, recipe: Any) -> list[str]:
-        problems = classification.check(recipe)
+    def check(self, recipe: Recipe) -> list[str]:
+        problems = super().check(recipe)
         if recipe.data.problem_type == "regression":
             problems.append("data.problem_type: audio-classification takes single_label or multi_label")
         return problems
 
-    def columns(self, recipe: Any, with_labels: bool = True) -> dict[str, str]:
+    def columns(self, recipe: Recipe, with_labels: bool = True) -> dict[str, str]:
         d = recipe.data
         return {d.audio_column: "data.audio_column", **({d.label_column: "data.label_column"} if with_labels else {})}
 
-    def default_metrics(self, recipe: Any) -> list[str]:
-        return classification.default_metrics(recipe)
-
-    def load_processor(self, recipe: Any, path: str | None = None) -> Any:
+    def load_processor(self, recipe: Recipe, path: str | None = None) -> FeatureExtractionMixin:
         return load_feature_extractor(recipe, path)
 
-    def label_info(self, train: Any, recipe: Any) -> Any:
-        return classification.label_info(train, recipe)
-
-    def info_from_config(self, config: Any) -> Any:
-        from hfadapt.data.labels import LabelInfo
-
-        return LabelInfo.from_model_config(config)
-
-    def model_kwargs(self, info: Any) -> dict:
-        return classification.model_kwargs(info)
-
-    def evaluate(self, ctx: EvalContext, model: Any, dataloader: Any) -> dict:
-        return classification.evaluate(ctx, model, dataloader)
-
-    def prepare_model(self, model: Any, recipe: Any) -> None:
+    def prepare_model(self, model: PreTrainedModel, recipe: Recipe) -> None:
         """After the adapter is applied: freeze the feature encoder; multi-label loss where the head lacks one."""
         audio.freeze_feature_encoder(model, recipe)
         if recipe.data.problem_type == "multi_label":
             _binary_cross_entropy_loss(model)
 
-    def predict(self, model: Any, processor: Any, items: list[str], recipe: Any, info: Any) -> list[dict]:
+    def predict(self, model: Module, processor: FeatureExtractionMixin, items: list[str], recipe: Recipe,
+                info: LabelInfo | None) -> list[dict[str, Any]]:
+        assert info is not None, "a classifier predicts label names"
         batch = {k: v.to(model.device) for k, v in self.encode_inputs(items, processor, recipe).items()}
         return classification.predict_batch(model, batch, info)
 
-    def count_units(self, batch: dict, processor: Any) -> dict[str, Any]:
+    def count_units(self, batch: dict[str, Any], processor: FeatureExtractionMixin) -> dict[str, Any]:
         return audio.count_audio_units(batch, processor)  # seconds of audio, not waveform samples as tokens
 
-    def preprocess(self, ds: Any, split: str, processor: Any, recipe: Any, labels: Any, train: bool) -> Any:
+    def preprocess(self, ds: Split, split: str, processor: FeatureExtractionMixin, recipe: Recipe, info: LabelInfo | None,
+                   train: bool) -> Split:
         d = recipe.data
         has_labels = d.label_column in ds.column_names
         rate = audio.sampling_rate_of(processor)
 
-        def encode(batch: dict, rows: list[int]) -> dict:
+        def encode(batch: dict[str, list[Any]], rows: list[int]) -> dict[str, list[Any]]:
             if not has_labels:
                 return {}
-            return {"labels": classification.encode_labels(batch[d.label_column], rows, labels, split, d)}
+            return {"labels": classification.encode_labels(batch[d.label_column], rows, info, split, d)}
 
         from accelerate import PartialState
 
         checked = audio.check_audio(ds, split, recipe, rate, encode, f"Checking audio of {split}", is_main=PartialState().is_main_process)
         return audio.featurise_on_the_fly(checked, processor, d, split, audio.max_samples(d, rate))
 
-    def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
+    def plan_batch(self, recipe: Recipe, config: PretrainedConfig, batch_size: int) -> tuple[dict[str, Any], str]:
         """A meta-device micro-batch for `hfadapt plan`: clips of data.max_duration_s."""
         from hfadapt.modeling.meta import meta_labels
 
         inputs, what = audio.plan_inputs(config, batch_size, recipe.data.max_duration_s)
         return {**inputs, "labels": meta_labels(batch_size)}, what
 
-    def collator(self, processor: Any) -> Any:
+    def collator(self, processor: FeatureExtractionMixin) -> Collate:
         return AudioCollator(processor)
 
-    def encode_inputs(self, items: list[str], processor: Any, recipe: Any) -> dict:
+    def encode_inputs(self, items: list[str], processor: FeatureExtractionMixin, recipe: Recipe) -> dict[str, Any]:
         return audio.encode_files(items, processor, recipe.data)
 
 
 class AudioCollator:
     """Pads a batch of clip features with the feature extractor; stacks the labels."""
 
-    def __init__(self, feature_extractor: Any) -> None:
+    def __init__(self, feature_extractor: FeatureExtractionMixin) -> None:
         self.feature_extractor = feature_extractor
 
-    def __call__(self, rows: list[dict]) -> dict:
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         batch = audio.pad_features(self.feature_extractor, rows)
@@ -132,7 +126,7 @@ class AudioCollator:
         return batch
 
 
-def _binary_cross_entropy_loss(model: Any) -> None:
+def _binary_cross_entropy_loss(model: PreTrainedModel) -> None:
     """wav2vec2-style and Whisper audio classifiers always compute a cross-entropy loss, whatever
     config.problem_type says; for multi-label the loss is taken over here (one sigmoid per label).
     The instance's forward is wrapped because peft calls `model.forward` directly (no module hooks)."""
@@ -149,7 +143,7 @@ def _binary_cross_entropy_loss(model: Any) -> None:
     model.forward = forward
 
 
-def load_feature_extractor(recipe: Any, path: str | None = None) -> Any:
+def load_feature_extractor(recipe: Recipe, path: str | None = None) -> FeatureExtractionMixin:
     """The base model's (or a run's) feature extractor: sampling rate, log-mel or normalisation settings."""
     from transformers import AutoFeatureExtractor
 

@@ -1,4 +1,4 @@
-"""What a task module provides, the context its evaluation receives, and the task registry.
+"""The task contract (`Task`), the context a task's evaluation receives, and the task registry.
 
 Task modules must not import torch/transformers at module level: `hfadapt validate` loads them
 to check a recipe without importing torch.
@@ -8,26 +8,47 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from hfadapt.tasks.checks import common_problems
 from hfadapt.core.recipe import DataSection, ModelSection, register_task_recipe
 from hfadapt.core import task_source
 from hfadapt.core.registry import Registry
+from hfadapt.tasks.reporting import ReportInput, generic_section
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from datasets import Dataset, IterableDataset
+    from torch.nn import Module
+    from torch.utils.data import DataLoader
+    from transformers import (
+        FeatureExtractionMixin,
+        ImageProcessingMixin,
+        PretrainedConfig,
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+        ProcessorMixin,
+    )
+
     from hfadapt.core.recipe import Recipe
+    from hfadapt.data.labels import LabelInfo
+
+    Split = Dataset | IterableDataset  # a split of a dataset, as loaded (streamed or not) or preprocessed
+    Processor = PreTrainedTokenizerBase | ProcessorMixin | FeatureExtractionMixin | ImageProcessingMixin
+    Collate = Callable[[list[dict[str, Any]]], dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class EvalContext:
     """Everything a task's evaluation may need besides the model and the batches."""
 
-    accelerator: Any
-    recipe: "Recipe"
-    processor: Any  # tokenizer / image processor the split was preprocessed with
-    info: Any  # the task's label information (LabelInfo), or None
-    dataset: Any  # the preprocessed split the dataloader iterates, whole (not one process's shard)
+    accelerator: Accelerator
+    recipe: Recipe
+    processor: Processor  # tokenizer / image processor the split was preprocessed with
+    info: LabelInfo | None  # the task's label information (LabelInfo), or None
+    dataset: Split  # the preprocessed split the dataloader iterates, whole (not one process's shard)
     split: str  # "validation" or "test"
     metric_names: tuple[str, ...]
     run_dir: Path | None = None  # where evaluation artefacts go (causal-lm generations); None: nowhere
@@ -36,61 +57,180 @@ class EvalContext:
     predictions_file: Path | None = None  # the final evaluation: per-example results go here (predictions.py)
     order: tuple[int, ...] | None = None  # the dataloader's row order when not dataset order (grouping.eval_order)
 
-    def in_dataset_order(self, items: Any) -> Any:
+    def in_dataset_order(self, items: T) -> T:
         """Per-row results gathered in the dataloader's order (a tensor or a list) back in dataset order."""
         from hfadapt.data.grouping import in_input_order
 
         return in_input_order(self.order, items)
 
 
-class Task(Protocol):
+class Task:
+    """The task contract: every hook the core may call on a task, and nothing else.
+
+    A task module subclasses this (or `ClassificationTask`), sets the class attributes, overrides
+    the required hooks and whichever optional ones it needs, then registers one instance
+    (`register_task`). The core calls the hooks directly; the defaults below are what a task that
+    does not override one gets. A public name a task class adds beyond these is a contract break
+    (tests/test_task_contract.py catches typos such as `plan_bacth`); helpers go in module-level
+    functions or `_private` methods.
+    """
+
+    # ---- what the task is ------------------------------------------------------------------------
     name: str
-    modality: str  # "text" or "image": decides which adapter methods fit
-    auto_class: str  # the transformers Auto* class of the model head
-    peft_task_type: str | None  # peft TaskType name (SEQ_CLS, CAUSAL_LM, ...), None where peft has none
-    data_model: type[DataSection]  # the task's `data` section: its columns and settings
-    model_model: type[ModelSection]  # the task's `model` section: ModelSection unless its models take settings of their own
-    extra_result_keys: tuple[str, ...]  # result keys computed besides metric modules (e.g. "perplexity")
-    pipeline_tag: str  # the Hub's pipeline tag for model cards (one the Hub accepts)
-    card_example: str  # an input for the usage snippet of model cards
-    # Optional, looked up with getattr: count_units(batch, processor) -> {unit: amount} for the throughput figures
-    # (throughput.py; default: non-pad tokens, e.g. an audio task returns {"audio_seconds": ...}), and
-    # report_section(data) -> HTML for `hfadapt report` (report.py; default: one registered there, or generic),
-    # and liger_kernel = True where train.liger_kernel may patch the task's model (liger.py; default False).
+    """The recipe's `task` value (`text-classification`); also the registry key."""
+    modality: str
+    """The kind of input, "text", "image" or "audio": decides which adapter methods fit (tasks/checks.py)."""
+    auto_class: str
+    """The transformers Auto* class of the model head (AutoModelForSequenceClassification, ...)."""
+    peft_task_type: str | None
+    """peft TaskType name (SEQ_CLS, CAUSAL_LM, ...); None where peft has none (the head then goes to modules_to_save)."""
+    data_model: type[DataSection]
+    """The task's `data` section of the recipe (a pydantic model): its columns and settings."""
+    model_model: type[ModelSection] = ModelSection
+    """The task's `model` section: ModelSection unless its models take settings of their own (the
+    audio tasks' freeze_feature_encoder)."""
+    pipeline_tag: str
+    """The Hub's pipeline tag for model cards (one the Hub accepts)."""
+    card_example: str
+    """An input for the usage snippet of model cards (publishing/cards.py)."""
+    extra_result_keys: tuple[str, ...] = ()
+    """Result keys evaluate() computes besides the metric modules' (causal-lm: "perplexity"); eval.best_metric may name them."""
+    restores_eval_order: bool = False
+    """True where evaluate() puts per-row results back in dataset order (EvalContext.in_dataset_order):
+    then data/grouping.py lets the evaluation loader read rows longest first (less padding). False:
+    evaluation rows are read in dataset order."""
+    liger_kernel: bool = False
+    """True where train.liger_kernel may patch the task's model (Liger's kernels are for causal LMs;
+    modeling/liger.py). False: tasks/checks.py rejects train.liger_kernel for the task."""
+    fresh_heads: tuple[str, ...] = ()
+    """Module names of a head the task always builds fresh (CTC's lm_head, sized to the vocabulary):
+    trained fully with the adapter (modules_to_save) and never wrapped by it (modeling/adapters.py)."""
+    auto_class_from_config: bool = False
+    """True where the model head depends on the base model's config (auto_class_for reads it): the core
+    then loads the config before it picks the Auto* class. False: `auto_class` always."""
 
-    def check(self, recipe: "Recipe") -> list[str]:
-        """Recipe problems across sections this task can see without loading anything (field path: message)."""
+    # ---- recipe (no torch: `hfadapt validate`) -----------------------------------------------------
+    def check(self, recipe: Recipe) -> list[str]:
+        """Recipe problems across sections that the task can see without loading anything, each
+        "field.path: message". Called by the task's recipe model after the shared checks
+        (tasks/checks.py). Default: none."""
+        return []
 
-    def columns(self, recipe: "Recipe", with_labels: bool = True) -> dict[str, str]:
-        """Dataset columns the task reads -> the recipe field that names each (for error messages)."""
+    def columns(self, recipe: Recipe, with_labels: bool = True) -> dict[str, str]:
+        """Dataset columns the task reads -> the recipe field that names each, for the data loader's
+        "missing column" errors (data/sources.py); with_labels=False for `predict`/unlabelled splits. Required."""
+        raise NotImplementedError(f"{type(self).__name__}.columns")
 
-    def default_metrics(self, recipe: "Recipe") -> list[str]: ...
+    def default_metrics(self, recipe: Recipe) -> list[str]:
+        """Metric modules evaluated when eval.metrics is empty (checks, training, evaluation). Default: none
+        (the loss only, plus whatever evaluate() computes itself)."""
+        return []
 
-    def load_processor(self, recipe: "Recipe", path: str | None = None) -> Any:
-        """Tokenizer or image processor of the base model (or of a run directory)."""
+    # ---- model and processor ---------------------------------------------------------------------------
+    def load_processor(self, recipe: Recipe, path: str | None = None) -> Processor:
+        """The tokenizer / image processor / feature extractor / processor of the base model, or of a run
+        directory `path` (eval, predict, push). Called once per process before preprocessing. Required."""
+        raise NotImplementedError(f"{type(self).__name__}.load_processor")
 
-    def label_info(self, train: Any, recipe: "Recipe") -> Any:
-        """What the data tells the model besides examples (label names for classifiers), or None."""
+    def label_info(self, train: Split, recipe: Recipe) -> LabelInfo | None:
+        """What the training data tells the model besides examples (label names of a classifier), read
+        once from the raw train split before preprocessing. Default: None (nothing)."""
+        return None
 
-    def info_from_config(self, config: Any) -> Any:
-        """The same information read back from a saved model config (for eval/predict on a run)."""
+    def info_from_config(self, config: PretrainedConfig) -> LabelInfo | None:
+        """The same information read back from a saved model config (eval/predict on a run, `hfadapt plan`).
+        Default: None."""
+        return None
 
-    def model_kwargs(self, info: Any) -> dict:
-        """Extra from_pretrained/from_config arguments (num_labels, id2label, ...)."""
+    def model_kwargs(self, info: LabelInfo | None) -> dict[str, Any]:
+        """Extra from_pretrained/from_config arguments that size the head (num_labels, id2label, ...),
+        given label_info's result. Called when the base model loads (training, plan). Default: none."""
+        return {}
 
-    def evaluate(self, ctx: EvalContext, model: Any, dataloader: Any) -> dict:
-        """Loss and metrics over a prepared dataloader, each example counted once across processes."""
+    def processor_model_kwargs(self, processor: Processor) -> dict[str, Any]:
+        """More from_pretrained arguments that come from the processor (CTC: vocab_size and pad id of
+        the vocabulary). Called with model_kwargs when the base model loads for training. Default: none."""
+        return {}
 
-    def predict(self, model: Any, processor: Any, items: list[str], recipe: "Recipe", info: Any) -> list[dict]:
-        """Predictions for one chunk of user inputs, one dict per input."""
+    def auto_class_for(self, config: PretrainedConfig | dict[str, Any] | None) -> str:
+        """The Auto* class name for a base model whose config is `config` (a config object, a saved
+        config.json as a dict, or None where none is at hand). Called wherever the core builds or names
+        the model class (training, plan, targets, reload, model card). Default: `auto_class`."""
+        return self.auto_class
 
-    def preprocess(self, ds: Any, split: str, processor: Any, recipe: "Recipe", info: Any, train: bool) -> Any:
-        """Raw split -> model-ready dataset (datasets.map, cached)."""
+    def configure_model(self, model: PreTrainedModel, recipe: Recipe) -> None:
+        """Adjust the freshly loaded base model before quantization and the adapter (image-classification:
+        a loss for soft targets). Called by modeling/models.py on every base-model load. Default: nothing."""
 
-    def collator(self, processor: Any) -> Callable[[list[dict]], dict]: ...
+    def prepare_model(self, model: PreTrainedModel, recipe: Recipe) -> None:
+        """Adjust the base model after the adapter is applied, before training (audio: freeze the feature
+        encoder, multi-label loss); `model` is the base model inside the peft wrapper. Called once per
+        training run (training/coordinator.py). Default: nothing."""
 
-    def encode_inputs(self, items: list[str], processor: Any, recipe: "Recipe") -> dict:
-        """User inputs of `hfadapt predict` (text strings, image paths) -> a model batch."""
+    # ---- data ----------------------------------------------------------------------------------------------
+    def preprocess(self, ds: Split, split: str, processor: Processor, recipe: Recipe, info: LabelInfo | None,
+                   train: bool) -> Split:
+        """Raw split -> model-ready dataset (datasets.map, cached; `train` is False for validation/test,
+        which may keep extra columns for evaluate()). Called per split before training/evaluation. Required."""
+        raise NotImplementedError(f"{type(self).__name__}.preprocess")
+
+    def collator(self, processor: Processor) -> Collate:
+        """The collate function of evaluation batches, and of training batches unless train_collator
+        gives one. Required."""
+        raise NotImplementedError(f"{type(self).__name__}.collator")
+
+    def train_collator(self, processor: Processor, recipe: Recipe, info: LabelInfo | None) -> Collate | None:
+        """The collate function of training batches when it differs from evaluation's (image-classification:
+        mixup/cutmix). Called once when training sets up its data. Default: None (collator() for both)."""
+        return None
+
+    def count_units(self, batch: dict[str, Any], processor: Processor) -> dict[str, Any]:
+        """What one training micro-batch holds besides examples, for the throughput figures
+        (training/throughput.py): {unit: amount}, amounts may be device tensors. Called on every
+        training batch. Default: non-pad input tokens where there is an attention mask, all input ids
+        otherwise, nothing for batches without input ids (images); audio tasks count seconds of audio."""
+        return count_tokens(batch)
+
+    def plan_batch(self, recipe: Recipe, config: PretrainedConfig, batch_size: int) -> tuple[dict[str, Any], str] | None:
+        """A meta-device micro-batch of the worst case (full length) for `hfadapt plan` to trace the
+        activations of, and a few words saying what it holds ("128 tokens"). Default: None (the plan
+        gives no activation estimate)."""
+        return None
+
+    def encode_inputs(self, items: list[str], processor: Processor, recipe: Recipe) -> dict[str, Any]:
+        """User inputs of `hfadapt predict` (text strings, file paths) -> one model batch (tensors). Used by
+        predict() and by tests that compare a reloaded model's outputs. Required."""
+        raise NotImplementedError(f"{type(self).__name__}.encode_inputs")
+
+    # ---- evaluation, prediction, report ------------------------------------------------------------------
+    def evaluate(self, ctx: EvalContext, model: Module, dataloader: DataLoader) -> dict[str, Any]:
+        """Loss ("loss"), "samples" and metrics over a prepared dataloader, each example counted once
+        across processes; writes per-example rows when ctx.predictions_file is set. Called at every
+        evaluation during training and by `hfadapt eval`. Required."""
+        raise NotImplementedError(f"{type(self).__name__}.evaluate")
+
+    def predict(self, model: Module, processor: Processor, items: list[str], recipe: Recipe,
+                info: LabelInfo | None) -> list[dict[str, Any]]:
+        """Predictions for one chunk of `hfadapt predict` inputs, one dict per input. Required."""
+        raise NotImplementedError(f"{type(self).__name__}.predict")
+
+    def report_section(self, report: ReportInput) -> str:
+        """The task's own HTML section of `hfadapt report` (insight/report.py), from the run's final
+        evaluation and per-example rows. Default: a table of the final evaluation."""
+        return generic_section(report.split("eval"))
+
+
+def count_tokens(batch: dict[str, Any]) -> dict[str, Any]:
+    """Task.count_units' default: real (non-pad) input tokens where there is an attention mask (text);
+    all input ids where there is none (packed causal-LM blocks leave little padding); nothing otherwise
+    (images). Values may be device tensors: they are summed on the device and read once at the end."""
+    mask = batch.get("attention_mask")
+    if mask is not None and hasattr(mask, "sum"):
+        return {"tokens": mask.sum()}
+    ids = batch.get("input_ids")
+    if ids is not None and hasattr(ids, "numel"):
+        return {"tokens": ids.numel()}
+    return {}
 
 
 TASKS: Registry[Task] = Registry("task", known=task_source.task_names, load=task_source.load_task)
@@ -108,6 +248,6 @@ def register_task(task: Task) -> Task:
     register_task_recipe(
         task.name, task.data_model, lambda recipe: common_problems(recipe, task) + task.check(recipe),
         # ModelSection for tasks that don't declare their own (the Task base class gives that default)
-        model_model=getattr(task, "model_model", ModelSection),
+        model_model=task.model_model,
     )
     return task

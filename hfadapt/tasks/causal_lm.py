@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -23,7 +23,17 @@ from hfadapt.modeling.sharding import generation_sync
 from hfadapt.data.sources import ROW_COLUMN, is_streamed, map_split, row_location
 from hfadapt.core.errors import HfadaptError, first_line
 from hfadapt.core.recipe import DataSection
-from hfadapt.tasks.base import EvalContext, register_task
+from hfadapt.tasks.base import EvalContext, Task, register_task
+from hfadapt.tasks.reporting import ReportInput, e
+
+if TYPE_CHECKING:
+    from torch.nn import Module
+    from torch.utils.data import DataLoader
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
+    from hfadapt.core.recipe import Recipe
+    from hfadapt.data.labels import LabelInfo
+    from hfadapt.tasks.base import Collate, Split
 
 FORMAT_KEY = "hfadapt_lm_format"  # tokenizer_config.json entry: the data format a run was trained on
 GENERATIONS_FILE = "generations.jsonl"
@@ -46,7 +56,7 @@ class CausalLMData(DataSection):
     truncation: bool = Field(True, description="false: a sequence longer than max_length is an error, not cut")
 
 
-class CausalLM:
+class CausalLM(Task):
     name = "causal-lm"
     modality = "text"
     peft_task_type = "CAUSAL_LM"
@@ -59,7 +69,7 @@ class CausalLM:
     restores_eval_order = True  # padded (unpacked) evaluation reads rows longest first; evaluate() sums in dataset order
 
     # ---- recipe -----------------------------------------------------------------------------
-    def check(self, recipe: Any) -> list[str]:
+    def check(self, recipe: Recipe) -> list[str]:
         d, problems = recipe.data, []
         if recipe.eval.metrics:
             problems.append("eval.metrics: causal-lm computes loss and perplexity itself; remove eval.metrics")
@@ -70,7 +80,7 @@ class CausalLM:
             )
         return problems
 
-    def columns(self, recipe: Any, with_labels: bool = True) -> dict[str, str]:
+    def columns(self, recipe: Recipe, with_labels: bool = True) -> dict[str, str]:
         d = recipe.data
         if d.lm_format == "text":
             return {d.text_column: "data.text_column"}
@@ -80,11 +90,8 @@ class CausalLM:
             return {d.messages_column: "data.messages_column"}
         return {}  # auto: decided per split in preprocess, which names what is missing
 
-    def default_metrics(self, recipe: Any) -> list[str]:
-        return []
-
     # ---- model and processor ------------------------------------------------------------------
-    def load_processor(self, recipe: Any, path: str | None = None) -> Any:
+    def load_processor(self, recipe: Recipe, path: str | None = None) -> PreTrainedTokenizerBase:
         from hfadapt.modeling.tokenization import load_tokenizer
 
         tok = load_tokenizer(recipe, path)
@@ -92,17 +99,9 @@ class CausalLM:
             tok.chat_template = recipe.data.chat_template  # saved with the adapter, so predict renders the same way
         return tok
 
-    def label_info(self, train: Any, recipe: Any) -> Any:
-        return None
-
-    def info_from_config(self, config: Any) -> Any:
-        return None
-
-    def model_kwargs(self, info: Any) -> dict:
-        return {}
-
     # ---- data ---------------------------------------------------------------------------------
-    def preprocess(self, ds: Any, split: str, processor: Any, recipe: Any, info: Any, train: bool) -> Any:
+    def preprocess(self, ds: Split, split: str, processor: PreTrainedTokenizerBase, recipe: Recipe, info: LabelInfo | None,
+                   train: bool) -> Split:
         d = recipe.data
         fmt = resolve_format(ds.column_names, recipe, split)
         if fmt == "chat" and not getattr(processor, "chat_template", None):
@@ -114,7 +113,7 @@ class CausalLM:
             processor.init_kwargs[FORMAT_KEY] = fmt  # written to tokenizer_config.json with the adapter
         eos = processor.eos_token_id
 
-        def encode(batch: dict, indices: list[int]) -> dict:
+        def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
             rows = batch.get(ROW_COLUMN, indices)
             out: dict[str, list] = {"input_ids": [], "labels": []}
             for j, row in enumerate(rows):
@@ -149,7 +148,7 @@ class CausalLM:
             num_proc=d.num_proc, desc=f"Tokenizing {split}",
         )
 
-        def pack(source: Any) -> Any:
+        def pack(source: Split) -> Split:
             # Blocks are built from 1000 examples at a time, in a materialised split as in a stream,
             # so packing on the fly gives the blocks packing the whole set would.
             return map_split(
@@ -184,17 +183,17 @@ class CausalLM:
             print(f"hfadapt: causal-lm {split}: non-pad tokens {100 * unpacked_share:.1f}% per batch of {bs} (data.packing=true packs them)")
         return result
 
-    def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
+    def plan_batch(self, recipe: Recipe, config: PretrainedConfig, batch_size: int) -> tuple[dict[str, Any], str]:
         """A meta-device micro-batch for `hfadapt plan` (max_length tokens: a packed block, or the longest example)."""
         from hfadapt.modeling.meta import meta_labels, meta_tokens
 
         n = recipe.data.max_length
         return {"input_ids": meta_tokens(batch_size, n), "labels": meta_labels(batch_size, n), "use_cache": False}, f"{n} tokens"
 
-    def collator(self, processor: Any) -> Any:
+    def collator(self, processor: PreTrainedTokenizerBase) -> Collate:
         return Collator(processor.pad_token_id)
 
-    def encode_inputs(self, items: list[str], processor: Any, recipe: Any) -> dict:
+    def encode_inputs(self, items: list[str], processor: PreTrainedTokenizerBase, recipe: Recipe) -> dict[str, Any]:
         """Prompts -> a left-padded batch ready for generate()."""
         import torch
 
@@ -215,7 +214,7 @@ class CausalLM:
         return {"input_ids": input_ids, "attention_mask": attention_mask}
 
     # ---- evaluation and prediction ----------------------------------------------------------
-    def evaluate(self, ctx: EvalContext, model: Any, dataloader: Any) -> dict:
+    def evaluate(self, ctx: EvalContext, model: Module, dataloader: DataLoader) -> dict[str, Any]:
         import torch
         import torch.nn.functional as F
 
@@ -243,8 +242,22 @@ class CausalLM:
         model.train(was_training)
         return results
 
-    def predict(self, model: Any, processor: Any, items: list[str], recipe: Any, info: Any) -> list[dict]:
+    def predict(self, model: Module, processor: PreTrainedTokenizerBase, items: list[str], recipe: Recipe,
+                info: LabelInfo | None) -> list[dict[str, Any]]:
         return [{"generated_text": t} for t in generate(model, processor, items, recipe)]
+
+    def report_section(self, report: ReportInput) -> str:
+        """The completions of recipe.generation.prompts at the first and the last evaluation (generations.jsonl)."""
+        gens = report.generations
+        if not gens:
+            return "<p class=note>No sample generations: list prompts under generation.prompts in the recipe to see the model's completions at every evaluation.</p>"
+        steps = sorted({g.get("step") for g in gens if g.get("step") is not None})
+        show = [steps[0], steps[-1]] if len(steps) > 1 else steps
+        out = ["<h3>Sample generations</h3>"]
+        for step in show:
+            rows = "".join(f"<tr><td>{e(g['prompt'])}</td><td>{e(g['generated_text'])}</td></tr>" for g in gens if g.get("step") == step)
+            out.append(f"<h4>at step {step}</h4><table class=gen><tr><th>prompt</th><th>generated</th></tr>{rows}</table>")
+        return "".join(out)
 
 
 class Collator:
@@ -257,7 +270,7 @@ class Collator:
     def __init__(self, pad_token_id: int) -> None:
         self.pad = pad_token_id
 
-    def __call__(self, features: list[dict]) -> dict:
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         width = max(len(f["input_ids"]) for f in features)
@@ -275,7 +288,7 @@ class Collator:
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-def resolve_format(columns: list[str], recipe: Any, split: str) -> str:
+def resolve_format(columns: list[str], recipe: Recipe, split: str) -> str:
     d = recipe.data
     if d.lm_format != "auto":
         return d.lm_format
@@ -292,8 +305,8 @@ def resolve_format(columns: list[str], recipe: Any, split: str) -> str:
     )
 
 
-def encode_chat(tok: Any, messages: Any, completion_only: bool, column: str, split: str, row: int,
-                data: Any = None) -> tuple[list[int], list[int]]:
+def encode_chat(tok: PreTrainedTokenizerBase, messages: object, completion_only: bool, column: str, split: str, row: int,
+                data: DataSection | None = None) -> tuple[list[int], list[int]]:
     """Token ids of a rendered conversation and its labels (assistant turns only when completion_only).
 
     Assistant turns are located by rendering the conversation up to each one: the text between the
@@ -312,7 +325,7 @@ def encode_chat(tok: Any, messages: Any, completion_only: bool, column: str, spl
     if "assistant" not in roles:
         raise HfadaptError(f"{where}: no assistant turn to learn from (roles: {', '.join(roles)})")
 
-    def render(msgs: list, gen: bool) -> str:
+    def render(msgs: list[dict[str, str]], gen: bool) -> str:
         return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
 
     try:
@@ -343,7 +356,8 @@ def encode_chat(tok: Any, messages: Any, completion_only: bool, column: str, spl
     return ids, labels
 
 
-def generate(model: Any, processor: Any, prompts: list[str], recipe: Any, extra: dict[str, Any] | None = None) -> list[str]:
+def generate(model: Module, processor: PreTrainedTokenizerBase, prompts: list[str], recipe: Recipe,
+             extra: dict[str, Any] | None = None) -> list[str]:
     """Greedy (or as recipe.generation says) continuations of prompts, special tokens removed."""
     import torch
 
@@ -364,7 +378,7 @@ def generate(model: Any, processor: Any, prompts: list[str], recipe: Any, extra:
     return [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]
 
 
-def _generate_and_save(ctx: EvalContext, model: Any) -> None:
+def _generate_and_save(ctx: EvalContext, model: Module) -> None:
     """recipe.generation.prompts at this evaluation -> one JSON line each in RUN_DIR/generations.jsonl (main process)."""
     acc = ctx.accelerator
     sync = generation_sync(model, acc.num_processes)
@@ -384,13 +398,13 @@ def _eos(eos: int | None) -> list[int]:
     return [eos] if eos is not None else []
 
 
-def _text(value: Any, field: str, column: str, split: str, row: int, data: Any) -> str:
+def _text(value: object, field: str, column: str, split: str, row: int, data: DataSection) -> str:
     if not isinstance(value, str):
         raise HfadaptError(f"{field} '{column}', {row_location(split, row, data)}: expected text, got {_short(value)}")
     return value
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 

@@ -15,9 +15,10 @@ from hfadapt.core.registry import did_you_mean
 
 if TYPE_CHECKING:
     from hfadapt.core.recipe import Recipe
+    from hfadapt.tasks.base import Task
 
 
-def common_problems(recipe: "Recipe", task: Any) -> list[str]:
+def common_problems(recipe: "Recipe", task: "Task") -> list[str]:
     try:
         method = ADAPTERS.get(recipe.adapter.method, field="adapter.method")
     except HfadaptError as e:
@@ -36,7 +37,7 @@ def common_problems(recipe: "Recipe", task: Any) -> list[str]:
         problems.append("data.streaming: a stream has no length to count epochs in; set train.max_steps")
     if recipe.data.streaming and recipe.train.group_by_length:
         problems.append("train.group_by_length: a stream's lengths are not known in advance; set train.group_by_length=false")
-    if recipe.train.liger_kernel and not getattr(task, "liger_kernel", False):
+    if recipe.train.liger_kernel and not task.liger_kernel:
         # liger replaces a causal LM's forward (fused LM head + loss); on another head it would be wrong
         problems.append(f"train.liger_kernel: Liger's kernels are for causal-lm models, not {task.name}; set train.liger_kernel=false")
     best = recipe.eval.best_metric

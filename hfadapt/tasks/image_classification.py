@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
-
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from pydantic import Field, model_validator
 
@@ -21,7 +19,17 @@ from hfadapt.tasks import classification
 from hfadapt.data.sources import ROW_COLUMN, is_streamed, map_split, row_location
 from hfadapt.core.errors import HfadaptError, first_line
 from hfadapt.core.recipe import DataSection, Section
-from hfadapt.tasks.base import EvalContext, register_task
+from hfadapt.tasks.base import register_task
+from hfadapt.tasks.classification import ClassificationTask
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+    from timm.data import Mixup
+    from transformers import BaseImageProcessor, PretrainedConfig, PreTrainedModel
+
+    from hfadapt.core.recipe import Recipe
+    from hfadapt.data.labels import LabelInfo
+    from hfadapt.tasks.base import Collate, Split
 
 
 class TimmAugment(Section):
@@ -66,7 +74,7 @@ class ImageClassificationData(classification.LabelFields, DataSection):
         return self
 
 
-class ImageClassification:
+class ImageClassification(ClassificationTask):
     name = "image-classification"
     modality = "image"
     peft_task_type = None  # peft has no image task type; the head goes to modules_to_save
@@ -74,10 +82,9 @@ class ImageClassification:
     data_model = ImageClassificationData
     pipeline_tag = "image-classification"  # the Hub's task for the model card
     card_example = "image.jpg"  # the input shown in the model card's usage
-    extra_result_keys: tuple[str, ...] = ()
 
-    def check(self, recipe: Any) -> list[str]:
-        problems = classification.check(recipe)
+    def check(self, recipe: Recipe) -> list[str]:
+        problems = super().check(recipe)
         aug = recipe.data.timm_augment
         if aug is not None and recipe.data.problem_type != "single_label" and (aug.mixes or aug.label_smoothing):
             problems.append(
@@ -85,14 +92,11 @@ class ImageClassification:
             )
         return problems
 
-    def columns(self, recipe: Any, with_labels: bool = True) -> dict[str, str]:
+    def columns(self, recipe: Recipe, with_labels: bool = True) -> dict[str, str]:
         d = recipe.data
         return {d.image_column: "data.image_column", **({d.label_column: "data.label_column"} if with_labels else {})}
 
-    def default_metrics(self, recipe: Any) -> list[str]:
-        return classification.default_metrics(recipe)
-
-    def load_processor(self, recipe: Any, path: str | None = None) -> Any:
+    def load_processor(self, recipe: Recipe, path: str | None = None) -> BaseImageProcessor:
         from transformers import AutoImageProcessor
 
         from hfadapt.modeling.models import check_local_path
@@ -110,24 +114,8 @@ class ImageClassification:
         except Exception as e:  # noqa: BLE001
             raise HfadaptError(f"model.name_or_path: cannot load an image processor from '{source}': {first_line(e)}") from e
 
-    def label_info(self, train: Any, recipe: Any) -> Any:
-        return classification.label_info(train, recipe)
-
-    def info_from_config(self, config: Any) -> Any:
-        from hfadapt.data.labels import LabelInfo
-
-        return LabelInfo.from_model_config(config)
-
-    def model_kwargs(self, info: Any) -> dict:
-        return classification.model_kwargs(info)
-
-    def evaluate(self, ctx: EvalContext, model: Any, dataloader: Any) -> dict:
-        return classification.evaluate(ctx, model, dataloader)
-
-    def predict(self, model: Any, processor: Any, items: list[str], recipe: Any, info: Any) -> list[dict]:
-        return classification.predict_batch(model, self.encode_inputs(items, processor, recipe), info)
-
-    def preprocess(self, ds: Any, split: str, processor: Any, recipe: Any, labels: Any, train: bool) -> Any:
+    def preprocess(self, ds: Split, split: str, processor: BaseImageProcessor, recipe: Recipe, info: LabelInfo | None,
+                   train: bool) -> Split:
         from datasets import Image as ImageFeature
 
         d = recipe.data
@@ -137,11 +125,11 @@ class ImageClassification:
             ds = ds.cast_column(col, ImageFeature(decode=False))
         base_dir = _files_dir(recipe, split)
 
-        def check(batch: dict, indices: list[int]) -> dict:
+        def check(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
             indices = batch.get(ROW_COLUMN, indices)
             out: dict[str, list] = {"image": [open_image(v, col, split, i, base_dir, verify=True, data=d) for v, i in zip(batch[col], indices)]}
             if has_labels:
-                out["labels"] = classification.encode_labels(batch[label_col], indices, labels, split, d)
+                out["labels"] = classification.encode_labels(batch[label_col], indices, info, split, d)
             return out
 
         # The pass stores the encoded image bytes/paths in a cached arrow file; decoding is verified here.
@@ -156,7 +144,7 @@ class ImageClassification:
         )
         transform = _augmenting_transform(processor, d.timm_augment) if (train and d.augment) else None
 
-        def to_pixels(batch: dict) -> dict:
+        def to_pixels(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
             images = [open_image(v, "image", split, None, None) for v in batch["image"]]
             if transform is not None:
                 pixels = [transform(im) for im in images]
@@ -171,7 +159,7 @@ class ImageClassification:
             return checked.map(to_pixels, batched=True, remove_columns=["image"])
         return checked.with_transform(to_pixels)
 
-    def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
+    def plan_batch(self, recipe: Recipe, config: PretrainedConfig, batch_size: int) -> tuple[dict[str, Any], str]:
         """A meta-device micro-batch for `hfadapt plan` at the model's input size."""
         import torch
 
@@ -183,10 +171,10 @@ class ImageClassification:
         pixels = torch.zeros(batch_size, channels, h, w, device="meta")
         return {"pixel_values": pixels, "labels": meta_labels(batch_size)}, f"{h}x{w} pixels"
 
-    def collator(self, processor: Any) -> Any:
+    def collator(self, processor: BaseImageProcessor) -> Collate:
         return collate_images
 
-    def train_collator(self, processor: Any, recipe: Any, info: Any) -> Any:
+    def train_collator(self, processor: BaseImageProcessor, recipe: Recipe, info: LabelInfo | None) -> Collate:
         """The training batches' collator: mixup/cutmix (timm.data.Mixup) when the recipe asks, else collate_images."""
         aug = recipe.data.timm_augment
         if aug is None or not aug.mixes:
@@ -199,7 +187,7 @@ class ImageClassification:
         )
         return MixupCollate(mixup, info.num_labels, aug.label_smoothing)
 
-    def configure_model(self, model: Any, recipe: Any) -> None:
+    def configure_model(self, model: PreTrainedModel, recipe: Recipe) -> None:
         """Called on the loaded base model: soft targets (mixup/cutmix) and label smoothing need a loss that takes them."""
         aug = recipe.data.timm_augment
         if aug is not None and (aug.mixes or aug.label_smoothing):
@@ -207,12 +195,12 @@ class ImageClassification:
 
             model.loss_function = soft_target_loss(model.loss_function, aug.label_smoothing)
 
-    def encode_inputs(self, items: list[str], processor: Any, recipe: Any) -> dict:
+    def encode_inputs(self, items: list[str], processor: BaseImageProcessor, recipe: Recipe) -> dict[str, Any]:
         images = [open_image(p, "input", "predict", i, None) for i, p in enumerate(items)]
         return {"pixel_values": processor(images, return_tensors="pt")["pixel_values"]}
 
 
-def collate_images(rows: list[dict]) -> dict:
+def collate_images(rows: list[dict[str, Any]]) -> dict[str, Any]:
     import torch
 
     batch = {"pixel_values": torch.stack([r["pixel_values"] for r in rows])}
@@ -229,10 +217,10 @@ class MixupCollate:
     draws the batch (numpy's RNG, saved in checkpoints), so a resumed run mixes the same way.
     """
 
-    def __init__(self, mixup: Any, num_classes: int, smoothing: float) -> None:
+    def __init__(self, mixup: Mixup, num_classes: int, smoothing: float) -> None:
         self.mixup, self.num_classes, self.smoothing = mixup, num_classes, smoothing
 
-    def __call__(self, rows: list[dict]) -> dict:
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
         from timm.data.mixup import mixup_target
 
@@ -250,8 +238,8 @@ class MixupCollate:
         return batch
 
 
-def open_image(value: Any, column: str, split: str, row: int | None, base_dir: Path | None, verify: bool = False,
-               data: Any = None) -> Any:
+def open_image(value: object, column: str, split: str, row: int | None, base_dir: Path | None, verify: bool = False,
+               data: DataSection | None = None) -> Image | dict[str, Any]:
     """A PIL RGB image from an Image feature dict, a path, or bytes; one clear error otherwise.
 
     With verify=True the value is returned in storable form (dict of bytes/path) after a full decode.
@@ -294,7 +282,7 @@ def open_image(value: Any, column: str, split: str, row: int | None, base_dir: P
     return value if verify else rgb
 
 
-def _files_dir(recipe: Any, split: str) -> Path | None:
+def _files_dir(recipe: Recipe, split: str) -> Path | None:
     """Relative image paths in a CSV/JSON column are relative to that file's folder."""
     files = recipe.data.train_files if split == "train" else (recipe.data.validation_files or recipe.data.train_files)
     if files:
@@ -302,7 +290,7 @@ def _files_dir(recipe: Any, split: str) -> Path | None:
     return None
 
 
-def _augmenting_transform(processor: Any, timm_augment: TimmAugment | None = None) -> Any:
+def _augmenting_transform(processor: BaseImageProcessor, timm_augment: TimmAugment | None = None) -> Callable[[Image], Any]:
     """Train-time transform: timm's (create_transform with the model's data config) for timm models
     or when data.timm_augment is set, else random resized crop + flip with the processor's size/mean/std."""
     from torchvision import transforms as T

@@ -31,14 +31,25 @@ None.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from hfadapt.data.sources import ROW_COLUMN, map_split, row_location
 from hfadapt.core.errors import HfadaptError
 from hfadapt.core.recipe import DataSection
-from hfadapt.tasks.base import EvalContext, register_task
+from hfadapt.tasks.base import EvalContext, Task, register_task
+from hfadapt.tasks.reporting import ReportInput, e, generic_section
+
+if TYPE_CHECKING:
+    from torch import Tensor
+    from torch.nn import Module
+    from torch.utils.data import DataLoader
+    from transformers import BatchEncoding, PretrainedConfig, PreTrainedTokenizerBase
+
+    from hfadapt.core.recipe import Recipe
+    from hfadapt.data.labels import LabelInfo
+    from hfadapt.tasks.base import Collate, Split
 
 QA_METRICS = ("squad", "squad_v2")
 WINDOW = "qa_window"  # the only qa_* key that reaches the batch; popped before model(**batch)
@@ -59,7 +70,7 @@ class QuestionAnsweringData(DataSection):
     max_answer_length: int = Field(30, gt=0, description="tokens of the longest answer predicted")
 
 
-class QuestionAnswering:
+class QuestionAnswering(Task):
     name = "question-answering"
     modality = "text"
     auto_class = "AutoModelForQuestionAnswering"
@@ -67,11 +78,10 @@ class QuestionAnswering:
     data_model = QuestionAnsweringData
     pipeline_tag = "question-answering"  # the Hub's task for the model card
     card_example = ""  # the input shown in the model card's usage
-    extra_result_keys: tuple[str, ...] = ()
     restores_eval_order = True  # evaluate() scores windows in dataset order whatever order the loader read
 
     # ---- recipe -----------------------------------------------------------------------------
-    def check(self, recipe: Any) -> list[str]:
+    def check(self, recipe: Recipe) -> list[str]:
         d = recipe.data
         want = "squad_v2" if d.version_2_with_negative else "squad"
         flag = f"data.version_2_with_negative={str(d.version_2_with_negative).lower()}"
@@ -88,41 +98,33 @@ class QuestionAnswering:
             )
         return problems
 
-    def columns(self, recipe: Any, with_labels: bool = True) -> dict[str, str]:
+    def columns(self, recipe: Recipe, with_labels: bool = True) -> dict[str, str]:
         d = recipe.data
         cols = {d.question_column: "data.question_column", d.context_column: "data.context_column"}
         if with_labels:
             cols[d.answers_column] = "data.answers_column"
         return cols
 
-    def default_metrics(self, recipe: Any) -> list[str]:
+    def default_metrics(self, recipe: Recipe) -> list[str]:
         return ["squad_v2"] if recipe.data.version_2_with_negative else ["squad"]
 
     # ---- model --------------------------------------------------------------------------------
-    def load_processor(self, recipe: Any, path: str | None = None) -> Any:
+    def load_processor(self, recipe: Recipe, path: str | None = None) -> PreTrainedTokenizerBase:
         from hfadapt.modeling.tokenization import load_tokenizer
 
         tok = load_tokenizer(recipe, path, need_fast="question-answering")
         tok.padding_side = "right"  # offsets are per window from position 0; padding goes after them
         return tok
 
-    def label_info(self, train: Any, recipe: Any) -> Any:
-        return None
-
-    def info_from_config(self, config: Any) -> Any:
-        return None
-
-    def model_kwargs(self, info: Any) -> dict:
-        return {}
-
     # ---- data -----------------------------------------------------------------------------------
-    def preprocess(self, ds: Any, split: str, processor: Any, recipe: Any, info: Any, train: bool) -> Any:
+    def preprocess(self, ds: Split, split: str, processor: PreTrainedTokenizerBase, recipe: Recipe, info: LabelInfo | None,
+                   train: bool) -> Split:
         d = recipe.data
         q_col, c_col, a_col = d.question_column, d.context_column, d.answers_column
         has_answers = a_col in ds.column_names
         v2 = d.version_2_with_negative
 
-        def encode(batch: dict, indices: list[int]) -> dict:
+        def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
             rows = batch.get(ROW_COLUMN, indices)
             questions = [q.lstrip() for q in _texts(batch[q_col], rows, "data.question_column", q_col, split, d)]
             contexts = _texts(batch[c_col], rows, "data.context_column", c_col, split, d)
@@ -171,7 +173,7 @@ class QuestionAnswering:
             processed = processed.add_column(WINDOW, list(range(len(processed))))
         return processed
 
-    def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
+    def plan_batch(self, recipe: Recipe, config: PretrainedConfig, batch_size: int) -> tuple[dict[str, Any], str]:
         """A meta-device micro-batch of full windows for `hfadapt plan`."""
         from hfadapt.modeling.meta import meta_labels, meta_tokens
 
@@ -179,10 +181,10 @@ class QuestionAnswering:
         batch = {"input_ids": meta_tokens(batch_size, n), "start_positions": meta_labels(batch_size), "end_positions": meta_labels(batch_size)}
         return batch, f"{n}-token windows"
 
-    def collator(self, processor: Any) -> Any:
+    def collator(self, processor: PreTrainedTokenizerBase) -> Collate:
         return QACollator(processor)
 
-    def encode_inputs(self, items: list[str], processor: Any, recipe: Any) -> dict:
+    def encode_inputs(self, items: list[str], processor: PreTrainedTokenizerBase, recipe: Recipe) -> dict[str, Any]:
         """'QUESTION<TAB>CONTEXT' strings -> one padded batch of windows (several per long context)."""
         questions, contexts = _split_inputs(items)
         d = recipe.data
@@ -192,7 +194,7 @@ class QuestionAnswering:
         return dict(processor.pad(dict(enc), return_tensors="pt"))
 
     # ---- evaluation and prediction -------------------------------------------------------------------
-    def evaluate(self, ctx: EvalContext, model: Any, dataloader: Any) -> dict:
+    def evaluate(self, ctx: EvalContext, model: Module, dataloader: DataLoader) -> dict[str, Any]:
         import torch
         import torch.nn.functional as F
 
@@ -270,7 +272,8 @@ class QuestionAnswering:
             ))
         return results
 
-    def predict(self, model: Any, processor: Any, items: list[str], recipe: Any, info: Any) -> list[dict]:
+    def predict(self, model: Module, processor: PreTrainedTokenizerBase, items: list[str], recipe: Recipe,
+                info: LabelInfo | None) -> list[dict[str, Any]]:
         import torch
 
         questions, contexts = _split_inputs(items)
@@ -313,16 +316,50 @@ class QuestionAnswering:
                 results.append({"answer": context[cs:ce], "start": cs, "end": ce, "score": prob})
         return results
 
+    def report_section(self, report: ReportInput) -> str:
+        """Exact match and F1 over all, answerable and unanswerable questions (scored per example by the
+        squad_v2 metric's own functions), and the answers that missed."""
+        from hfadapt import metrics
+
+        rows = report.predictions
+        if not rows:
+            return generic_section(report.split("eval"))
+        squad = metrics.module("squad_v2")
+        groups: dict[str, list[tuple[float, float]]] = {"all": [], "answerable": [], "unanswerable": []}
+        scored = []
+        for r in rows:
+            golds = [a for a in r["answers"] if squad.normalize_answer(a)] or [""]  # squad_v2: no gold -> the empty answer
+            em, f1 = max(squad.exact_match(r["prediction"], g) for g in golds), max(squad.f1(r["prediction"], g) for g in golds)
+            scored.append((r, em, f1))
+            groups["all"].append((em, f1))
+            groups["answerable" if r["answerable"] else "unanswerable"].append((em, f1))
+        body = "".join(
+            f"<tr><td>{name}</td><td>{len(v)}</td>"
+            + (f"<td>{100 * sum(x for x, _ in v) / len(v):.1f}</td><td>{100 * sum(f for _, f in v) / len(v):.1f}</td>" if v else "<td>-</td><td>-</td>")
+            + "</tr>"
+            for name, v in groups.items()
+        )
+        wrong = [(r, f1) for r, em, f1 in scored if em < 1][:10]
+        examples = "".join(
+            f"<tr><td>{r['index']}</td><td>{e(r['context'])}</td><td>{e(' | '.join(r['answers']) or '(no answer)')}</td><td>{e(r['prediction'] or '(no answer)')}</td><td>{f1:.2f}</td></tr>"
+            for r, f1 in wrong
+        )
+        return (
+            "<h3>Exact match and F1 by question kind (validation, %)</h3><table><tr><th>questions</th><th>count</th><th>exact match</th><th>F1</th></tr>"
+            + body + "</table><h3>Answers that missed</h3>"
+            + ("<table class=mistakes><tr><th>#</th><th>context</th><th>gold</th><th>predicted</th><th>F1</th></tr>" + examples + "</table>" if wrong else "<p class=note>Every answer matched.</p>")
+        )
+
 
 class QACollator:
     """Pads the model inputs (and start/end positions); drops the qa_* bookkeeping columns but
     keeps the window row number as `qa_window` for evaluate(). A class, so worker processes can
     pickle it."""
 
-    def __init__(self, processor: Any) -> None:
+    def __init__(self, processor: PreTrainedTokenizerBase) -> None:
         self.processor = processor
 
-    def __call__(self, features: list[dict]) -> dict:
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         model_features = [{k: v for k, v in f.items() if not k.startswith("qa_")} for f in features]
@@ -333,8 +370,8 @@ class QACollator:
 
 
 # ---- helpers (plain functions, tested directly) --------------------------------------------------
-def encode_windows(processor: Any, questions: list[str], contexts: list[str], max_length: int, stride: int,
-                   rows: list[int], split: str, q_col: str | None, data: Any = None) -> Any:
+def encode_windows(processor: PreTrainedTokenizerBase, questions: list[str], contexts: list[str], max_length: int, stride: int,
+                   rows: list[int], split: str, q_col: str | None, data: DataSection | None = None) -> BatchEncoding:
     """Question + context windows with offsets; a question too long to leave room for the
     context windows is an error naming its row (the Rust tokenizer would panic on it); `data`, the
     recipe's data section, turns the row into a line of the user's file."""
@@ -356,14 +393,14 @@ def encode_windows(processor: Any, questions: list[str], contexts: list[str], ma
     )
 
 
-def context_offsets(enc: Any, window: int, offsets: list) -> list[list[int]]:
+def context_offsets(enc: BatchEncoding, window: int, offsets: list[Any]) -> list[list[int]]:
     """Character [start, end) of each token of a window inside the context; [-1, -1] for
     question, special and padding tokens."""
     seq = enc.sequence_ids(window)
     return [[int(o[0]), int(o[1])] if sid == 1 else [-1, -1] for o, sid in zip(offsets, seq)]
 
 
-def cls_index(input_ids: list[int], processor: Any) -> int:
+def cls_index(input_ids: list[int], processor: PreTrainedTokenizerBase) -> int:
     cls = getattr(processor, "cls_token_id", None)
     return input_ids.index(cls) if cls is not None and cls in input_ids else 0
 
@@ -379,7 +416,7 @@ def answer_tokens(ctx_offsets: list[list[int]], start_char: int, end_char: int, 
     return start, end
 
 
-def best_span(start_logits: Any, end_logits: Any, ctx_offsets: list[list[int]], max_answer_length: int) -> tuple[float, int, int, int, int] | None:
+def best_span(start_logits: Tensor, end_logits: Tensor, ctx_offsets: list[list[int]], max_answer_length: int) -> tuple[float, int, int, int, int] | None:
     """Highest start+end logit over spans of context tokens with start <= end and at most
     max_answer_length tokens: (score, char start, char end, start token, end token), or None if
     the window has no context."""
@@ -398,8 +435,8 @@ def best_span(start_logits: Any, end_logits: Any, ctx_offsets: list[list[int]], 
     return float(scores[i, j]), ctx_offsets[i][0], ctx_offsets[j][1], i, j
 
 
-def parse_answers(value: Any, context: str, row: int, split: str, column: str, context_column: str, v2: bool,
-                  data: Any = None) -> tuple[list[str], list[int]]:
+def parse_answers(value: object, context: str, row: int, split: str, column: str, context_column: str, v2: bool,
+                  data: DataSection | None = None) -> tuple[list[str], list[int]]:
     """Validated (texts, answer_starts) of one example; every answer must appear at its start."""
     where = f"data.answers_column '{column}', {row_location(split, row, data)}"
     shape = "{'text': [...], 'answer_start': [...]}"
@@ -441,14 +478,14 @@ def _split_inputs(items: list[str]) -> tuple[list[str], list[str]]:
     return [p[0].lstrip() for p in parts], [p[1] for p in parts]
 
 
-def _texts(values: list[Any], rows: list[int], field: str, column: str, split: str, data: Any) -> list[str]:
+def _texts(values: list[Any], rows: list[int], field: str, column: str, split: str, data: DataSection) -> list[str]:
     for v, r in zip(values, rows):
         if not isinstance(v, str):
             raise HfadaptError(f"{field} '{column}', {row_location(split, r, data)}: expected text, got {_short(v)}")
     return values
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def _short(value: object, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

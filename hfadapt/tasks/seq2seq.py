@@ -9,15 +9,25 @@ generation.predict_with_generate, the recipe's metrics (rouge; bleu, chrf) on ge
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from hfadapt.modeling.sharding import generation_sync
 from hfadapt.data.sources import ROW_COLUMN, map_split, row_location
 from hfadapt.core.errors import HfadaptError
-from hfadapt.core.recipe import DataSection
-from hfadapt.tasks.base import EvalContext, register_task
+from hfadapt.core.recipe import DataSection, GenerationSection
+from hfadapt.tasks.base import EvalContext, Task, register_task
+from hfadapt.tasks.reporting import ReportInput, e
+
+if TYPE_CHECKING:
+    from torch.nn import Module
+    from torch.utils.data import DataLoader
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
+    from hfadapt.core.recipe import Recipe
+    from hfadapt.data.labels import LabelInfo
+    from hfadapt.tasks.base import Collate, Split
 
 METRICS = ("rouge", "bleu", "chrf")
 
@@ -33,14 +43,14 @@ class Seq2SeqData(DataSection):
     truncation: bool = Field(True, description="false: a sequence longer than its limit is an error, not cut")
 
 
-def generate_kwargs(g: Any) -> dict:
+def generate_kwargs(g: GenerationSection) -> dict[str, Any]:
     kw: dict[str, Any] = {"max_new_tokens": g.max_new_tokens, "num_beams": g.num_beams, "do_sample": g.do_sample}
     if g.do_sample:  # temperature/top_p only mean something when sampling (transformers warns otherwise)
         kw.update(temperature=g.temperature, top_p=g.top_p)
     return kw
 
 
-class Seq2Seq:
+class Seq2Seq(Task):
     name = "seq2seq"
     modality = "text"
     auto_class = "AutoModelForSeq2SeqLM"
@@ -48,12 +58,11 @@ class Seq2Seq:
     data_model = Seq2SeqData
     pipeline_tag = "text2text-generation"  # the Hub's task for the model card
     card_example = "a long text to summarize"  # the input shown in the model card's usage
-    extra_result_keys: tuple[str, ...] = ()
     # evaluate() puts length-sorted evaluation back in dataset order: sorting by source length cuts the
     # padding of the forward pass and of generate, whose batches run as long as their longest source.
     restores_eval_order = True
 
-    def check(self, recipe: Any) -> list[str]:
+    def check(self, recipe: Recipe) -> list[str]:
         from hfadapt import metrics
 
         problems = []
@@ -74,7 +83,7 @@ class Seq2Seq:
             problems.append("generation.prompts: prompts are for causal-lm; seq2seq generates from the evaluation sources")
         return problems
 
-    def columns(self, recipe: Any, with_labels: bool = True) -> dict[str, str]:
+    def columns(self, recipe: Recipe, with_labels: bool = True) -> dict[str, str]:
         d = recipe.data
         # A dotted name (translation.en) needs its top-level column; preprocess reads the field inside.
         cols = {_top(d.text_column): "data.text_column"}
@@ -82,30 +91,22 @@ class Seq2Seq:
             cols[_top(d.target_column)] = "data.target_column"
         return cols
 
-    def default_metrics(self, recipe: Any) -> list[str]:
+    def default_metrics(self, recipe: Recipe) -> list[str]:
         return ["rouge"]
 
-    def load_processor(self, recipe: Any, path: str | None = None) -> Any:
+    def load_processor(self, recipe: Recipe, path: str | None = None) -> PreTrainedTokenizerBase:
         from hfadapt.modeling.tokenization import load_tokenizer
 
         return load_tokenizer(recipe, path)
 
-    def label_info(self, train: Any, recipe: Any) -> Any:
-        return None
-
-    def info_from_config(self, config: Any) -> Any:
-        return None
-
-    def model_kwargs(self, info: Any) -> dict:
-        return {}
-
-    def preprocess(self, ds: Any, split: str, processor: Any, recipe: Any, info: Any, train: bool) -> Any:
+    def preprocess(self, ds: Split, split: str, processor: PreTrainedTokenizerBase, recipe: Recipe, info: LabelInfo | None,
+                   train: bool) -> Split:
         d = recipe.data
         src_col, tgt_col = d.text_column, d.target_column
         has_target = _top(tgt_col) in ds.column_names
         prefix = d.source_prefix or ""
 
-        def encode(batch: dict, indices: list[int]) -> dict:
+        def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, Any]:
             indices = batch.get(ROW_COLUMN, indices)
             sources = [prefix + s for s in _texts(_column(batch, src_col, indices, "data.text_column", split, d), indices, "data.text_column", src_col, split, d)]
             enc = dict(processor(sources, truncation=d.truncation, max_length=d.max_length if d.truncation else None))
@@ -131,7 +132,7 @@ class Seq2Seq:
             desc=f"Tokenizing {split}",
         )
 
-    def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
+    def plan_batch(self, recipe: Recipe, config: PretrainedConfig, batch_size: int) -> tuple[dict[str, Any], str]:
         """A meta-device micro-batch for `hfadapt plan`: full-length sources and targets."""
         from hfadapt.modeling.meta import meta_labels, meta_tokens
 
@@ -139,13 +140,13 @@ class Seq2Seq:
         batch = {"input_ids": meta_tokens(batch_size, d.max_length), "labels": meta_labels(batch_size, d.max_target_length)}
         return batch, f"{d.max_length} + {d.max_target_length} tokens"
 
-    def collator(self, processor: Any) -> Any:
+    def collator(self, processor: PreTrainedTokenizerBase) -> Collate:
         from transformers import DataCollatorForSeq2Seq
 
         # model=None: the model builds decoder_input_ids from the labels itself (shifted right).
         return DataCollatorForSeq2Seq(processor, model=None, label_pad_token_id=-100)
 
-    def encode_inputs(self, items: list[str], processor: Any, recipe: Any) -> dict:
+    def encode_inputs(self, items: list[str], processor: PreTrainedTokenizerBase, recipe: Recipe) -> dict[str, Any]:
         d = recipe.data
         for i, item in enumerate(items):
             if not isinstance(item, str):
@@ -160,7 +161,8 @@ class Seq2Seq:
                     )
         return dict(processor(sources, truncation=True, max_length=d.max_length, padding=True, return_tensors="pt"))
 
-    def predict(self, model: Any, processor: Any, items: list[str], recipe: Any, info: Any) -> list[dict]:
+    def predict(self, model: Module, processor: PreTrainedTokenizerBase, items: list[str], recipe: Recipe,
+                info: LabelInfo | None) -> list[dict[str, Any]]:
         import torch
 
         batch = {k: v.to(model.device) for k, v in self.encode_inputs(items, processor, recipe).items()}
@@ -168,7 +170,7 @@ class Seq2Seq:
             out = model.generate(**batch, **generate_kwargs(recipe.generation))
         return [{"generated_text": text.strip()} for text in processor.batch_decode(out, skip_special_tokens=True)]
 
-    def evaluate(self, ctx: EvalContext, model: Any, dataloader: Any) -> dict:
+    def evaluate(self, ctx: EvalContext, model: Module, dataloader: DataLoader) -> dict[str, Any]:
         import torch
         import torch.nn.functional as F
 
@@ -224,12 +226,20 @@ class Seq2Seq:
                 save_predictions(ctx, ({"index": i, "input": x, "prediction": p, "reference": r} for i, (x, p, r) in enumerate(rows)))
         return results
 
+    def report_section(self, report: ReportInput) -> str:
+        """The first sample generations of the final evaluation beside their sources and references."""
+        rows = report.predictions[:10]
+        if not rows:
+            return "<p class=note>No sample generations (set generation.predict_with_generate and an eval metric such as rouge).</p>"
+        body = "".join(f"<tr><td>{e(r.get('input') or '')}</td><td>{e(r['reference'])}</td><td>{e(r['prediction'])}</td></tr>" for r in rows)
+        return "<h3>Sample generations (validation)</h3><table class=gen><tr><th>input</th><th>reference</th><th>generated</th></tr>" + body + "</table>"
+
 
 def _top(column: str) -> str:
     return column.split(".", 1)[0]
 
 
-def _column(batch: Any, column: str, indices: list[int], field: str, split: str, data: Any) -> list[Any]:
+def _column(batch: dict[str, list[Any]], column: str, indices: list[int], field: str, split: str, data: DataSection) -> list[Any]:
     """The values of a column, or of a field inside a dict column for a dotted name ('translation.en').
 
     `data` (the recipe's data section) here and below lets errors name the line of the user's file."""
@@ -246,7 +256,7 @@ def _column(batch: Any, column: str, indices: list[int], field: str, split: str,
     return values
 
 
-def _texts(values: list[Any], indices: list[int], field: str, column: str, split: str, data: Any) -> list[str]:
+def _texts(values: list[Any], indices: list[int], field: str, column: str, split: str, data: DataSection) -> list[str]:
     for v, i in zip(values, indices):
         if not isinstance(v, str):
             raise HfadaptError(f"{field} '{column}', {row_location(split, i, data)}: expected text, got {v!r}")
@@ -254,7 +264,7 @@ def _texts(values: list[Any], indices: list[int], field: str, column: str, split
 
 
 def _check_lengths(ids: list[list[int]], indices: list[int], limit: int, field: str, column: str, split: str, what: str,
-                   limit_field: str, data: Any) -> None:
+                   limit_field: str, data: DataSection) -> None:
     for row, i in zip(ids, indices):
         if len(row) > limit:
             raise HfadaptError(

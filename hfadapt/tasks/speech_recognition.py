@@ -27,15 +27,31 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from hfadapt.data import audio
 from hfadapt.modeling.sharding import generation_sync
 from hfadapt.core.errors import HfadaptError, first_line
-from hfadapt.core.recipe import DataSection
-from hfadapt.tasks.base import EvalContext, register_task
+from hfadapt.core.recipe import DataSection, GenerationSection
+from hfadapt.tasks.base import EvalContext, Task, register_task
+
+if TYPE_CHECKING:
+    from torch import Tensor
+    from torch.nn import Module
+    from torch.utils.data import DataLoader
+    from transformers import (
+        FeatureExtractionMixin,
+        PretrainedConfig,
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+        ProcessorMixin,
+    )
+
+    from hfadapt.core.recipe import Recipe
+    from hfadapt.data.labels import LabelInfo
+    from hfadapt.tasks.base import Collate, Split
 
 METRICS = ("wer", "cer")
 CTC_DEFAULT_CHUNK_S = 20.0
@@ -60,7 +76,7 @@ class SpeechRecognitionData(audio.AudioFields, DataSection):
     )
 
 
-def model_kind(config: Any) -> str:
+def model_kind(config: PretrainedConfig | dict[str, Any]) -> str:
     """'seq2seq' or 'ctc' from a model config (object or dict)."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES, MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES
 
@@ -75,11 +91,11 @@ def model_kind(config: Any) -> str:
     )
 
 
-def processor_kind(processor: Any) -> str:
+def processor_kind(processor: ProcessorMixin) -> str:
     return "ctc" if "CTC" in type(processor.tokenizer).__name__ else "seq2seq"
 
 
-def generate_kwargs(g: Any) -> dict:
+def generate_kwargs(g: GenerationSection) -> dict[str, Any]:
     kw: dict[str, Any] = {"max_new_tokens": g.max_new_tokens, "num_beams": g.num_beams, "do_sample": g.do_sample}
     if g.do_sample:
         kw.update(temperature=g.temperature, top_p=g.top_p)
@@ -90,28 +106,30 @@ def generate_kwargs(g: Any) -> dict:
     return kw
 
 
-def window_s(feature_extractor: Any) -> float | None:
+def window_s(feature_extractor: FeatureExtractionMixin) -> float | None:
     """The longest clip the model's feature extractor takes (Whisper: 30 s), or None (no limit)."""
     n = getattr(feature_extractor, "n_samples", None)
     return n / feature_extractor.sampling_rate if n else None
 
 
-class SpeechRecognition:
+class SpeechRecognition(Task):
     name = "speech-recognition"
     modality = "audio"
     auto_class = "AutoModelForSpeechSeq2Seq"  # or AutoModelForCTC: auto_class_for(config)
+    auto_class_from_config = True
     peft_task_type = None  # PeftModelForSeq2SeqLM expects input_ids; Whisper takes input_features
     fresh_heads = ("lm_head",)  # CTC: the head sized to the vocabulary, trained fully (modules_to_save)
     data_model = SpeechRecognitionData
     model_model = audio.AudioModelSection  # model.freeze_feature_encoder
     pipeline_tag = "automatic-speech-recognition"
     card_example = "speech.wav"
-    extra_result_keys: tuple[str, ...] = ()
 
-    def auto_class_for(self, config: Any) -> str:
+    def auto_class_for(self, config: PretrainedConfig | dict[str, Any] | None) -> str:
+        if config is None:
+            return self.auto_class
         return "AutoModelForCTC" if model_kind(config) == "ctc" else "AutoModelForSpeechSeq2Seq"
 
-    def check(self, recipe: Any) -> list[str]:
+    def check(self, recipe: Recipe) -> list[str]:
         problems = []
         d = recipe.data
         for m in recipe.eval.metrics or []:
@@ -128,15 +146,15 @@ class SpeechRecognition:
             problems.append("generation.prompts: prompts are for causal-lm; speech-recognition transcribes the evaluation clips")
         return problems
 
-    def columns(self, recipe: Any, with_labels: bool = True) -> dict[str, str]:
+    def columns(self, recipe: Recipe, with_labels: bool = True) -> dict[str, str]:
         d = recipe.data
         return {d.audio_column: "data.audio_column", **({d.text_column: "data.text_column"} if with_labels else {})}
 
-    def default_metrics(self, recipe: Any) -> list[str]:
+    def default_metrics(self, recipe: Recipe) -> list[str]:
         return list(METRICS)
 
     # ---- processor -------------------------------------------------------------------------------
-    def load_processor(self, recipe: Any, path: str | None = None) -> Any:
+    def load_processor(self, recipe: Recipe, path: str | None = None) -> ProcessorMixin:
         from transformers import AutoConfig, AutoFeatureExtractor, AutoProcessor
 
         from hfadapt.modeling.models import check_local_path
@@ -173,7 +191,7 @@ class SpeechRecognition:
                 raise HfadaptError(f"generation.language: {first_line(e)}") from None
         return processor
 
-    def _vocabulary_from_transcripts(self, recipe: Any) -> Any:
+    def _vocabulary_from_transcripts(self, recipe: Recipe) -> PreTrainedTokenizerBase:
         """A character-level CTC tokenizer of the training transcripts ('|' between words)."""
         from transformers import Wav2Vec2CTCTokenizer
 
@@ -195,7 +213,7 @@ class SpeechRecognition:
             file.write_text(json.dumps(vocab))
             return Wav2Vec2CTCTokenizer(str(file), unk_token="[UNK]", pad_token="[PAD]", word_delimiter_token="|")
 
-    def processor_model_kwargs(self, processor: Any) -> dict:
+    def processor_model_kwargs(self, processor: ProcessorMixin) -> dict[str, Any]:
         if processor_kind(processor) != "ctc":
             return {}
         tok = processor.tokenizer
@@ -203,23 +221,15 @@ class SpeechRecognition:
         # transcript gives no gradient instead of inf.
         return {"vocab_size": len(tok), "pad_token_id": tok.pad_token_id, "ctc_loss_reduction": "mean", "ctc_zero_infinity": True}
 
-    def prepare_model(self, model: Any, recipe: Any) -> None:
+    def prepare_model(self, model: PreTrainedModel, recipe: Recipe) -> None:
         audio.freeze_feature_encoder(model, recipe)  # CTC models; Whisper has no convolutional feature encoder
 
-    def label_info(self, train: Any, recipe: Any) -> Any:
-        return None
-
-    def info_from_config(self, config: Any) -> Any:
-        return None
-
-    def model_kwargs(self, info: Any) -> dict:
-        return {}
-
     # ---- data --------------------------------------------------------------------------------------
-    def count_units(self, batch: dict, processor: Any) -> dict[str, Any]:
+    def count_units(self, batch: dict[str, Any], processor: ProcessorMixin) -> dict[str, Any]:
         return audio.count_audio_units(batch, processor)  # seconds of audio, not waveform samples as tokens
 
-    def preprocess(self, ds: Any, split: str, processor: Any, recipe: Any, info: Any, train: bool) -> Any:
+    def preprocess(self, ds: Split, split: str, processor: ProcessorMixin, recipe: Recipe, info: LabelInfo | None,
+                   train: bool) -> Split:
         d = recipe.data
         fe, tok = processor.feature_extractor, processor.tokenizer
         kind = processor_kind(processor)
@@ -229,7 +239,7 @@ class SpeechRecognition:
         max_tokens = d.max_target_length or (_max_target_positions(recipe) if kind == "seq2seq" else None)
         unk = getattr(tok, "unk_token_id", None)
 
-        def encode(batch: dict, rows: list[int]) -> dict:
+        def encode(batch: dict[str, list[Any]], rows: list[int]) -> dict[str, list[Any]]:
             if not has_text:
                 return {}
             from hfadapt.data.sources import row_location
@@ -266,7 +276,7 @@ class SpeechRecognition:
 
         return audio.featurise_on_the_fly(checked, fe, d, split)
 
-    def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
+    def plan_batch(self, recipe: Recipe, config: PretrainedConfig, batch_size: int) -> tuple[dict[str, Any], str]:
         """A meta-device micro-batch for `hfadapt plan`: clips of data.max_duration_s and full-length transcripts."""
         from hfadapt.modeling.meta import meta_labels
 
@@ -276,14 +286,14 @@ class SpeechRecognition:
         tokens = recipe.data.max_target_length or 128
         return {**inputs, "labels": meta_labels(batch_size, tokens)}, f"{what} + {tokens}-token transcripts"
 
-    def collator(self, processor: Any) -> Any:
+    def collator(self, processor: ProcessorMixin) -> Collate:
         return SpeechCollator(processor)
 
-    def encode_inputs(self, items: list[str], processor: Any, recipe: Any) -> dict:
+    def encode_inputs(self, items: list[str], processor: ProcessorMixin, recipe: Recipe) -> dict[str, Any]:
         return audio.encode_files(items, processor.feature_extractor, recipe.data, cap_s=window_s(processor.feature_extractor))
 
     # ---- evaluation ----------------------------------------------------------------------------------
-    def evaluate(self, ctx: EvalContext, model: Any, dataloader: Any) -> dict:
+    def evaluate(self, ctx: EvalContext, model: Module, dataloader: DataLoader) -> dict[str, Any]:
         import torch
 
         accelerator, processor = ctx.accelerator, ctx.processor
@@ -335,7 +345,8 @@ class SpeechRecognition:
         return results
 
     # ---- prediction --------------------------------------------------------------------------------
-    def predict(self, model: Any, processor: Any, items: list[str], recipe: Any, info: Any) -> list[dict]:
+    def predict(self, model: Module, processor: ProcessorMixin, items: list[str], recipe: Recipe,
+                info: LabelInfo | None) -> list[dict[str, Any]]:
         import torch
 
         d = recipe.data
@@ -375,12 +386,12 @@ class SpeechCollator:
     by length, never by token value.
     """
 
-    def __init__(self, processor: Any) -> None:
+    def __init__(self, processor: ProcessorMixin) -> None:
         self.feature_extractor = processor.feature_extractor
         prefix = getattr(processor.tokenizer, "prefix_tokens", None) if processor_kind(processor) == "seq2seq" else None
         self.decoder_start = prefix[0] if prefix else None
 
-    def __call__(self, rows: list[dict]) -> dict:
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         batch = audio.pad_features(self.feature_extractor, rows)
@@ -393,12 +404,12 @@ class SpeechCollator:
         return batch
 
 
-def _prepare_text(text: str, d: Any) -> str:
+def _prepare_text(text: str, d: DataSection) -> str:
     text = " ".join(text.split())
     return text.lower() if d.lowercase else text
 
 
-def _max_target_positions(recipe: Any) -> int | None:
+def _max_target_positions(recipe: Recipe) -> int | None:
     from transformers import AutoConfig
 
     m = recipe.model
@@ -409,7 +420,7 @@ def _max_target_positions(recipe: Any) -> int | None:
     return getattr(config, "max_target_positions", None)
 
 
-def _ctc_losses(model: Any, logits: Any, labels: Any, attention_mask: Any, blank: int) -> Any:
+def _ctc_losses(model: Module, logits: Tensor, labels: Tensor, attention_mask: Tensor | None, blank: int) -> Tensor:
     """Per-example CTC loss divided by its target length (Wav2Vec2ForCTC's 'mean' reduction, per example)."""
     import torch
 
@@ -429,13 +440,13 @@ def _ctc_losses(model: Any, logits: Any, labels: Any, attention_mask: Any, blank
     return losses / target_lengths.clamp(min=1)
 
 
-def decode_predictions(tok: Any, ids: Any, kind: str) -> list[str]:
+def decode_predictions(tok: PreTrainedTokenizerBase, ids: Tensor, kind: str) -> list[str]:
     if kind == "ctc":  # greedy CTC: repeats merged, blanks ([PAD]) dropped
         return [t.strip() for t in tok.batch_decode(ids)]
     return [t.strip() for t in tok.batch_decode(ids, skip_special_tokens=True)]
 
 
-def decode_references(tok: Any, labels: Any, kind: str) -> list[str]:
+def decode_references(tok: PreTrainedTokenizerBase, labels: Tensor, kind: str) -> list[str]:
     import torch
 
     ids = torch.where(labels == -100, tok.pad_token_id, labels)
@@ -444,7 +455,8 @@ def decode_references(tok: Any, labels: Any, kind: str) -> list[str]:
     return [t.strip() for t in tok.batch_decode(ids, skip_special_tokens=True)]
 
 
-def score(names: list[str], predictions: list[str], references: list[str], normalizer: str, tok: Any) -> dict[str, float]:
+def score(names: list[str], predictions: list[str], references: list[str], normalizer: str,
+          tok: PreTrainedTokenizerBase) -> dict[str, float]:
     """WER / CER, raw and (with a normaliser) normalised."""
     from hfadapt import metrics
 

@@ -17,7 +17,7 @@ prefix (POS tags, say) makes a one-word entity; "O" words are left out.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
@@ -25,7 +25,16 @@ from hfadapt.data.sources import ROW_COLUMN, is_streamed, map_split, row_locatio
 from hfadapt.core.errors import HfadaptError
 from hfadapt.data.labels import LabelInfo, require_two_labels
 from hfadapt.core.recipe import DataSection
-from hfadapt.tasks.base import EvalContext, register_task
+from hfadapt.tasks.base import EvalContext, Task, register_task
+from hfadapt.tasks.reporting import ReportInput, e, generic_section, img, plt, value_cell
+
+if TYPE_CHECKING:
+    from torch.nn import Module
+    from torch.utils.data import DataLoader
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
+    from hfadapt.core.recipe import Recipe
+    from hfadapt.tasks.base import Collate, Split
 
 IGNORE = -100  # label of positions that take no loss and no score
 INSIDE, END = ("I", "E", "L"), ("E", "L", "S", "U")  # chunk prefixes: continue one, close one
@@ -49,7 +58,7 @@ class TokenClassificationData(DataSection):
         return labels
 
 
-class TokenClassification:
+class TokenClassification(Task):
     name = "token-classification"
     modality = "text"
     peft_task_type = "TOKEN_CLS"
@@ -57,10 +66,9 @@ class TokenClassification:
     data_model = TokenClassificationData
     pipeline_tag = "token-classification"  # the Hub's task for the model card
     card_example = "John Smith lives in Paris."  # the input shown in the model card's usage
-    extra_result_keys: tuple[str, ...] = ()
     restores_eval_order = True  # evaluate() puts length-sorted evaluation back in dataset order
 
-    def check(self, recipe: Any) -> list[str]:
+    def check(self, recipe: Recipe) -> list[str]:
         d = recipe.data
         problems = []
         for m in recipe.eval.metrics or []:
@@ -70,17 +78,17 @@ class TokenClassification:
             problems.append(f"data.tags_column: '{d.tags_column}' is also data.tokens_column")
         return problems
 
-    def columns(self, recipe: Any, with_labels: bool = True) -> dict[str, str]:
+    def columns(self, recipe: Recipe, with_labels: bool = True) -> dict[str, str]:
         d = recipe.data
         cols = {d.tokens_column: "data.tokens_column"}
         if with_labels:
             cols[d.tags_column] = "data.tags_column"
         return cols
 
-    def default_metrics(self, recipe: Any) -> list[str]:
+    def default_metrics(self, recipe: Recipe) -> list[str]:
         return ["seqeval"]
 
-    def load_processor(self, recipe: Any, path: str | None = None) -> Any:
+    def load_processor(self, recipe: Recipe, path: str | None = None) -> PreTrainedTokenizerBase:
         from hfadapt.modeling.tokenization import load_tokenizer
 
         tok = load_tokenizer(recipe, path, need_fast="token-classification")
@@ -91,7 +99,7 @@ class TokenClassification:
         return tok
 
     # ---- labels ---------------------------------------------------------------------------------
-    def label_info(self, train: Any, recipe: Any) -> LabelInfo:
+    def label_info(self, train: Split, recipe: Recipe) -> LabelInfo:
         """Tag names: data.labels, else a ClassLabel feature of the tags, else the tags seen in train."""
         d = recipe.data
         col = d.tags_column
@@ -126,14 +134,16 @@ class TokenClassification:
             return LabelInfo(tuple(str(i) for i in range(max(values) + 1)), "single_label")
         raise HfadaptError(f"{where}: column '{col}' mixes tag types; use all strings or all ints")
 
-    def info_from_config(self, config: Any) -> LabelInfo:
+    def info_from_config(self, config: PretrainedConfig) -> LabelInfo:
         return LabelInfo(tuple(config.id2label[i] for i in range(config.num_labels)), "single_label")
 
-    def model_kwargs(self, info: LabelInfo) -> dict:
+    def model_kwargs(self, info: LabelInfo | None) -> dict[str, Any]:
+        assert info is not None, "a token classifier always has tag names"
         return {"num_labels": info.num_labels, "id2label": info.id2label, "label2id": info.label2id}
 
     # ---- data -----------------------------------------------------------------------------------
-    def preprocess(self, ds: Any, split: str, processor: Any, recipe: Any, info: Any, train: bool) -> Any:
+    def preprocess(self, ds: Split, split: str, processor: PreTrainedTokenizerBase, recipe: Recipe, info: LabelInfo | None,
+                   train: bool) -> Split:
         d = recipe.data
         words_col, tags_col, max_length = d.tokens_column, d.tags_column, d.max_length
         has_tags = tags_col in ds.column_names
@@ -141,7 +151,7 @@ class TokenClassification:
         all_subtokens = d.label_all_subtokens and train
         continuation = _continuation_ids(info) if all_subtokens else None
 
-        def encode(batch: dict, indices: list[int]) -> dict:
+        def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, Any]:
             indices = batch.get(ROW_COLUMN, indices)
             words = [_words(w, f"data.tokens_column '{words_col}', {row_location(split, i, d)}") for w, i in zip(batch[words_col], indices)]
             enc = processor(words, is_split_into_words=True, truncation=True, max_length=max_length)
@@ -164,26 +174,26 @@ class TokenClassification:
             desc=f"Tokenizing {split}",
         )
 
-    def plan_batch(self, recipe: Any, config: Any, batch_size: int) -> tuple[dict, str]:
+    def plan_batch(self, recipe: Recipe, config: PretrainedConfig, batch_size: int) -> tuple[dict[str, Any], str]:
         """A meta-device micro-batch for `hfadapt plan` (padded to data.max_length: the worst case)."""
         from hfadapt.modeling.meta import meta_labels, meta_tokens
 
         n = recipe.data.max_length
         return {"input_ids": meta_tokens(batch_size, n), "labels": meta_labels(batch_size, n)}, f"{n} tokens"
 
-    def collator(self, processor: Any) -> Any:
+    def collator(self, processor: PreTrainedTokenizerBase) -> Collate:
         from transformers import DataCollatorForTokenClassification
 
         return DataCollatorForTokenClassification(processor, label_pad_token_id=IGNORE)
 
-    def encode_inputs(self, items: list[str], processor: Any, recipe: Any) -> dict:
+    def encode_inputs(self, items: list[str], processor: PreTrainedTokenizerBase, recipe: Recipe) -> dict[str, Any]:
         for item in items:
             if not isinstance(item, str):
                 raise HfadaptError(f"predict: token-classification takes text strings, got {item!r}")
         return dict(processor(items, truncation=True, max_length=recipe.data.max_length, padding=True, return_tensors="pt"))
 
     # ---- evaluation -----------------------------------------------------------------------------
-    def evaluate(self, ctx: EvalContext, model: Any, dataloader: Any) -> dict:
+    def evaluate(self, ctx: EvalContext, model: Module, dataloader: DataLoader) -> dict[str, Any]:
         import torch
         import torch.nn.functional as F
 
@@ -238,7 +248,8 @@ class TokenClassification:
         return results
 
     # ---- predict --------------------------------------------------------------------------------
-    def predict(self, model: Any, processor: Any, items: list[str], recipe: Any, info: Any) -> list[dict]:
+    def predict(self, model: Module, processor: PreTrainedTokenizerBase, items: list[str], recipe: Recipe,
+                info: LabelInfo | None) -> list[dict[str, Any]]:
         import torch
 
         self.encode_inputs(items, processor, recipe)  # type checks only
@@ -269,8 +280,30 @@ class TokenClassification:
             out.append({"entities": group_entities(text, words)})
         return out
 
+    def report_section(self, report: ReportInput) -> str:
+        """Precision, recall and F1 per entity type (seqeval's breakdown in the final evaluation) and overall."""
+        evals = report.split("eval")
+        types = sorted({k.split("/")[0] for k in evals if "/" in k})
+        if not types:
+            return generic_section(report.split("eval"))
+        cols = ("precision", "recall", "f1")
+        body = "".join(
+            f"<tr><td>{e(t)}</td>" + "".join(value_cell(f"eval/{t}/{c}", evals.get(f"{t}/{c}")) for c in cols) + "</tr>" for t in types
+        )
+        over = {c: (f"overall_{c}" if f"overall_{c}" in evals else c) for c in cols}  # seqeval's overall_* keys, or plain
+        overall = "<tr class=total><td>overall</td>" + "".join(value_cell(f"eval/{over[c]}", evals.get(over[c])) for c in cols) + "</tr>"
+        fig, ax = plt().subplots(figsize=(max(4, 1.2 * len(types) + 2), 3))
+        width = 0.27
+        for k, c in enumerate(cols):
+            ax.bar([i + (k - 1) * width for i in range(len(types))], [evals.get(f"{t}/{c}", 0) for t in types], width, label=c)
+        ax.set_xticks(range(len(types)), types)
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=8)
+        ax.set_title("per entity type (validation)")
+        return ("<h3>Per entity type</h3><div class=row>" + img(fig) + "<table><tr><th>entity</th><th>precision</th><th>recall</th><th>F1</th></tr>" + body + overall + "</table></div>")
 
-def group_entities(text: str, words: list[list[Any]]) -> list[dict]:
+
+def group_entities(text: str, words: list[list[Any]]) -> list[dict[str, Any]]:
     """Words with tags -> entity spans {"entity", "text", "start", "end", "score"} (mean word score)."""
     entities: list[dict] = []
     current: dict | None = None
@@ -335,7 +368,7 @@ def _align(word_ids: list[int | None], tag_ids: list[int], continuation: list[in
     return labels
 
 
-def _words(value: Any, where: str) -> list[str]:
+def _words(value: object, where: str) -> list[str]:
     if not isinstance(value, (list, tuple)):
         raise HfadaptError(f"{where}: expected a list of words, got {value!r}")
     if not value:
@@ -346,7 +379,7 @@ def _words(value: Any, where: str) -> list[str]:
     return list(value)
 
 
-def _tag_list(value: Any, where: str) -> list[Any]:
+def _tag_list(value: object, where: str) -> list[Any]:
     if not isinstance(value, (list, tuple)):
         raise HfadaptError(f"{where}: expected a list of tags (one per word), got {value!r}")
     for j, tag in enumerate(value):
@@ -355,7 +388,7 @@ def _tag_list(value: Any, where: str) -> list[Any]:
     return list(value)
 
 
-def _encode_tags(tags: Any, words: list[str], info: LabelInfo, where: str) -> list[int]:
+def _encode_tags(tags: object, words: list[str], info: LabelInfo, where: str) -> list[int]:
     tags = _tag_list(tags, where)
     if len(tags) != len(words):
         raise HfadaptError(f"{where}: {len(tags)} tags for {len(words)} words in data.tokens_column; give one tag per word")

@@ -324,7 +324,7 @@ def _setup_data(recipe: Any, task: Task, accelerator: Any) -> Splits:
         validation = prepare(raw.validation, "validation", False)
         test = prepare(raw.test, "test", False)
     # A task may collate training batches its own way (image-classification: mixup/cutmix), never evaluation's.
-    train_collate = task.train_collator(processor, recipe, info) if hasattr(task, "train_collator") else None
+    train_collate = task.train_collator(processor, recipe, info)
     return Splits(processor, info, train, validation, test, task.collator(processor), train_collate)
 
 
@@ -411,8 +411,8 @@ def _setup_model(
     if recipe.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = apply_adapter(model, recipe, task, num_training_steps=total_steps)
-    if hasattr(task, "prepare_model"):  # audio: feature-encoder freeze, multi-label loss
-        task.prepare_model(model.get_base_model() if hasattr(model, "get_base_model") else model, recipe)
+    # audio: feature-encoder freeze, multi-label loss
+    task.prepare_model(model.get_base_model() if hasattr(model, "get_base_model") else model, recipe)
     trainable, total = count_parameters(model)
     if trainable == 0:
         raise HfadaptError(f"adapter: {recipe.adapter.method} left no trainable parameters in {recipe.model.name_or_path}")

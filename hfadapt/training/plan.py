@@ -107,8 +107,8 @@ def plan_recipe(recipe: Any) -> MemoryPlan:
     compute = 2 if dtype == "float32" else BYTES[dtype]  # QLoRA computes in bf16/fp16
     weight_4bit = n_trainable * 4 + int(linear_frozen * NF4_BYTES) + (sum(p.numel() for _, p in frozen) - linear_frozen) * compute
     precision = resolve_precision(recipe.train.mixed_precision, os.environ)  # as train() would on this machine
-    batch = getattr(task, "plan_batch", None)
-    inputs, sequence = batch(recipe, config, recipe.train.batch_size) if batch is not None else (None, "n/a")
+    planned = task.plan_batch(recipe, config, recipe.train.batch_size)
+    inputs, sequence = planned if planned is not None else (None, "n/a")
     activations = None
     if inputs is not None:
         try:

@@ -28,7 +28,12 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+from hfadapt.tasks.base import count_tokens
+
+if TYPE_CHECKING:
+    from hfadapt.tasks.base import Processor, Task
 
 MB = 1024 * 1024
 
@@ -39,18 +44,8 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def default_units(batch: dict) -> dict[str, Any]:
-    """What a micro-batch holds besides examples, for tasks that do not say (`task.count_units`):
-    real (non-pad) input tokens where there is an attention mask (text); nothing otherwise (images).
-    Packed causal-LM blocks have no mask: all their input ids count (packing leaves little padding).
-    Values may be device tensors: they are summed on the device and read once at the end."""
-    mask = batch.get("attention_mask")
-    if mask is not None and hasattr(mask, "sum"):
-        return {"tokens": mask.sum()}
-    ids = batch.get("input_ids")
-    if ids is not None and hasattr(ids, "numel"):
-        return {"tokens": ids.numel()}
-    return {}
+# What a micro-batch holds besides examples, for tasks that do not say: Task.count_units' default.
+default_units = count_tokens
 
 
 def batch_size(batch: Any) -> int:
@@ -61,11 +56,10 @@ def batch_size(batch: Any) -> int:
     return 0
 
 
-def unit_counter(task: Any, processor: Any = None) -> Callable[[dict], dict[str, Any]]:
-    """The task's own `count_units(batch, processor) -> {unit: amount}` (e.g. an audio task:
-    {"audio_seconds": ...}), or the default (tokens of text batches)."""
-    own = getattr(task, "count_units", None)
-    return (lambda batch: own(batch, processor)) if callable(own) else default_units
+def unit_counter(task: Task, processor: Processor | None = None) -> Callable[[dict], dict[str, Any]]:
+    """The task's `count_units(batch, processor) -> {unit: amount}` (e.g. an audio task:
+    {"audio_seconds": ...}; by default the non-pad tokens of text batches), bound to the processor."""
+    return lambda batch: task.count_units(batch, processor)
 
 
 class Meter:
