@@ -148,7 +148,7 @@ def contract_breaks(cls: type, instance: object | None = None) -> list[str]:
                 continue
             if name not in declared:
                 breaks.append(f"{klass.__name__}.{name}: not a hook or attribute of the Task contract")
-            elif callable(value) and callable(vars(Task).get(name)):
+            elif inspect.isfunction(value) and inspect.isfunction(vars(Task).get(name)):
                 want = list(inspect.signature(vars(Task)[name]).parameters)
                 got = list(inspect.signature(value).parameters)
                 if got != want:
