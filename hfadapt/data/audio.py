@@ -28,13 +28,21 @@ import os
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from pydantic import Field, model_validator
 
 from hfadapt.data.sources import ROW_COLUMN, is_streamed, map_split, row_location, split_files
 from hfadapt.core.errors import HfadaptError, first_line
 from hfadapt.core.recipe import ModelSection, Section
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import Tensor
+    from transformers import FeatureExtractionMixin, PretrainedConfig, PreTrainedModel, ProcessorMixin
+
+    from hfadapt.core.recipe import DataSection, Recipe
+    from hfadapt.data.sources import Split
 
 MIN_SAMPLING_RATE = 1000  # below this a file is not speech or sound a model can take (a broken header)
 DURATION_COLUMN = "__hfadapt_duration__"
@@ -72,12 +80,12 @@ class AudioModelSection(ModelSection):
 # ---- reading one clip ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Clip:
-    waveform: Any  # float32 numpy array, mono
+    waveform: np.ndarray  # float32, mono
     sampling_rate: int
     name: str  # file name (or "<bytes>") for messages
 
 
-def file_name(value: Any) -> str:
+def file_name(value: dict[str, Any] | str) -> str:
     if isinstance(value, dict):
         return str(value.get("path") or "<audio bytes>")
     return str(value)
@@ -97,7 +105,7 @@ def storable(value: Any, base_dir: Path | None) -> dict[str, Any]:
     raise HfadaptError(f"expected an audio file path or an Audio feature, got {type(value).__name__} {value!r}")
 
 
-def read_audio(value: Any) -> Clip:
+def read_audio(value: dict[str, Any]) -> Clip:
     """Decode a stored audio cell ({"bytes", "path"}) to a mono float32 waveform; raises on any failure."""
     import numpy as np
     import soundfile as sf
@@ -113,7 +121,7 @@ def read_audio(value: Any) -> Clip:
     return Clip(np.ascontiguousarray(wave, dtype=np.float32), int(rate), name)
 
 
-def resample(wave: Any, rate: int, target: int) -> Any:
+def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
     """Polyphase resampling (anti-aliasing FIR) from `rate` to `target` Hz."""
     import numpy as np
     from scipy.signal import resample_poly
@@ -133,7 +141,7 @@ def check_rate(rate: int, target: int, allow_resample: bool) -> str | None:
     return None
 
 
-def load_clip(value: Any, target: int, allow_resample: bool, where: str, max_samples: int | None = None) -> Any:
+def load_clip(value: dict[str, Any], target: int, allow_resample: bool, where: str, max_samples: int | None = None) -> np.ndarray:
     """Stored cell -> waveform at `target` Hz (cut to max_samples), or one HfadaptError naming `where`."""
     try:
         clip = read_audio(value)
@@ -148,7 +156,7 @@ def load_clip(value: Any, target: int, allow_resample: bool, where: str, max_sam
     return wave[:max_samples] if max_samples is not None else wave
 
 
-def _unreadable(where: str, value: Any, e: BaseException) -> str:
+def _unreadable(where: str, value: dict[str, Any], e: BaseException) -> str:
     if isinstance(e, FileNotFoundError):
         return f"{where}: audio file not found: {file_name(value)}"
     return f"{where}: cannot read audio {file_name(value)}: {_reason(e)}"
@@ -162,7 +170,7 @@ def _reason(e: BaseException) -> str:
 
 
 # ---- the model ---------------------------------------------------------------------------------------
-def freeze_feature_encoder(model: Any, recipe: Any) -> None:
+def freeze_feature_encoder(model: PreTrainedModel, recipe: Recipe) -> None:
     """wav2vec2-style models: keep the convolutional feature encoder frozen (model.freeze_feature_encoder),
     as practitioners do; it matters for adapter.method=full (an adapter leaves it frozen anyway)."""
     if recipe.model.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
@@ -170,18 +178,19 @@ def freeze_feature_encoder(model: Any, recipe: Any) -> None:
 
 
 # ---- the checking pass (cached) ---------------------------------------------------------------------
-def files_dir(d: Any, split: str) -> Path | None:
+def files_dir(d: DataSection, split: str) -> Path | None:
     """Relative paths in a CSV/JSON column are relative to that file's folder."""
     files = split_files(d, split)
     return Path(files[0]).resolve().parent if files else None
 
 
-def audio_location(d: Any, split: str, row: int) -> str:
+def audio_location(d: AudioFields, split: str, row: int) -> str:
     return f"data.audio_column '{d.audio_column}', {row_location(split, row, d)}"
 
 
-def check_audio(ds: Any, split: str, recipe: Any, target_rate: int, encode_row: Any, desc: str, max_s: float | None = None,
-                *, is_main: bool) -> Any:
+def check_audio(ds: Split, split: str, recipe: Recipe, target_rate: int,
+                encode_row: Callable[[dict[str, list[Any]], list[int]], dict[str, list[Any]]], desc: str,
+                max_s: float | None = None, *, is_main: bool) -> Split:
     """The cached pass: every clip decoded once and checked; `encode_row(batch, indices)` adds the
     task's columns (labels, transcripts), each checked with its row. Returns the dataset of
     {AUDIO_COLUMN, DURATION_COLUMN, ...task columns}, with clips outside the duration limits
@@ -224,7 +233,7 @@ def check_audio(ds: Any, split: str, recipe: Any, target_rate: int, encode_row: 
     return filter_durations(checked, split, d, max_s, is_main=is_main)
 
 
-def filter_durations(ds: Any, split: str, d: Any, max_s: float | None = None, *, is_main: bool) -> Any:
+def filter_durations(ds: Split, split: str, d: AudioFields, max_s: float | None = None, *, is_main: bool) -> Split:
     """Drop clips outside [min_duration_s, max_duration_s] (the max only with long_audio=drop) and over the
     model's own limit `max_s`; print how many were dropped (the main process, `is_main`)."""
     low = d.min_duration_s
@@ -254,7 +263,8 @@ def filter_durations(ds: Any, split: str, d: Any, max_s: float | None = None, *,
 
 
 # ---- on the fly ------------------------------------------------------------------------------------
-def featurise_on_the_fly(checked: Any, feature_extractor: Any, d: Any, split: str, max_samples: int | None = None) -> Any:
+def featurise_on_the_fly(checked: Split, feature_extractor: FeatureExtractionMixin, d: AudioFields, split: str,
+                         max_samples: int | None = None) -> Split:
     """The checked split with model inputs computed as examples are read: decode, mix down, resample,
     cut to `max_samples`, features (cached float arrays would dwarf the compressed audio). Labels pass
     through. `with_transform` on a materialised split, a lazy `map` on a streamed one (no transforms)."""
@@ -273,7 +283,7 @@ def featurise_on_the_fly(checked: Any, feature_extractor: Any, d: Any, split: st
     return checked.with_transform(to_features)
 
 
-def count_audio_units(batch: dict, processor: Any) -> dict[str, Any]:
+def count_audio_units(batch: dict, processor: FeatureExtractionMixin | ProcessorMixin) -> dict[str, Any]:
     """Throughput units of an audio batch: seconds of real audio for models fed raw waveforms (the
     wav2vec2 family: samples under the attention mask / the sampling rate). Spectrogram models (Whisper's
     30 s log-mel windows, AST) get no unit: their inputs are padded to a fixed window, so the batch no
@@ -286,11 +296,11 @@ def count_audio_units(batch: dict, processor: Any) -> dict[str, Any]:
     return {"audio_seconds": samples / sampling_rate_of(getattr(processor, "feature_extractor", processor))}
 
 
-def sampling_rate_of(feature_extractor: Any) -> int:
+def sampling_rate_of(feature_extractor: FeatureExtractionMixin) -> int:
     return int(feature_extractor.sampling_rate)
 
 
-def max_samples(d: Any, rate: int, cap_s: float | None = None) -> int | None:
+def max_samples(d: AudioFields, rate: int, cap_s: float | None = None) -> int | None:
     """Samples a clip is cut to: data.max_duration_s with long_audio=truncate, and the model's own cap."""
     limits = [cap_s] if cap_s is not None else []
     if d.max_duration_s is not None and d.long_audio == "truncate":
@@ -298,7 +308,7 @@ def max_samples(d: Any, rate: int, cap_s: float | None = None) -> int | None:
     return int(min(limits) * rate) if limits else None
 
 
-def extract(feature_extractor: Any, wave: Any) -> dict[str, Any]:
+def extract(feature_extractor: FeatureExtractionMixin, wave: np.ndarray) -> dict[str, Any]:
     """One clip's model input (log-mel or normalised waveform), unbatched."""
     rate = sampling_rate_of(feature_extractor)
     kwargs: dict[str, Any] = {"sampling_rate": rate}
@@ -307,13 +317,13 @@ def extract(feature_extractor: Any, wave: Any) -> dict[str, Any]:
     return {name: feats[name][0]}
 
 
-def pad_features(feature_extractor: Any, rows: list[dict]) -> dict:
+def pad_features(feature_extractor: FeatureExtractionMixin, rows: list[dict]) -> dict[str, Tensor]:
     """A batch of model inputs: variable-length waveforms padded (attention mask where the model wants one)."""
     name = feature_extractor.model_input_names[0]
     return dict(feature_extractor.pad([{name: r[name]} for r in rows], padding=True, return_tensors="pt"))
 
 
-def encode_files(paths: list[str], feature_extractor: Any, d: Any, cap_s: float | None = None) -> dict:
+def encode_files(paths: list[str], feature_extractor: FeatureExtractionMixin, d: AudioFields, cap_s: float | None = None) -> dict[str, Tensor]:
     """`hfadapt predict` inputs (audio file paths) -> a padded batch."""
     rate = sampling_rate_of(feature_extractor)
     rows = [extract(feature_extractor, load_clip(storable(p, None), rate, d.resample, f"predict: input {i}", max_samples(d, rate, cap_s)))
@@ -329,7 +339,7 @@ def _checked_paths(paths: list[str]) -> list[str]:
 
 
 # ---- long files (prediction) -------------------------------------------------------------------------
-def split_long(wave: Any, rate: int, max_s: float) -> list[Any]:
+def split_long(wave: np.ndarray, rate: int, max_s: float) -> list[np.ndarray]:
     """Cut a long waveform into pieces of at most `max_s` seconds, each cut at the quietest 20 ms frame
     of the last quarter of its window, so cuts fall in pauses rather than inside words."""
     import numpy as np
@@ -359,7 +369,7 @@ def seconds(n: int, rate: int) -> float:
     return math.floor(100 * n / rate) / 100
 
 
-def plan_inputs(config: Any, batch_size: int, seconds: float | None) -> tuple[dict, str]:
+def plan_inputs(config: PretrainedConfig, batch_size: int, seconds: float | None) -> tuple[dict[str, Tensor], str]:
     """A meta-device batch of model inputs for `hfadapt plan`, shaped as the feature extractor would
     give them: Whisper's 30 s log-mel window, AST's fixed spectrogram, else raw 16 kHz waveforms of
     `seconds` (data.max_duration_s; 10 s when unset)."""

@@ -17,7 +17,15 @@ A last, incomplete global batch stays last, where the plain shuffle has it too.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from torch import Tensor
+
+    from hfadapt.core.recipe import Recipe
+    from hfadapt.data.sources import Split
+    from hfadapt.tasks.base import Task
 
 MEGABATCH = 50  # global batches sorted together: larger groups tighter, smaller keeps more randomness
 BUCKET = 8  # tokens: lengths are compared rounded up to a multiple of this
@@ -47,7 +55,7 @@ def grouped_order(lengths: Sequence[int], global_batch: int, seed: int, epoch: i
     return [i for b in shuffled + tail for i in b]
 
 
-def row_lengths(ds: Any, column: str = "input_ids") -> list[int]:
+def row_lengths(ds: Dataset, column: str = "input_ids") -> list[int]:
     """Tokens per row of a preprocessed dataset, read once (Arrow list lengths when the table is plain)."""
     if getattr(ds, "_indices", None) is None and hasattr(ds, "data"):
         try:
@@ -59,7 +67,7 @@ def row_lengths(ds: Any, column: str = "input_ids") -> list[int]:
     return [len(x) for x in ds[column]]
 
 
-def wants_grouping(recipe: Any, task: Any, train: Any) -> tuple[bool, str]:
+def wants_grouping(recipe: Recipe, task: Task, train: Split) -> tuple[bool, str]:
     """Whether this run groups by length, and why (train.group_by_length; None decides by the task).
 
     Default on for padded text batches: the same examples each epoch, fewer pad tokens. Off for
@@ -83,7 +91,7 @@ def wants_grouping(recipe: Any, task: Any, train: Any) -> tuple[bool, str]:
     return True, "default for padded text"
 
 
-def eval_order(task: Any, dataset: Any) -> list[int] | None:
+def eval_order(task: Task, dataset: Split) -> list[int] | None:
     """Evaluation rows longest first (less padding per batch), or None for dataset order.
 
     Only for tasks whose evaluate() declares it puts results back in dataset order
@@ -103,7 +111,7 @@ def longest_first(lengths: Sequence[int]) -> list[int]:
     return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
 
-def in_input_order(order: Sequence[int] | None, items: Any) -> Any:
+def in_input_order(order: Sequence[int] | None, items: Tensor | list[Any]) -> Tensor | list[Any]:
     """Results read in `order` (items[k] belongs to row order[k]) put back in row order 0, 1, ...
 
     `items` is a tensor (rows along dim 0) or a list; order None: already in row order.

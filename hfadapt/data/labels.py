@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from hfadapt.core.errors import HfadaptError
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+    from hfadapt.core.recipe import DataSection
+    from hfadapt.data.sources import Split
 
 PROBLEM_TYPES = {
     "single_label": "single_label_classification",
@@ -39,14 +45,15 @@ class LabelInfo:
         return PROBLEM_TYPES[self.problem_type]
 
     @classmethod
-    def from_model_config(cls, config: Any) -> "LabelInfo":
+    def from_model_config(cls, config: PretrainedConfig) -> "LabelInfo":
         problem = {v: k for k, v in PROBLEM_TYPES.items()}.get(config.problem_type or "", "single_label")
         names = () if problem == "regression" else tuple(config.id2label[i] for i in range(config.num_labels))
         return cls(names, problem)
 
 
 def infer_labels(
-    dataset: Any, column: str, given: Sequence[str] | None, problem_type: str, source: str, data: Any = None, split: str = "train"
+    dataset: Split, column: str, given: Sequence[str] | None, problem_type: str, source: str, data: DataSection | None = None,
+    split: str = "train",
 ) -> LabelInfo:
     """Decide the label names from the recipe, the column's ClassLabel feature, or its values.
 
@@ -120,7 +127,7 @@ def require_two_labels(names: Sequence[str], source: str, how: str) -> None:
         )
 
 
-def encode_label(value: Any, info: LabelInfo, column: str, row: int, split: str, data: Any = None) -> Any:
+def encode_label(value: Any, info: LabelInfo, column: str, row: int, split: str, data: DataSection | None = None) -> int | float | list[float]:
     """One raw label -> the model's target (class id, multi-hot vector, or float)."""
     where = _Where(column, row, split, data)  # spelled out only in an error: finding the line reads the file
     if is_missing(value):
@@ -162,7 +169,7 @@ class _Where:
 
     __slots__ = ("column", "row", "split", "data")
 
-    def __init__(self, column: str, row: int, split: str, data: Any) -> None:
+    def __init__(self, column: str, row: int, split: str, data: DataSection | None) -> None:
         self.column, self.row, self.split, self.data = column, row, split, data
 
     def __str__(self) -> str:
@@ -173,7 +180,7 @@ class _Where:
     __format__ = lambda self, spec: format(str(self), spec)  # noqa: E731
 
 
-def _class_id(value: Any, info: LabelInfo, where: Any) -> int:
+def _class_id(value: Any, info: LabelInfo, where: _Where) -> int:
     if isinstance(value, str):
         try:
             return info.label2id[value]

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hfadapt.tasks.base import get_task
 from hfadapt.core.errors import HfadaptError
 from hfadapt.publishing.hub import resolve_run
 from hfadapt.rundir.layout import RunDir
 
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
-def load_model_and_processor(run: RunDir, base_model: str | None = None, ref: Any = None) -> tuple[Any, Any, Any]:
+    from hfadapt.core.recipe import Recipe
+    from hfadapt.data.labels import LabelInfo
+    from hfadapt.tasks.base import Processor
+
+
+def load_model_and_processor(
+    run: RunDir, base_model: str | None = None, ref: str | Path | None = None
+) -> tuple[PreTrainedModel | PeftModel, Processor, LabelInfo | None]:
     """The run's model (its adapter on `base_model` where given), processor and label info; `ref` names
     the run in messages (the user's run directory or Hub id)."""
     from hfadapt.modeling.models import load_run_model
@@ -23,7 +33,7 @@ def load_model_and_processor(run: RunDir, base_model: str | None = None, ref: An
     return model, processor, info
 
 
-def with_generation(recipe: Any, overrides: dict[str, Any]) -> Any:
+def with_generation(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
     """A copy of `recipe` with generation fields replaced, each validated; `recipe` is unchanged."""
     from pydantic import ValidationError
 

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
 from pydantic import Field
 
 from hfadapt.core.errors import HfadaptError, first_line
 from hfadapt.core.recipe import AdapterSection, adapter_methods, adapter_section, register_adapter_section
 from hfadapt.core.registry import Registry, did_you_mean
+
+if TYPE_CHECKING:
+    from peft import PeftConfig, PeftModel
+    from torch.nn import Module
+    from transformers import PreTrainedModel
+
+    from hfadapt.core.recipe import Recipe
+    from hfadapt.tasks.base import Task
 
 # Direct children of a *ForXClassification model that are its freshly initialised head.
 # ("projector": the hidden -> classifier_proj_size layer of wav2vec2/Whisper audio classifiers.)
@@ -189,7 +197,7 @@ def register(
 LORA_DROPOUT = 0.05  # peft's examples and most LoRA recipes; convolution LoRA gets ctx.dropout (0)
 
 
-def _dropout(a: Any, ctx: AdapterContext) -> float:
+def _dropout(a: LoraSection, ctx: AdapterContext) -> float:
     """adapter.dropout when the recipe gives one; null: the architecture's default (ctx.dropout), else 0.05.
     A null (not a filled-in number) is what the run's recipe.yaml keeps, so a resume decides alike."""
     if a.dropout is not None:
@@ -197,7 +205,7 @@ def _dropout(a: Any, ctx: AdapterContext) -> float:
     return ctx.dropout if ctx.dropout is not None else LORA_DROPOUT
 
 
-def _config_kwargs(a: Any, method: AdapterMethod) -> dict[str, Any]:
+def _config_kwargs(a: AdapterSection, method: AdapterMethod) -> dict[str, Any]:
     return {arg: getattr(a, field) for field, arg in method.kwargs}
 
 
@@ -206,7 +214,7 @@ _LORA_KWARGS = {"r": "r", "alpha": "lora_alpha", "dropout": "lora_dropout", "use
 
 
 @register("lora", LoraSection, peft_type="LORA", config="LoraConfig", kwargs=_LORA_KWARGS, context=_TARGETED)
-def _lora(a: Any, ctx: AdapterContext) -> Any:
+def _lora(a: LoraSection, ctx: AdapterContext) -> PeftConfig:
     from peft import LoraConfig
 
     return LoraConfig(
@@ -216,7 +224,7 @@ def _lora(a: Any, ctx: AdapterContext) -> Any:
 
 
 @register("ia3", IA3Section, peft_type="IA3", config="IA3Config", context=(*_TARGETED, "feedforward_modules"))
-def _ia3(a: Any, ctx: AdapterContext) -> Any:
+def _ia3(a: IA3Section, ctx: AdapterContext) -> PeftConfig:
     from peft import IA3Config
 
     return IA3Config(
@@ -229,7 +237,7 @@ _HADAMARD_KWARGS = {"r": "r", "alpha": "alpha", "dropout": "module_dropout"}
 
 
 @register("loha", LoHaSection, peft_type="LOHA", config="LoHaConfig", kwargs=_HADAMARD_KWARGS, context=_TARGETED)
-def _loha(a: Any, ctx: AdapterContext) -> Any:
+def _loha(a: LoHaSection, ctx: AdapterContext) -> PeftConfig:
     from peft import LoHaConfig
 
     return LoHaConfig(
@@ -239,7 +247,7 @@ def _loha(a: Any, ctx: AdapterContext) -> Any:
 
 
 @register("lokr", LoKrSection, peft_type="LOKR", config="LoKrConfig", kwargs=_HADAMARD_KWARGS, context=_TARGETED)
-def _lokr(a: Any, ctx: AdapterContext) -> Any:
+def _lokr(a: LoKrSection, ctx: AdapterContext) -> PeftConfig:
     from peft import LoKrConfig
 
     return LoKrConfig(
@@ -248,7 +256,7 @@ def _lokr(a: Any, ctx: AdapterContext) -> Any:
     )
 
 
-def _adalora_update(model: Any, step: int) -> None:
+def _adalora_update(model: PeftModel, step: int) -> None:
     """AdaLoRA reallocates its rank budget after each optimizer step (peft: before zero_grad)."""
     model.base_model.update_and_allocate(step)
 
@@ -258,7 +266,7 @@ def _adalora_update(model: Any, step: int) -> None:
     kwargs={"init_r": "init_r", "target_r": "target_r", "alpha": "lora_alpha", "dropout": "lora_dropout", "use_rslora": "use_rslora"},
     context=(*_TARGETED, "total_step"), after_optimizer_step=_adalora_update,
 )
-def _adalora(a: Any, ctx: AdapterContext) -> Any:
+def _adalora(a: AdaLoraSection, ctx: AdapterContext) -> PeftConfig:
     from peft import AdaLoraConfig
 
     return AdaLoraConfig(
@@ -271,7 +279,7 @@ _VIRTUAL_KWARGS = {"num_virtual_tokens": "num_virtual_tokens", "modules_to_save"
 
 
 @register("prefix", PrefixSection, modalities=("text",), config="PrefixTuningConfig", kwargs=_VIRTUAL_KWARGS, context=("task_type",))
-def _prefix(a: Any, ctx: AdapterContext) -> Any:
+def _prefix(a: PrefixSection, ctx: AdapterContext) -> PeftConfig:
     from peft import PrefixTuningConfig
 
     # modules_to_save as given (None: peft's own choice, the classifier of SEQ_CLS models)
@@ -279,23 +287,23 @@ def _prefix(a: Any, ctx: AdapterContext) -> Any:
 
 
 @register("prompt", PromptSection, modalities=("text",), config="PromptTuningConfig", kwargs=_VIRTUAL_KWARGS, context=("task_type",))
-def _prompt(a: Any, ctx: AdapterContext) -> Any:
+def _prompt(a: PromptSection, ctx: AdapterContext) -> PeftConfig:
     from peft import PromptTuningConfig
 
     return PromptTuningConfig(**_config_kwargs(a, ADAPTERS.get("prompt")), task_type=ctx.task_type, **a.options)
 
 
 @register("full", FullSection)
-def _full(a: Any, ctx: AdapterContext) -> None:
+def _full(a: FullSection, ctx: AdapterContext) -> None:
     return None
 
 
 @register("freeze", FreezeSection)
-def _freeze(a: Any, ctx: AdapterContext) -> None:
+def _freeze(a: FreezeSection, ctx: AdapterContext) -> None:
     return None
 
 
-def check_options(a: Any) -> None:
+def check_options(a: AdapterSection) -> None:
     """`adapter.options` keys must be fields of the method's peft config class, and not ones hfadapt
     sets from a named recipe field or from the model/task: one line naming adapter.options.KEY."""
     method = ADAPTERS.get(a.method, field="adapter.method")
@@ -333,7 +341,7 @@ def after_optimizer_step_hook(method: str) -> Callable[[Any, int], None] | None:
 
 
 # ---- applying --------------------------------------------------------------------------------
-def head_modules(model: Any, extra: tuple[str, ...] = ()) -> list[str]:
+def head_modules(model: Module, extra: tuple[str, ...] = ()) -> list[str]:
     """The freshly initialised task head(s): direct children for transformers models, `timm_model.<classifier>`
     for timm; `extra`: a task's own (CTC's lm_head, sized to its vocabulary)."""
     from hfadapt.modeling.timm_models import classifier_names, is_timm
@@ -355,7 +363,7 @@ def peft_default_targets(model_type: str | None, peft_type: str = "LORA") -> lis
     return None
 
 
-def linear_module_names(model: Any, exclude: list[str] | None = None) -> dict[str, list[tuple[int, int]]]:
+def linear_module_names(model: Module, exclude: list[str] | None = None) -> dict[str, list[tuple[int, int]]]:
     """Leaf names of linear layers (nn.Linear, GPT-2 Conv1D) -> (in, out) shapes of each instance."""
     import torch.nn as nn
     from transformers.pytorch_utils import Conv1D
@@ -375,7 +383,7 @@ def linear_module_names(model: Any, exclude: list[str] | None = None) -> dict[st
     return found
 
 
-def default_targets(model: Any, method: AdapterMethod) -> list[str] | str | None:
+def default_targets(model: PreTrainedModel, method: AdapterMethod) -> list[str] | str | None:
     """peft's own default for the architecture when it has one, the family default for timm
     backbones (hfadapt.timm_models), all linear layers otherwise."""
     if method.peft_type is None:
@@ -395,7 +403,9 @@ def default_targets(model: Any, method: AdapterMethod) -> list[str] | str | None
     return names
 
 
-def apply_adapter(model: Any, recipe: Any, task: Any, num_training_steps: int | None = None) -> Any:
+def apply_adapter(
+    model: PreTrainedModel, recipe: Recipe, task: Task, num_training_steps: int | None = None
+) -> PreTrainedModel | PeftModel:
     """Wrap (or freeze) the model as the recipe's adapter section says."""
     a = recipe.adapter
     method = ADAPTERS.get(a.method, field="adapter.method")
@@ -457,7 +467,7 @@ def apply_adapter(model: Any, recipe: Any, task: Any, num_training_steps: int | 
         ) from e
 
 
-def _check_targets_exist(model: Any, names: list[str], where: str) -> None:
+def _check_targets_exist(model: Module, names: list[str], where: str) -> None:
     leaves = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     full = {n for n, _ in model.named_modules()}
     missing = [n for n in names if n not in leaves and n not in full]
@@ -469,13 +479,13 @@ def _check_targets_exist(model: Any, names: list[str], where: str) -> None:
         )
 
 
-def _accepts_past_key_values(model: Any) -> bool:
+def _accepts_past_key_values(model: Module) -> bool:
     """The check peft's prefix tuning makes at the first forward, made before training starts."""
     forwards = [model.forward] + [m.forward for _, m in model.named_children()]
     return any("past_key_values" in inspect.signature(f).parameters for f in forwards)
 
 
-def count_parameters(model: Any) -> tuple[int, int]:
+def count_parameters(model: Module) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total

@@ -9,9 +9,13 @@ from hfadapt.modeling import timm_models
 from hfadapt.core.errors import HfadaptError, first_line
 
 if TYPE_CHECKING:
-    from transformers import PretrainedConfig
+    from peft import PeftModel
+    from transformers import PretrainedConfig, PreTrainedModel
 
-    from hfadapt.tasks.base import Task
+    from hfadapt.core.recipe import Recipe
+    from hfadapt.data.labels import LabelInfo
+    from hfadapt.rundir.layout import RunDir
+    from hfadapt.tasks.base import Processor, Task
 
 # Published copies of a run (hub push) name a local base model as "<local>/NAME" and a path inside the
 # run directory (model.init=config: its saved random base) as "<run>/...": the real paths stay in the
@@ -72,7 +76,9 @@ def auto_model_class(task: Task, config: PretrainedConfig | None = None) -> Any:
     return getattr(transformers, task.auto_class_for(config))
 
 
-def load_base_model(recipe: Any, task: Task, info: Any, processor: Any = None, path: str | None = None) -> Any:
+def load_base_model(
+    recipe: Recipe, task: Task, info: LabelInfo | None, processor: Processor | None = None, path: str | None = None
+) -> PreTrainedModel:
     """The task's Auto* model, with a fresh head where the task needs one (task.model_kwargs).
 
     `path` overrides where weights come from (a run's saved random base for model.init=config).
@@ -142,14 +148,14 @@ def adapter_base(model_dir: str | Path) -> str | None:
         return None  # peft reports an unreadable config itself, naming the file
 
 
-def unpublished_base(run: Any) -> str | None:
+def unpublished_base(run: RunDir) -> str | None:
     """The placeholder a pulled adapter names instead of its unpublished local base (`<local>/NAME`,
     `<run>/base_model`), or None when the base can be loaded from where the adapter says."""
     base = adapter_base(run.model_dir)
     return base if base and base.startswith((LOCAL_PLACEHOLDER, RUN_PLACEHOLDER)) else None
 
 
-def unpublished_base_error(ref: Any, base: str) -> HfadaptError:
+def unpublished_base_error(ref: str | Path, base: str) -> HfadaptError:
     """One line for an adapter whose base model was not published: the user must give it."""
     what = (f"a random base model built from a config ({base}), saved in its training run only and not published"
             if base.startswith(RUN_PLACEHOLDER) else f"a local base model ({base}) that was not published")
@@ -163,7 +169,9 @@ def check_base_model(base_model: str) -> str:
     return str(path) if path.exists() else base_model
 
 
-def load_run_model(run: Any, task: "Task", base_model: str | None = None, ref: Any = None) -> Any:
+def load_run_model(
+    run: RunDir, task: Task, base_model: str | None = None, ref: str | Path | None = None
+) -> PreTrainedModel | PeftModel:
     """The fine-tuned model of a finished run: base + adapter (peft) or the saved full model.
 
     `base_model` (a local folder or Hub id) replaces the base the adapter config names: a pulled adapter

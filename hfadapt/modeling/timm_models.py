@@ -23,12 +23,17 @@ No torch/timm import at module level: `hfadapt validate` imports the modules tha
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from torch import Tensor
+    from torch.nn import Module
+    from transformers import BaseImageProcessor, PretrainedConfig, PreTrainedModel
 
 MODEL_TYPE = "timm_wrapper"
 
 
-def is_timm(model_or_config: Any) -> bool:
+def is_timm(model_or_config: Module | PretrainedConfig) -> bool:
     config = getattr(model_or_config, "config", model_or_config)
     return getattr(config, "model_type", None) == MODEL_TYPE
 
@@ -81,14 +86,14 @@ def check_timm_folder(path: str, field: str) -> None:
         )
 
 
-def drop_duplicate_num_classes(config: Any) -> Any:
+def drop_duplicate_num_classes(config: PretrainedConfig) -> PretrainedConfig:
     """The wrapper sizes the head from config.num_labels; a `num_classes` in model_args would be a second value."""
     if is_timm(config) and isinstance(getattr(config, "model_args", None), dict) and "num_classes" in config.model_args:
         config.model_args = {k: v for k, v in config.model_args.items() if k != "num_classes"}
     return config
 
 
-def checkpoint_config(source: str, revision: str | None, trust_remote_code: bool, kwargs: dict) -> Any:
+def checkpoint_config(source: str, revision: str | None, trust_remote_code: bool, kwargs: dict) -> PretrainedConfig | None:
     """The config to load a timm checkpoint with (labels from `kwargs` applied), or None for other models."""
     import transformers
 
@@ -96,14 +101,14 @@ def checkpoint_config(source: str, revision: str | None, trust_remote_code: bool
     return drop_duplicate_num_classes(config) if is_timm(config) else None
 
 
-def sync_label_names(model: Any) -> None:
+def sync_label_names(model: PreTrainedModel) -> None:
     """config.json of a timm model names the classes in `label_names` (what timm reads); make it the model's own labels."""
     if is_timm(model):
         config = model.config
         config.label_names = [config.id2label[i] for i in range(config.num_labels)]
 
 
-def freeze_batch_norm(model: Any) -> None:
+def freeze_batch_norm(model: PreTrainedModel) -> None:
     """BatchNorm of a frozen backbone keeps its running statistics (timm's FrozenBatchNorm2d).
 
     In train mode BatchNorm would update them although the base is "frozen"; the adapter does not
@@ -117,7 +122,7 @@ def freeze_batch_norm(model: Any) -> None:
 
 
 # ---- modules ----------------------------------------------------------------------------------
-def classifier_names(model: Any) -> list[str]:
+def classifier_names(model: Module) -> list[str]:
     """Full names of the timm classifier module(s) inside the wrapper (`timm_model.head.fc`, ...)."""
     inner = getattr(model, "timm_model", None)
     if inner is None or not hasattr(inner, "get_classifier"):
@@ -128,19 +133,19 @@ def classifier_names(model: Any) -> list[str]:
     return [name for name, module in model.named_modules() if id(module) in ids and name]
 
 
-def family(model: Any) -> str:
+def family(model: Module) -> str:
     """'transformer' when the backbone has attention blocks (ViT, DeiT, EVA, Swin, BEiT, ...), else 'convnet'."""
     if any(type(m).__name__.endswith("Attention") for m in model.modules()):
         return "transformer"
     return "convnet"
 
 
-def is_convnet(model: Any) -> bool:
+def is_convnet(model: Module) -> bool:
     """A timm ConvNet (LoRA on its convolutions): its LoRA takes no dropout unless adapter.dropout is set."""
     return is_timm(model) and family(model) == "convnet"
 
 
-def adaptable(module: Any) -> str | None:
+def adaptable(module: Module) -> str | None:
     """'linear' or 'conv' for layers LoRA can adapt and merge; None otherwise.
 
     Grouped and depthwise convolutions are left out: peft (0.21) adapts a grouped Conv2d only when
@@ -156,7 +161,7 @@ def adaptable(module: Any) -> str | None:
     return None
 
 
-def target_modules(model: Any) -> list[str]:
+def target_modules(model: Module) -> list[str]:
     """Full names of the modules the family default adapts (the classifier is trained fully instead)."""
     heads = classifier_names(model)
     convnet = family(model) == "convnet"
@@ -174,7 +179,7 @@ def target_modules(model: Any) -> list[str]:
     return out
 
 
-def default_targets(model: Any) -> list[str]:
+def default_targets(model: Module) -> list[str]:
     """The family default as short peft names: each the shortest dotted suffix that matches only chosen modules.
 
     ViT: qkv, attn.proj, fc1, fc2 (`attn.proj`, because the patch embedding's conv is also called proj);
@@ -206,11 +211,11 @@ def shortest_suffixes(chosen: list[str], all_names: list[str]) -> list[str]:
 
 
 # ---- training ---------------------------------------------------------------------------------
-def soft_target_loss(default: Any, label_smoothing: float) -> Any:
+def soft_target_loss(default: Callable[..., Tensor], label_smoothing: float) -> Callable[..., Tensor]:
     """A model loss (transformers' `loss_function` signature) that also takes the soft targets
     mixup/cutmix make, and smooths hard labels; anything else goes to the model's own loss."""
 
-    def loss(labels: Any, logits: Any, config: Any, **kwargs: Any) -> Any:
+    def loss(labels: Tensor, logits: Tensor, config: PretrainedConfig, **kwargs: Any) -> Tensor:
         import torch.nn.functional as F
 
         if labels.is_floating_point() and labels.dim() == 2 and config.problem_type != "multi_label_classification":
@@ -222,7 +227,7 @@ def soft_target_loss(default: Any, label_smoothing: float) -> Any:
     return loss
 
 
-def data_config(processor: Any) -> dict[str, Any]:
+def data_config(processor: BaseImageProcessor) -> dict[str, Any]:
     """timm's data config (input_size, interpolation, crop, mean, std) of an image processor:
     the checkpoint's pretrained_cfg for timm models, derived from the processor otherwise."""
     if hasattr(processor, "data_config"):

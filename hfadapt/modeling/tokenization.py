@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hfadapt.core.errors import HfadaptError, first_line
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from hfadapt.core.recipe import Recipe
 
 # A tokenizer folder needs one of these: without them transformers 5 builds a 5-token fallback
 # vocabulary and every word becomes [UNK].
@@ -49,7 +54,9 @@ def require_processor_files(path: str | Path, kind: str = "tokenizer", field: st
     )
 
 
-def load_tokenizer(recipe: Any, path: str | None = None, need_fast: str | None = None, **kwargs: Any) -> Any:
+def load_tokenizer(
+    recipe: Recipe, path: str | None = None, need_fast: str | None = None, **kwargs: Any
+) -> PreTrainedTokenizerBase:
     """AutoTokenizer of the recipe's base model (or of a run's saved folder `path`).
 
     A missing pad token becomes eos (decoder tokenizers ship without one; padded positions are

@@ -12,13 +12,16 @@ import copy
 import re
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from hfadapt.core.shipped import model_cards_dir
 from hfadapt.modeling.models import RUN_PLACEHOLDER  # the run directory in published copies
 from hfadapt.rundir.layout import RunDir, RunMetrics
+
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCardData
 
 # owner/name, or a legacy canonical name such as "bert-base-uncased"
 HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
@@ -237,7 +240,7 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
     return str(card)
 
 
-def _add_timm_metadata(card_data: Any, run: RunDir, merged: bool) -> None:
+def _add_timm_metadata(card_data: ModelCardData, run: RunDir, merged: bool) -> None:
     """A run on a timm backbone: the Hub lists it with timm models (tag `timm`); a merged model is a
     plain timm checkpoint (library_name timm: `timm.create_model("hf-hub:REPO", pretrained=True)`).
     An adapter stays library_name peft: timm alone cannot load adapter weights."""

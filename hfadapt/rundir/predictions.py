@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    from hfadapt.tasks.base import EvalContext
 
 MAX_TEXT = 300  # characters of an input kept per row
 MAX_GENERATIONS = 100  # rows kept for generative tasks
 
 
-def save_predictions(ctx: Any, rows: Iterable[dict[str, Any]]) -> None:
+def save_predictions(ctx: EvalContext, rows: Iterable[dict[str, Any]]) -> None:
     """Write `rows` to ctx.predictions_file (main process only; atomically). A no-op without a file."""
     path = getattr(ctx, "predictions_file", None)
     if path is None or not ctx.accelerator.is_main_process:
@@ -30,7 +33,7 @@ def save_predictions(ctx: Any, rows: Iterable[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def input_texts(ctx: Any, indices: Iterable[int]) -> list[str | None]:
+def input_texts(ctx: EvalContext, indices: Iterable[int]) -> list[str | None]:
     """The decoded inputs of rows of the evaluated (tokenized) dataset, shortened; None where there is no text."""
     ds = ctx.dataset
     if "input_ids" not in getattr(ds, "column_names", ()) or not hasattr(ctx.processor, "batch_decode"):

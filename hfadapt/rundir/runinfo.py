@@ -11,7 +11,10 @@ import shlex
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 LIBRARIES = ("hfadapt", "torch", "transformers", "peft", "accelerate", "datasets", "evaluate", "huggingface_hub")
 
@@ -88,7 +91,7 @@ class RunInfo:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def precision_that_ran(accelerator: Any) -> str:
+def precision_that_ran(accelerator: Accelerator) -> str:
     """The mixed precision the model really ran in: Accelerate reports the asked one even where it
     did not autocast (fp16 on CPU); DeepSpeed / Megatron-LM handle precision themselves."""
     kind = str(accelerator.distributed_type).split(".")[-1]
@@ -97,7 +100,7 @@ def precision_that_ran(accelerator: Any) -> str:
     return "no"
 
 
-def collect(accelerator: Any, liger_kernel: bool = False, num_workers: int = 0) -> RunInfo:
+def collect(accelerator: Accelerator, liger_kernel: bool = False, num_workers: int = 0) -> RunInfo:
     import torch
 
     device = accelerator.device

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
-from hfadapt.rundir.layout import RunDir
+from hfadapt.rundir.layout import RunDir, RunState
 
 
 def write_status(run_dir: Path, state: str, is_main: bool, **fields: Any) -> None:
@@ -41,7 +41,7 @@ def write_status(run_dir: Path, state: str, is_main: bool, **fields: Any) -> Non
 
 
 @contextmanager
-def recorded(run_dir: Path, state: Any, is_main: bool) -> Iterator[None]:
+def recorded(run_dir: Path, state: RunState, is_main: bool) -> Iterator[None]:
     """Training after setup: status "finished" on success, "failed" (or "interrupted" on Ctrl-C) when it raises."""
     try:
         yield

@@ -14,11 +14,16 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hfadapt.modeling.sharding import sharding
 from hfadapt.core.errors import HfadaptError
 from hfadapt.rundir.layout import CHECKPOINT_PREFIX, STATE_FILE, TRAINABLE_FILE, RunDir, RunState, read_json
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from torch import Tensor
+    from torch.nn import Module, Parameter
 
 TMP_PREFIX = ".tmp-"  # a checkpoint being written
 DEL_PREFIX = ".del-"  # a checkpoint being deleted
@@ -176,11 +181,11 @@ def write_json_atomic(path: Path, data: Any) -> None:
     replace_durably(tmp, path)
 
 
-def _trainable(model: Any) -> list[tuple[str, Any]]:
+def _trainable(model: Module) -> list[tuple[str, Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
-def trainable_state_dict(model: Any) -> dict[str, Any]:
+def trainable_state_dict(model: Module) -> dict[str, Tensor]:
     """The trainable weights, whole, on the CPU.
 
     For a sharded model this is a collective: every process must call it, in the same order. Under FSDP2
@@ -204,7 +209,7 @@ def trainable_state_dict(model: Any) -> dict[str, Any]:
     return {n: p.detach().cpu().contiguous() for n, p in _trainable(model)}
 
 
-def save_trainable(model: Any, path: Path, main: bool = True) -> None:
+def save_trainable(model: Module, path: Path, main: bool = True) -> None:
     """Write the trainable weights to `path` (safetensors, atomically) from the main process.
 
     Call it on every process: for a sharded model gathering the weights is a collective. Only the
@@ -223,7 +228,7 @@ def save_trainable(model: Any, path: Path, main: bool = True) -> None:
     replace_durably(tmp, path)
 
 
-def load_trainable(model: Any, path: Path) -> None:
+def load_trainable(model: Module, path: Path) -> None:
     """Put the weights of `path` into the model's trainable parameters. Every process reads the file
     and calls this (for a sharded model it is a collective: each process keeps its shard)."""
     from safetensors.torch import load_file
@@ -290,7 +295,7 @@ def no_checkpoint_message(run_dir: Path, save_steps: int | None) -> str:
     return f"{where}: the run stopped before its first checkpoint (train.save_steps={save_steps}: at step {save_steps}) was complete; {start_over}"
 
 
-def save_checkpoint(accelerator: Any, run_dir: Path, state: TrainerState, keep: int | None) -> Path:
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainerState, keep: int | None) -> Path:
     root = RunDir(run_dir).checkpoints_dir
     final = root / f"{CHECKPOINT_PREFIX}{state.global_step}"
     tmp = root / f"{TMP_PREFIX}{CHECKPOINT_PREFIX}{state.global_step}"
@@ -315,7 +320,7 @@ def save_checkpoint(accelerator: Any, run_dir: Path, state: TrainerState, keep: 
     return final
 
 
-def register_trainable_hooks(accelerator: Any) -> None:
+def register_trainable_hooks(accelerator: Accelerator) -> None:
     """Make save_state/load_state store only trainable weights (the adapter), not the frozen base."""
 
     def save_hook(models: list, weights: list, output_dir: str) -> None:

@@ -14,7 +14,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from hfadapt.training.checkpoint import (
     TrainerState,
@@ -33,6 +33,15 @@ from hfadapt.rundir.layout import RunDir, RunMetrics
 from hfadapt.rundir.status import recorded, write_status
 from hfadapt.tasks import TASKS, EvalContext, Task
 from hfadapt.training.throughput import Meter, figures, summary_line, unit_counter
+
+if TYPE_CHECKING:
+    import torch
+    from accelerate import Accelerator
+    from datasets import Dataset, IterableDataset
+    from torch.utils.data import DataLoader
+
+    from hfadapt.core.recipe import Recipe
+    from hfadapt.tasks.base import Processor
 
 # Fields a resumed run may change: how long to train, and where the run lives.
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "max_steps"), ("output", "overwrite"), ("output", "dir")}
@@ -53,11 +62,11 @@ class TrainResult:
 class Splits:
     """The preprocessed data of a run and what the task learned from it."""
 
-    processor: Any
-    info: Any  # label names for classifiers (task.label_info), or None
-    train: Any
-    validation: Any | None
-    test: Any | None
+    processor: Processor
+    info: Any  # what the task read from the data (task.label_info: LabelInfo for classifiers), or None
+    train: Dataset | IterableDataset
+    validation: Dataset | None
+    test: Dataset | None
     collate: Callable[[list[dict]], dict]
     train_collate: Callable[[list[dict]], dict] | None = None  # training batches only (mixup); `collate` when None
 
@@ -68,8 +77,8 @@ class Evaluator:
 
     task: Task
     ctx: EvalContext
-    model: Any
-    dataloader: Any
+    model: torch.nn.Module
+    dataloader: DataLoader
     count: int = 0
 
     def __call__(self, step: int, predictions_file: Path | None = None) -> dict[str, float]:
@@ -82,12 +91,12 @@ class Evaluator:
 class Session:
     """Everything setup built, prepared by Accelerate, ready for `fit`."""
 
-    accelerator: Any
+    accelerator: Accelerator
     splits: Splits
-    model: Any
-    optimizer: Any
-    scheduler: Any
-    make_train_loader: Callable[[int], Any]
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    make_train_loader: Callable[[int], DataLoader]
     steps_per_epoch: int
     validate: Evaluator | None
     test: Evaluator | None
@@ -96,7 +105,7 @@ class Session:
     liger: str | None = None  # train.liger_kernel: the model_type liger patched, or None
 
 
-def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerState], None]] = ()) -> TrainResult:
+def train(recipe: Recipe, resume: bool = False, callbacks: list[Callable[[TrainerState], None]] = ()) -> TrainResult:
     """Train the recipe's adapter; with resume=True continue from the run's latest checkpoint.
 
     `callbacks` are called with the trainer state after every optimizer step.
@@ -121,7 +130,7 @@ def train(recipe: Any, resume: bool = False, callbacks: list[Callable[[TrainerSt
 
 
 # ---- setup ---------------------------------------------------------------------------------------
-def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Session:
+def _setup(recipe: Recipe, task: Task, run: RunDir, checkpoint: Path | None) -> Session:
     check_options(recipe.adapter)  # adapter.options against the peft config class, before data and model load
     accelerator = _setup_accelerator(recipe, run)
     if recipe.train.liger_kernel:  # package and device: refused before data and model are loaded
@@ -156,7 +165,7 @@ def _setup(recipe: Any, task: Task, run: RunDir, checkpoint: Path | None) -> Ses
     return Session(accelerator, splits, model, optimizer, scheduler, make_train_loader, steps_per_epoch, validate, test, state, compiled, liger)
 
 
-def _setup_compile(recipe: Any, model: Any, accelerator: Any) -> Any:
+def _setup_compile(recipe: Recipe, model: torch.nn.Module, accelerator: Accelerator) -> Any:
     """train.compile: the compiled training forward, or None (with one line saying why where it can't)."""
     if not recipe.train.compile:
         return None
@@ -170,13 +179,13 @@ def _setup_compile(recipe: Any, model: Any, accelerator: Any) -> Any:
     return CompiledForward(model, verbose=accelerator.is_main_process)
 
 
-def _train_size(train: Any) -> str:
+def _train_size(train: Dataset | IterableDataset) -> str:
     from hfadapt.data.sources import is_streamed
 
     return "train examples streamed" if is_streamed(train) else f"{len(train)} train examples"
 
 
-def _planned_memory(recipe: Any) -> str:
+def _planned_memory(recipe: Recipe) -> str:
     """' | ~X per device planned' from `hfadapt plan`, or nothing when the model can't be planned."""
     from hfadapt.training.plan import plan_recipe
 
@@ -206,7 +215,7 @@ def _process_state() -> Any:
     return PartialState(cpu=_cpu_process_group())
 
 
-def _setup_accelerator(recipe: Any, run: RunDir) -> Any:
+def _setup_accelerator(recipe: Recipe, run: RunDir) -> Any:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import ProjectConfiguration, set_seed
@@ -257,7 +266,7 @@ ENGINES = (
 )
 
 
-def asked_distribution(env: Any) -> tuple[str, str, str] | None:
+def asked_distribution(env: Mapping[str, str]) -> tuple[str, str, str] | None:
     """The engine (as in ENGINES) that the launch asks for, or None for plain data parallel / none."""
     for engine in ENGINES:
         if str(env.get(engine[2], "false")).lower() == "true":
@@ -265,7 +274,7 @@ def asked_distribution(env: Any) -> tuple[str, str, str] | None:
     return None
 
 
-def _prepare(accelerator: Any, recipe: Any, *parts: Any) -> Any:
+def _prepare(accelerator: Accelerator, recipe: Recipe, *parts: Any) -> Any:
     """accelerator.prepare; a sharding engine that cannot wrap this model ends the run in one line
     (e.g. Accelerate 1.15's FSDP2 fails on BERT-style models, whose embeddings block is itself a
     no-split module holding the input embeddings it also shards)."""
@@ -282,7 +291,7 @@ def _prepare(accelerator: Any, recipe: Any, *parts: Any) -> Any:
         ) from e
 
 
-def _check_what_runs(accelerator: Any, mixed_precision: str, asked: tuple[str, str, str] | None, from_launch: bool = False) -> None:
+def _check_what_runs(accelerator: Accelerator, mixed_precision: str, asked: tuple[str, str, str] | None, from_launch: bool = False) -> None:
     """Refuse a run that would quietly differ from what was asked: Accelerate falls back without a word
     (fp16 on CPU trains in fp32; FSDP / DeepSpeed without GPUs become plain data parallel or none)."""
     kind = str(accelerator.distributed_type).split(".")[-1]
@@ -307,7 +316,7 @@ def _check_what_runs(accelerator: Any, mixed_precision: str, asked: tuple[str, s
         )
 
 
-def _setup_data(recipe: Any, task: Task, accelerator: Any) -> Splits:
+def _setup_data(recipe: Recipe, task: Task, accelerator: Accelerator) -> Splits:
     from hfadapt.data.sources import load_raw
 
     # The main process fills the datasets cache first; the others then read it (the processor too:
@@ -317,7 +326,7 @@ def _setup_data(recipe: Any, task: Task, accelerator: Any) -> Splits:
         raw = load_raw(recipe, task)
         info = task.label_info(raw.train, recipe)
 
-        def prepare(ds: Any, split: str, train: bool) -> Any:
+        def prepare(ds: Dataset, split: str, train: bool) -> Any:
             return task.preprocess(ds, split, processor, recipe, info, train=train) if ds is not None else None
 
         train = prepare(raw.train, "train", True)
@@ -328,7 +337,7 @@ def _setup_data(recipe: Any, task: Task, accelerator: Any) -> Splits:
     return Splits(processor, info, train, validation, test, task.collator(processor), train_collate)
 
 
-def _train_loader_factory(recipe: Any, task: Task, splits: Splits, accelerator: Any) -> Callable[[int], Any]:
+def _train_loader_factory(recipe: Recipe, task: Task, splits: Splits, accelerator: Accelerator) -> Callable[[int], Any]:
     import torch
     from accelerate.data_loader import prepare_data_loader
     from torch.utils.data import DataLoader
@@ -388,7 +397,7 @@ def _train_loader_factory(recipe: Any, task: Task, splits: Splits, accelerator: 
 
 
 def _setup_model(
-    recipe: Any, task: Task, run: RunDir, splits: Splits, accelerator: Any, total_steps: int
+    recipe: Recipe, task: Task, run: RunDir, splits: Splits, accelerator: Accelerator, total_steps: int
 ) -> tuple[Any, int, int, str | None]:
     """The base model with the adapter applied; returns it with its trainable and total parameter counts
     and the model_type Liger's kernels were applied to (train.liger_kernel), or None."""
@@ -419,7 +428,7 @@ def _setup_model(
     return model, trainable, total, liger
 
 
-def _setup_optimizer(recipe: Any, model: Any, total_steps: int, device: Any) -> tuple[Any, Any]:
+def _setup_optimizer(recipe: Recipe, model: torch.nn.Module, total_steps: int, device: torch.device) -> tuple[Any, Any]:
     import torch
     from transformers import get_scheduler
 
@@ -434,7 +443,7 @@ def _setup_optimizer(recipe: Any, model: Any, total_steps: int, device: Any) -> 
     return optimizer, scheduler
 
 
-def _evaluator(recipe: Any, task: Task, run: RunDir, splits: Splits, accelerator: Any, model: Any, split: str) -> Evaluator | None:
+def _evaluator(recipe: Recipe, task: Task, run: RunDir, splits: Splits, accelerator: Accelerator, model: torch.nn.Module, split: str) -> Evaluator | None:
     from hfadapt.training.loaders import build_eval_loader
 
     dataset = splits.validation if split == "validation" else splits.test
@@ -449,7 +458,7 @@ def _evaluator(recipe: Any, task: Task, run: RunDir, splits: Splits, accelerator
     return Evaluator(task, ctx, model, built.loader)
 
 
-def _setup_state(accelerator: Any, run: RunDir, checkpoint: Path | None, total_steps: int) -> TrainerState:
+def _setup_state(accelerator: Accelerator, run: RunDir, checkpoint: Path | None, total_steps: int) -> TrainerState:
     from hfadapt.training.checkpoint import register_trainable_hooks
 
     register_trainable_hooks(accelerator)
@@ -462,7 +471,7 @@ def _setup_state(accelerator: Any, run: RunDir, checkpoint: Path | None, total_s
 
 
 # ---- finish --------------------------------------------------------------------------------------
-def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState, meter: Meter) -> TrainResult:
+def _finish(recipe: Recipe, run: RunDir, session: Session, state: TrainerState, meter: Meter) -> TrainResult:
     """Best weights back, final evaluation (and test), the saved model, run info; then push."""
     from hfadapt.modeling.adapters import is_peft
     from hfadapt.rundir.runinfo import collect as collect_run_info
@@ -508,7 +517,7 @@ def _finish(recipe: Any, run: RunDir, session: Session, state: TrainerState, met
     return TrainResult(run.path, final.to_json(), state)
 
 
-def _gathered_weights(accelerator: Any, model: Any) -> dict[str, Any] | None:
+def _gathered_weights(accelerator: Accelerator, model: torch.nn.Module) -> dict[str, Any] | None:
     """The whole model's weights, gathered, when FSDP2 or ZeRO-3 shards them; None when every process
     holds them (save_pretrained then reads the model itself, as it always has).
 
@@ -522,7 +531,7 @@ def _gathered_weights(accelerator: Any, model: Any) -> dict[str, Any] | None:
     return accelerator.get_state_dict(model)
 
 
-def _save_model(model: Any, processor: Any, run: RunDir, recipe: Any, peft: bool, state_dict: dict[str, Any] | None = None) -> None:
+def _save_model(model: torch.nn.Module, processor: Processor, run: RunDir, recipe: Recipe, peft: bool, state_dict: dict[str, Any] | None = None) -> None:
     """Save the adapter (peft) or the whole model, plus the processor, into the run; main process only.
 
     `state_dict`: the gathered weights of a sharded model (_gathered_weights); peft picks the adapter's
@@ -548,7 +557,7 @@ def _save_model(model: Any, processor: Any, run: RunDir, recipe: Any, peft: bool
 
 
 # ---- the run directory before training -------------------------------------------------------------
-def _check_run_dir(run: RunDir, recipe: Any, resume: bool) -> Path | None:
+def _check_run_dir(run: RunDir, recipe: Recipe, resume: bool) -> Path | None:
     """Never silently overwrite a run; on resume, find the checkpoint and refuse a changed recipe."""
     run.check_output()
     if resume:

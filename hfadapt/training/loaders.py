@@ -10,7 +10,13 @@ alive between evaluations, so one loader serving every evaluation of a run start
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from hfadapt.core.recipe import Recipe
+    from hfadapt.tasks.base import Split, Task
 
 
 @dataclass
@@ -19,7 +25,7 @@ class EvalLoader:
     order: list[int] | None  # the sampler's order of the dataset's rows, or None for dataset order
 
 
-def eval_loader_options(recipe: Any, num_workers: int, device_type: str) -> dict[str, Any]:
+def eval_loader_options(recipe: Recipe, num_workers: int, device_type: str) -> dict[str, Any]:
     """The DataLoader arguments of an evaluation loader beyond dataset, order and collator."""
     return {
         "batch_size": recipe.train.eval_batch_size or recipe.train.batch_size,
@@ -29,7 +35,9 @@ def eval_loader_options(recipe: Any, num_workers: int, device_type: str) -> dict
     }
 
 
-def build_eval_loader(recipe: Any, task: Any, dataset: Any, collate_fn: Callable[[list[dict]], dict], accelerator: Any) -> EvalLoader:
+def build_eval_loader(
+    recipe: Recipe, task: Task, dataset: Split, collate_fn: Callable[[list[dict]], dict], accelerator: Accelerator
+) -> EvalLoader:
     """The evaluation loader of `dataset` (a preprocessed split), prepared by `accelerator`."""
     from torch.utils.data import DataLoader
 

@@ -27,10 +27,17 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from hfadapt.core.errors import HfadaptError, first_line
 from hfadapt.training.precision import resolve_precision
+
+if TYPE_CHECKING:
+    from torch import Tensor
+    from torch.nn import Module
+    from transformers import PretrainedConfig
+
+    from hfadapt.core.recipe import Recipe
 
 NF4_BYTES = (4 + 0.127) / 8  # bitsandbytes NF4 with double quantisation (QLoRA paper, section 3)
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -67,7 +74,7 @@ class MemoryPlan:
         raise ValueError(layout)
 
 
-def plan_recipe(recipe: Any) -> MemoryPlan:
+def plan_recipe(recipe: Recipe) -> MemoryPlan:
     """The memory plan of a recipe: config only, nothing downloaded beyond it."""
     import torch
     import transformers
@@ -132,14 +139,14 @@ def plan_recipe(recipe: Any) -> MemoryPlan:
     )
 
 
-def _load_dtype(dtype: str, config: Any) -> str:
+def _load_dtype(dtype: str, config: PretrainedConfig) -> str:
     if dtype != "auto":
         return dtype
     stored = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32").replace("torch.", "")
     return stored if stored in BYTES else "float32"
 
 
-def _frozen_linear_params(model: Any) -> int:
+def _frozen_linear_params(model: Module) -> int:
     import torch.nn as nn
 
     return sum(
@@ -148,7 +155,7 @@ def _frozen_linear_params(model: Any) -> int:
     )
 
 
-def _largest_block(model: Any, bytes_per: int) -> int:
+def _largest_block(model: Module, bytes_per: int) -> int:
     """Parameters of the largest repeated block (a transformer layer): FSDP gathers one at a time."""
     import torch.nn as nn
 
@@ -159,7 +166,7 @@ def _largest_block(model: Any, bytes_per: int) -> int:
     return best
 
 
-def _saved_tensor_bytes(model: Any, inputs: dict, mixed_precision: str) -> int:
+def _saved_tensor_bytes(model: Module, inputs: dict[str, Tensor], mixed_precision: str) -> int:
     """Bytes autograd keeps for backward in one forward pass, traced on the meta device.
 
     Tensors are counted once per storage (a view shares its base) and parameters not at all:
@@ -176,7 +183,7 @@ def _saved_tensor_bytes(model: Any, inputs: dict, mixed_precision: str) -> int:
     param_ids = {id(p) for p in model.parameters()}
     saved: dict[int, int] = {}
 
-    def pack(t: Any) -> Any:
+    def pack(t: Tensor) -> Tensor:
         base = t._base if t._base is not None else t
         if id(base) not in param_ids:
             saved[id(base)] = base.numel() * base.element_size()

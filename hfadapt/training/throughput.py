@@ -28,11 +28,13 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 from hfadapt.tasks.base import count_tokens
 
 if TYPE_CHECKING:
+    from accelerate import Accelerator
+
     from hfadapt.tasks.base import Processor, Task
 
 MB = 1024 * 1024
@@ -48,7 +50,7 @@ def peak_rss_bytes() -> int:
 default_units = count_tokens
 
 
-def batch_size(batch: Any) -> int:
+def batch_size(batch: Mapping[str, Any]) -> int:
     for value in (batch.values() if hasattr(batch, "values") else ()):  # dict or BatchEncoding
         shape = getattr(value, "shape", None)
         if shape is not None and len(shape) > 0:
@@ -101,7 +103,7 @@ class Meter:
         return _Phase(self, phase)
 
     # ---- totals --------------------------------------------------------------------------------
-    def totals(self, accelerator: Any, step: int) -> dict[str, Any]:
+    def totals(self, accelerator: Accelerator, step: int) -> dict[str, Any]:
         """Whole-run totals up to `step`: this session over all processes plus `base`. A collective:
         every process must call it."""
         import torch
@@ -146,12 +148,12 @@ class _Phase:
     def __enter__(self) -> None:
         self.t0 = time.perf_counter()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         attr = f"{self.phase}_s"
         setattr(self.meter, attr, getattr(self.meter, attr) + time.perf_counter() - self.t0)
 
 
-def _cuda_peaks(accelerator: Any) -> list[int]:
+def _cuda_peaks(accelerator: Accelerator) -> list[int]:
     """Peak allocated CUDA memory of every process's device, in process order ([] without CUDA)."""
     import torch
 
