@@ -384,8 +384,13 @@ def _load_audio_folder(path: Path) -> "DatasetDict":
 
 def _looks_like_audio_folder(path: Path) -> bool:
     """A folder of audio files (one sub-folder per class): loaded with datasets' audiofolder builder."""
+    return _holds_files(path, AUDIO_SUFFIXES)
+
+
+def _holds_files(path: Path, suffixes: set[str] | frozenset[str]) -> bool:
+    """Whether one of the first 200 entries below `path` has one of `suffixes` (a cheap look, not a scan)."""
     for i, p in enumerate(path.rglob("*")):
-        if p.suffix.lower() in AUDIO_SUFFIXES:
+        if p.suffix.lower() in suffixes:
             return True
         if i > 200:
             break
@@ -396,9 +401,4 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 def _looks_like_image_folder(path: Path) -> bool:
-    for i, p in enumerate(path.rglob("*")):
-        if p.suffix.lower() in IMAGE_SUFFIXES:
-            return True
-        if i > 200:
-            break
-    return False
+    return _holds_files(path, IMAGE_SUFFIXES)

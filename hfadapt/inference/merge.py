@@ -8,19 +8,12 @@ import tempfile
 from pathlib import Path
 
 from hfadapt.core.errors import HfadaptError
+from hfadapt.rundir.layout import check_writable_folder
 
 
 def check_output_folder(out: Path) -> None:
     """OUT must be a folder or not exist, under a folder that can be written; checked before any work."""
-    if out.exists() and not out.is_dir():
-        raise HfadaptError(f"merge: {out} is an existing file, not a folder; choose another output folder")
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise HfadaptError(f"merge: cannot create {out}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise HfadaptError(f"merge: cannot write {out}: {parent} is not writable")
+    check_writable_folder(out, "merge", "output folder")
 
 
 def check_output_apart_from_run(out: Path, run_path: Path) -> None:

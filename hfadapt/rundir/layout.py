@@ -381,15 +381,21 @@ class RunDir:
 
     def check_output(self) -> None:
         """output.dir must be a folder (or not exist yet) that can be written; checked before any work."""
-        if self.path.exists() and not self.path.is_dir():
-            raise HfadaptError(f"output.dir: {self.path} is an existing file, not a folder; choose another output.dir")
-        parent = self.path
-        while not parent.exists():
-            parent = parent.parent
-        if not parent.is_dir():
-            raise HfadaptError(f"output.dir: cannot create {self.path}: {parent} is a file, not a folder")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise HfadaptError(f"output.dir: cannot write {self.path}: {parent} is not writable")
+        check_writable_folder(self.path, "output.dir", "output.dir")
+
+
+def check_writable_folder(path: Path, field: str, choose: str) -> None:
+    """`path` must be a folder, or not exist yet under a folder that can be written: one line naming
+    `field` (the recipe field or flag that gave it) otherwise. `choose`: what to pick instead."""
+    if path.exists() and not path.is_dir():
+        raise HfadaptError(f"{field}: {path} is an existing file, not a folder; choose another {choose}")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise HfadaptError(f"{field}: cannot create {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise HfadaptError(f"{field}: cannot write {path}: {parent} is not writable")
 
 
 def read_json(path: Path, lenient: bool = False) -> dict[str, Any]:
