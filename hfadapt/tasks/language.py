@@ -204,8 +204,10 @@ def _pair_parts(prompt: object, chosen: object, rejected: object, columns: PairC
     if chat:
         chosen = check_messages(chosen, where["chosen"])
         rejected = check_messages(rejected, where["rejected"])
-        if prompt is None:
-            prompt, chosen, rejected = shared_prompt(chosen, rejected)
+        common, rest_c, rest_r = shared_prompt(chosen, rejected)
+        if prompt is None or (isinstance(prompt, str) and common):
+            # no prompt column, or a text prompt the conversations already open with (ultrafeedback_binarized)
+            prompt, chosen, rejected = common, rest_c, rest_r
         elif isinstance(prompt, str):
             prompt = [{"role": "user", "content": prompt}]
         else:
