@@ -242,3 +242,16 @@ def test_simpo_and_orpo_equal_trls_loss_functions(loss: str, tmp_path: Path, lla
     assert terms["batch_loss"].item() == pytest.approx(expected.item(), abs=1e-5)
     torch.testing.assert_close(terms["chosen_rewards"].float(), cr, atol=1e-5, rtol=0)
     torch.testing.assert_close(terms["rejected_rewards"].float(), rr, atol=1e-5, rtol=0)
+
+
+# ---- (c) learning a preference -------------------------------------------------------------------
+@pytest.mark.parametrize("loss", ["dpo", "simpo"])
+def test_held_out_reward_accuracy_learns_the_marker(loss: str, tmp_path: Path, llama: str) -> None:
+    data = {"loss": loss, "beta": 0.1 if loss == "dpo" else 2.0, "validation_size": 0.2}
+    (tmp_path / "before").mkdir()
+    (tmp_path / "after").mkdir()
+    first = train(recipe(tmp_path / "before", llama, pairs(160), **data, train={"max_steps": 1, "learning_rate": 1e-9}))
+    after = train(recipe(tmp_path / "after", llama, pairs(160), **data, train={"max_steps": 30, "learning_rate": 2e-2, "eval_steps": 30}))
+    assert first.metrics["eval/rewards/accuracies"] <= 0.7
+    assert after.metrics["eval/rewards/accuracies"] > 0.9
+    assert after.metrics["best/step"] == 30 if "best/step" in after.metrics else True
