@@ -62,6 +62,11 @@ def _causal_lm(tmp: Path, request: Any) -> dict[str, Any]:
     return {"train_files": [str(write_jsonl(tmp / "lm.jsonl", rows))], "max_length": 16}
 
 
+def _preference(tmp: Path, request: Any) -> dict[str, Any]:
+    rows = [{"prompt": r["text"], "chosen": " good", "rejected": " dull"} for r in _sentences()]
+    return {"train_files": [str(write_jsonl(tmp / "prefs.jsonl", rows))], "max_length": 24, "max_prompt_length": 16}
+
+
 def _seq2seq(tmp: Path, request: Any) -> dict[str, Any]:
     rows = [{"text": r["text"], "target": " ".join(reversed(r["text"].split()))} for r in _sentences()]
     return {"train_files": [str(write_jsonl(tmp / "pairs.jsonl", rows))], "max_length": 16, "max_target_length": 16}
@@ -99,6 +104,7 @@ CASES: dict[str, Case] = {
     "token-classification": Case("tiny_bert", _token_classification, lambda r: ["the film was good", "the plot was dull"]),
     "question-answering": Case("tiny_bert", _question_answering, lambda r: ["the film\tthe film was good", "the plot\tthe plot was dull"]),
     "causal-lm": Case("tiny_gpt2", _causal_lm, lambda r: ["the film", "the plot was"]),
+    "preference": Case("tiny_gpt2", _preference, lambda r: ["the film", "the plot was"]),
     "seq2seq": Case("tiny_seq2seq", _seq2seq, lambda r: ["the film was good", "the plot was dull"]),
     "image-classification": Case("tiny_vit", _image_classification, _first_image),
     "audio-classification": Case("tiny_wav2vec2", _audio_classification, _first_sounds),

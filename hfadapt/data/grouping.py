@@ -55,8 +55,19 @@ def grouped_order(lengths: Sequence[int], global_batch: int, seed: int, epoch: i
     return [i for b in shuffled + tail for i in b]
 
 
+LENGTH_COLUMN = "length"  # tokens per row, for rows with no single input_ids (preference pairs: the longer side)
+
+
+def has_lengths(ds: Split) -> bool:
+    columns = getattr(ds, "column_names", None) or ()
+    return "input_ids" in columns or LENGTH_COLUMN in columns
+
+
 def row_lengths(ds: Dataset, column: str = "input_ids") -> list[int]:
-    """Tokens per row of a preprocessed dataset, read once (Arrow list lengths when the table is plain)."""
+    """Tokens per row of a preprocessed dataset, read once (Arrow list lengths when the table is plain);
+    a `length` column where there is no input_ids."""
+    if column == "input_ids" and column not in ds.column_names and LENGTH_COLUMN in ds.column_names:
+        return [int(x) for x in ds[LENGTH_COLUMN]]
     if getattr(ds, "_indices", None) is None and hasattr(ds, "data"):
         try:
             import pyarrow.compute as pc
@@ -77,7 +88,7 @@ def wants_grouping(recipe: Recipe, task: Task, train: Split) -> tuple[bool, str]
     asked = recipe.train.group_by_length
     if recipe.data.streaming:
         return False, "streaming"
-    has_ids = hasattr(train, "column_names") and "input_ids" in train.column_names
+    has_ids = has_lengths(train)
     if asked is not None:
         if asked and not has_ids:
             from hfadapt.core.errors import HfadaptError
@@ -100,7 +111,7 @@ def eval_order(task: Task, dataset: Split) -> list[int] | None:
     Packed causal-lm blocks (a position_ids column) are all max_length: nothing to gain.
     """
     columns = getattr(dataset, "column_names", ())
-    if not task.restores_eval_order or "input_ids" not in columns or "position_ids" in columns:
+    if not task.restores_eval_order or not has_lengths(dataset) or "position_ids" in columns:
         return None
     return longest_first(row_lengths(dataset))
 

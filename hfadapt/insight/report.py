@@ -106,7 +106,8 @@ def task_section(data: ReportData) -> str:
 
     if data.recipe is None or data.task not in TASKS:
         return generic_section(data.split("eval"))
-    report = ReportInput(recipe=data.recipe, metrics=data.metrics, predictions=data.predictions, generations=data.generations)
+    report = ReportInput(recipe=data.recipe, metrics=data.metrics, predictions=data.predictions, generations=data.generations,
+                         evaluations=[(r.step, r.values) for r in data.state.evaluations()])
     return TASKS.get(data.task).report_section(report)
 
 

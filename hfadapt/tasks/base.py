@@ -21,6 +21,7 @@ T = TypeVar("T")
 if TYPE_CHECKING:
     from accelerate import Accelerator
     from datasets import Dataset, IterableDataset
+    from torch import Tensor
     from torch.nn import Module
     from torch.utils.data import DataLoader
     from transformers import (
@@ -105,6 +106,9 @@ class Task:
     fresh_heads: tuple[str, ...] = ()
     """Module names of a head the task always builds fresh (CTC's lm_head, sized to the vocabulary):
     trained fully with the adapter (modules_to_save) and never wrapped by it (modeling/adapters.py)."""
+    default_best_metric: str | None = None
+    """The result key that picks the best checkpoint when eval.best_metric is not set and there is an
+    evaluation split (preference: "rewards/accuracies"); None: no best checkpoint unless the recipe asks."""
     auto_class_from_config: bool = False
     """True where the model head depends on the base model's config (auto_class_for reads it): the core
     then loads the config before it picks the Auto* class. False: `auto_class` always."""
@@ -166,6 +170,13 @@ class Task:
         """Adjust the base model after the adapter is applied, before training (audio: freeze the feature
         encoder, multi-label loss); `model` is the base model inside the peft wrapper. Called once per
         training run (training/coordinator.py). Default: nothing."""
+
+    def training_loss(self, model: Module, batch: dict[str, Any], recipe: Recipe) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of one training micro-batch (to backpropagate) and figures to log with it ({name:
+        scalar tensor}, averaged over the micro-batches of a step and over processes, logged as
+        "train/<name>"). `model` is the prepared (possibly compiled or DDP-wrapped) model to call.
+        Called by training/loop.py on every micro-batch. Default: `model(**batch).loss`, no figures."""
+        return model(**batch).loss, {}
 
     # ---- data ----------------------------------------------------------------------------------------------
     def preprocess(self, ds: Split, split: str, processor: Processor, recipe: Recipe, info: LabelInfo | None,

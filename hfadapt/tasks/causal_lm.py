@@ -21,9 +21,10 @@ from pydantic import Field
 from hfadapt.data import packing
 from hfadapt.modeling.sharding import generation_sync
 from hfadapt.data.sources import ROW_COLUMN, is_streamed, map_split, row_location
-from hfadapt.core.errors import HfadaptError, first_line
+from hfadapt.core.errors import HfadaptError
 from hfadapt.core.recipe import DataSection
 from hfadapt.tasks.base import EvalContext, Task, register_task
+from hfadapt.tasks.language import check_messages, load_lm_tokenizer, render_chat, require_chat_template, short
 from hfadapt.tasks.reporting import ReportInput, e
 
 if TYPE_CHECKING:
@@ -92,23 +93,15 @@ class CausalLM(Task):
 
     # ---- model and processor ------------------------------------------------------------------
     def load_processor(self, recipe: Recipe, path: str | None = None) -> PreTrainedTokenizerBase:
-        from hfadapt.modeling.tokenization import load_tokenizer
-
-        tok = load_tokenizer(recipe, path)
-        if recipe.data.chat_template and path is None:
-            tok.chat_template = recipe.data.chat_template  # saved with the adapter, so predict renders the same way
-        return tok
+        return load_lm_tokenizer(recipe, path)  # data.chat_template is saved with the adapter, so predict renders the same way
 
     # ---- data ---------------------------------------------------------------------------------
     def preprocess(self, ds: Split, split: str, processor: PreTrainedTokenizerBase, recipe: Recipe, info: LabelInfo | None,
                    train: bool) -> Split:
         d = recipe.data
         fmt = resolve_format(ds.column_names, recipe, split)
-        if fmt == "chat" and not getattr(processor, "chat_template", None):
-            raise HfadaptError(
-                f"data.chat_template: the tokenizer of '{recipe.model.name_or_path}' has no chat template to render "
-                f"data.messages_column '{d.messages_column}'; give one in data.chat_template (Jinja)"
-            )
+        if fmt == "chat":
+            require_chat_template(processor, recipe, f"data.messages_column '{d.messages_column}'")
         if train:
             processor.init_kwargs[FORMAT_KEY] = fmt  # written to tokenizer_config.json with the adapter
         eos = processor.eos_token_id
@@ -316,11 +309,7 @@ def encode_chat(tok: PreTrainedTokenizerBase, messages: object, completion_only:
     """
     at = row_location(split, row, data)
     where = f"data.messages_column '{column}', {at}"
-    if not isinstance(messages, list) or not messages:
-        raise HfadaptError(f"{where}: expected a list of {{role, content}} messages, got {_short(messages)}")
-    for m in messages:
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise HfadaptError(f"{where}: expected messages with a text 'role' and 'content', got {_short(m)}")
+    messages = check_messages(messages, where)
     roles = [m["role"] for m in messages]
     if "assistant" not in roles:
         raise HfadaptError(f"{where}: no assistant turn to learn from (roles: {', '.join(roles)})")
@@ -328,10 +317,7 @@ def encode_chat(tok: PreTrainedTokenizerBase, messages: object, completion_only:
     def render(msgs: list[dict[str, str]], gen: bool) -> str:
         return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
 
-    try:
-        full = render(messages, False)
-    except Exception as e:  # noqa: BLE001 - Jinja errors: name the template and the row
-        raise HfadaptError(f"data.chat_template: cannot render {at}: {first_line(e)}") from e
+    full = render_chat(tok, messages, False, at)
     if not completion_only:
         ids = tok(full, add_special_tokens=False)["input_ids"]
         return ids, list(ids)
@@ -400,13 +386,8 @@ def _eos(eos: int | None) -> list[int]:
 
 def _text(value: object, field: str, column: str, split: str, row: int, data: DataSection) -> str:
     if not isinstance(value, str):
-        raise HfadaptError(f"{field} '{column}', {row_location(split, row, data)}: expected text, got {_short(value)}")
+        raise HfadaptError(f"{field} '{column}', {row_location(split, row, data)}: expected text, got {short(value)}")
     return value
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 register_task(CausalLM())

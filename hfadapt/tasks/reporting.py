@@ -30,6 +30,7 @@ class ReportInput:
     metrics: RunMetrics  # metrics.json
     predictions: list[dict[str, Any]] = field(default_factory=list)  # eval_predictions.jsonl rows (the task's own shape)
     generations: list[dict[str, Any]] = field(default_factory=list)  # generations.jsonl rows (causal-lm)
+    evaluations: list[tuple[int | None, dict[str, Any]]] = field(default_factory=list)  # (step, figures) of each evaluation during training
 
     def split(self, name: str) -> dict[str, Any]:
         """The metrics of one split ("eval", "test", "perf") without the split's prefix."""

@@ -123,6 +123,8 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Callable[[Traine
     parts = LoopParts(
         session.accelerator, session.model, session.optimizer, session.scheduler,
         session.make_train_loader, session.validate, run, on_step_end, meter, session.compiled,
+        training_loss=lambda model, batch: task.training_loss(model, batch, recipe),
+        default_best_metric=task.default_best_metric,
     )
     with recorded(run.path, session.state, is_main=session.accelerator.is_main_process):
         state = fit(parts, recipe, session.state, session.steps_per_epoch, list(callbacks))

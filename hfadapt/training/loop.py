@@ -29,6 +29,8 @@ class LoopParts:
     on_step_end: Callable[[Any, TrainerState], None] | None = None  # the adapter method's after_optimizer_step hook
     meter: Meter | None = None  # throughput: examples, units and where the time goes (throughput.py)
     compiled: Any = None  # train.compile: a compiling.CompiledForward for the training forward, or None
+    training_loss: Callable[[Any, dict], tuple[Any, dict[str, Any]]] | None = None  # (model, batch) -> (loss, figures): Task.training_loss
+    default_best_metric: str | None = None  # Task.default_best_metric: eval.best_metric when the recipe leaves it unset
 
 
 def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int, callbacks: list[Callable] = ()) -> TrainerState:
@@ -38,7 +40,7 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
 
     t = recipe.train
     acc, model, optimizer, scheduler = parts.accelerator, parts.model, parts.optimizer, parts.scheduler
-    best_metric = recipe.eval.best_metric
+    best_metric = recipe.eval.best_metric or (parts.default_best_metric if parts.evaluate is not None else None)
     greater = recipe.eval.greater_is_better
     if greater is None and best_metric is not None:
         greater = not metrics.lower_is_better(best_metric)
@@ -47,6 +49,8 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
     progress = tqdm(total=state.total_steps, initial=state.global_step, disable=not acc.is_local_main_process, desc="train")
     model.train()
     micro_losses: list[Any] = []
+    micro_logs: list[dict[str, Any]] = []
+    training_loss = parts.training_loss or (lambda m, b: (m(**b).loss, {}))
     compiled = parts.compiled
     meter = parts.meter if parts.meter is not None else Meter(base=state.perf)
     meter.start(state.global_step)
@@ -57,7 +61,7 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
         for batch in meter.batches(loader):  # times the wait for each batch
             mark = compiled.start() if compiled is not None else None
             with acc.accumulate(model):
-                loss = (compiled or model)(**batch).loss
+                loss, figures = training_loss(compiled or model, batch)
                 acc.backward(loss)
                 if acc.sync_gradients and t.max_grad_norm is not None:
                     acc.clip_grad_norm_(model.parameters(), t.max_grad_norm)
@@ -70,6 +74,8 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
             if mark is not None:
                 compiled.stop(mark)
             micro_losses.append(loss.detach())
+            if figures:
+                micro_logs.append({k: v.detach().float() for k, v in figures.items()})
             meter.count(batch)
             state.batches_in_epoch += 1
             if not acc.sync_gradients:
@@ -79,10 +85,14 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
             state.global_step += 1
             step_loss = acc.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
             micro_losses = []
+            step_figures = {k: acc.reduce(torch.stack([m[k] for m in micro_logs]).mean(), reduction="mean").item()
+                            for k in (micro_logs[0] if micro_logs else {})}
+            micro_logs = []
             state.losses.append(step_loss)
             progress.update(1)
             if state.global_step % t.logging_steps == 0 or state.global_step == state.total_steps:
                 logs = {"train/loss": step_loss, "train/lr": scheduler.get_last_lr()[0], "train/epoch": state.epoch}
+                logs.update({f"train/{k}": v for k, v in step_figures.items()})
                 acc.log(logs, step=state.global_step)
                 state.log_history.append({"step": state.global_step, **logs})
                 progress.set_postfix(loss=f"{step_loss:.4f}")

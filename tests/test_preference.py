@@ -1,0 +1,257 @@
+"""task: preference: hand-checked losses, parity with TRL, learning a preference, plain-peft reload, bad inputs."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from hfadapt import Recipe, train
+from tests.conftest import write_jsonl
+from tests.test_causal_lm import TEMPLATE, VOCAB, WORDS, _tokenizer
+
+MARKER = "brief"  # chosen answers end with it, rejected ones lack it
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-layer Llama (no dropout) with the word-level chat tokenizer, saved like a Hub checkpoint."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    root = tmp_path_factory.mktemp("tiny-llama")
+    config = LlamaConfig(
+        vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=1,
+        tie_word_embeddings=False, initializer_range=0.2,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(root)
+    _tokenizer(TEMPLATE).save_pretrained(root)
+    return str(root)
+
+
+def pairs(n: int, seed: int = 0, chat: bool = False) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    words = [w for w in WORDS if w != MARKER]
+    rows = []
+    for _ in range(n):
+        prompt = "say " + " ".join(rng.choice(words) for _ in range(2))
+        answer = " ".join(rng.choice(words) for _ in range(rng.randint(2, 4)))
+        chosen, rejected = f" {answer} {MARKER}", f" {answer}"
+        if chat:
+            conv = lambda a: [{"role": "user", "content": prompt}, {"role": "assistant", "content": a.strip()}]  # noqa: E731
+            rows.append({"chosen": conv(chosen), "rejected": conv(rejected)})
+        else:
+            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return rows
+
+
+def unpaired(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    rows = []
+    for i, r in enumerate(pairs(n, seed)):
+        good = i % 2 == 0
+        rows.append({"prompt": r["prompt"], "completion": r["chosen"] if good else r["rejected"], "label": good})
+    return rows
+
+
+def recipe(tmp: Path, model: str, rows: list[dict[str, Any]], **data: Any) -> Recipe:
+    train_over = data.pop("train", {})
+    return Recipe.from_dict({
+        "name": "pref", "task": "preference", "model": {"name_or_path": model},
+        "data": {"train_files": [str(write_jsonl(tmp / "pairs.jsonl", rows))], "validation_size": 0.25, "max_length": 32,
+                 "max_prompt_length": 16, **data},
+        "adapter": {"method": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
+        "train": {"max_steps": 2, "batch_size": 8, "learning_rate": 1e-2, "logging_steps": 1, "log_with": [], **train_over},
+        "output": {"dir": str(tmp / "run")},
+    })
+
+
+# ---- (a) hand-checked ----------------------------------------------------------------------------
+def _data(**kw: Any) -> Any:
+    from hfadapt.tasks.preference import PreferenceData
+
+    return PreferenceData(train_files=["x.jsonl"], **kw)
+
+
+def test_losses_on_a_hand_worked_case() -> None:
+    from hfadapt.tasks.preference import pair_losses
+
+    c, r = torch.tensor([-10.0]), torch.tensor([-12.0])  # policy log-probs (sums)
+    rc, rr = torch.tensor([-11.0]), torch.tensor([-11.0])  # reference
+    nc, nr = torch.tensor([4.0]), torch.tensor([5.0])  # completion tokens
+    # delta = (-10 + 11) - (-12 + 11) = 2; beta 0.1 -> beta * delta = 0.2
+    loss, cw, rw = pair_losses(_data(loss="dpo"), c, r, rc, rr, nc, nr)
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-0.2)), abs=1e-6)
+    assert (cw.item(), rw.item()) == pytest.approx((0.1, -0.1))
+    # conservative DPO, label_smoothing 0.1: 0.9 * softplus(-0.2) + 0.1 * softplus(0.2)
+    loss, _, _ = pair_losses(_data(loss="dpo", label_smoothing=0.1), c, r, rc, rr, nc, nr)
+    assert loss.item() == pytest.approx(0.9 * math.log(1 + math.exp(-0.2)) + 0.1 * math.log(1 + math.exp(0.2)), abs=1e-6)
+    # hinge: relu(1 - 0.2) = 0.8
+    assert pair_losses(_data(loss="hinge"), c, r, rc, rr, nc, nr)[0].item() == pytest.approx(0.8)
+    # IPO (length-normalised as TRL): (1/4 - (-1)/5 - 1/(2*0.1))^2 = (0.45 - 5)^2
+    assert pair_losses(_data(loss="ipo"), c, r, rc, rr, nc, nr)[0].item() == pytest.approx((0.45 - 5) ** 2)
+    # SimPO, beta 2, gamma 0.5: averages -2.5 and -2.4 -> logit (-0.1 - 0.25) * 2 = -0.7
+    loss, cw, rw = pair_losses(_data(loss="simpo", beta=2.0, simpo_gamma=0.5), c, r, None, None, nc, nr)
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(0.7)), abs=1e-6)
+    assert (cw.item(), rw.item()) == pytest.approx((-5.0, -4.8))
+
+
+def test_first_dpo_step_on_a_fresh_lora_is_ln2(tmp_path: Path, llama: str) -> None:
+    result = train(recipe(tmp_path, llama, pairs(32), train={"max_steps": 1}))
+    assert result.losses[0] == pytest.approx(math.log(2), abs=1e-6)
+
+
+# ---- (b) parity with TRL -------------------------------------------------------------------------
+def _policy(llama: str, randomize: bool = True) -> Any:
+    """The tiny Llama with a LoRA whose B is random (policy != reference); randomize=False: a fresh LoRA (TRL
+    copies an adapter it is given as its reference, so it gets a fresh one, randomised after)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(llama), LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM"))
+    torch.manual_seed(1)
+    for n, p in model.named_parameters():
+        if "lora_B" in n and randomize:
+            p.data.normal_(0, 0.3)
+    return model.eval()
+
+
+def _ours(model: Any, batch: dict[str, Any], **data: Any) -> tuple[float, dict[str, float]]:
+    from hfadapt.tasks.preference import batch_terms, summary
+
+    batch = dict(batch)
+    batch.setdefault("row", torch.arange(batch["input_ids"].shape[0] // (1 if "label" in batch else 2)))
+    with torch.no_grad():
+        terms = batch_terms(model, batch, _data(**data))
+    return terms["batch_loss"].item(), {k: v.item() for k, v in summary(terms).items()}
+
+
+TRL_DPO = {"dpo": ("sigmoid", 0.0), "robust": ("robust", 0.1), "ipo": ("ipo", 0.0), "hinge": ("hinge", 0.0)}
+
+
+@pytest.mark.parametrize("loss", list(TRL_DPO))
+def test_dpo_family_equals_trl(loss: str, tmp_path: Path, llama: str) -> None:
+    pytest.importorskip("trl")
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from hfadapt.tasks.language import PairCollator, PairColumns, tokenize_pairs
+
+    tok = AutoTokenizer.from_pretrained(llama)
+    trl_type, ls = TRL_DPO[loss]
+    rows = pairs(6, seed=3)
+    args = DPOConfig(output_dir=str(tmp_path / "trl"), report_to=[], beta=0.1, loss_type=[trl_type], label_smoothing=ls,
+                     use_cpu=True, max_length=None)
+    trainer = DPOTrainer(model=_policy(llama, randomize=False), args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
+    model = trainer.model
+    torch.manual_seed(1)
+    for n, p in model.named_parameters():
+        if "lora_B.default" in n:  # not TRL's "ref" copy
+            p.data.normal_(0, 0.3)
+    theirs_batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+    # our tokenization and collation give TRL's batch
+    r = recipe(tmp_path, llama, rows, max_length=64, max_prompt_length=32)
+    ours_rows = tokenize_pairs(Dataset.from_list(rows), "train", tok, r, PairColumns(), 32, 64).dataset
+    ours_batch = PairCollator(tok.pad_token_id)([ours_rows[i] for i in range(len(rows))])
+    for k in ("input_ids", "attention_mask", "completion_mask"):
+        assert torch.equal(ours_batch[k], theirs_batch[k]), k
+    model.eval()
+    with torch.no_grad():
+        their_loss = trainer.compute_loss(model, theirs_batch).item()
+    their = {k: v[-1] for k, v in trainer._metrics["eval"].items()}
+    our_loss, our = _ours(model, ours_batch, loss=loss, beta=0.1, label_smoothing=ls)
+    assert our_loss == pytest.approx(their_loss, abs=1e-5)
+    assert their["rewards/margins"] != 0
+    for k in ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected"):
+        assert our[k] == pytest.approx(their[k], abs=1e-5), k
+
+
+def test_kto_equals_trl(tmp_path: Path, llama: str) -> None:
+    pytest.importorskip("trl")
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import KTOConfig, KTOTrainer
+
+    tok = AutoTokenizer.from_pretrained(llama)
+    rows = unpaired(6, seed=4)
+    args = KTOConfig(output_dir=str(tmp_path / "trl"), report_to=[], beta=0.1, use_cpu=True, max_length=None)
+    trainer = KTOTrainer(model=_policy(llama, randomize=False), args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
+    model = trainer.model
+    torch.manual_seed(1)
+    for n, p in model.named_parameters():
+        if "lora_B.default" in n:  # not TRL's "ref" copy
+            p.data.normal_(0, 0.3)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+    model.eval()
+    with torch.no_grad():
+        their_loss = trainer.compute_loss(model, batch).item()
+    their = {k: v[-1] for k, v in trainer._metrics["eval"].items()}
+    ours = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "completion_mask": batch["completion_mask"],
+            "kl_input_ids": batch["KL_input_ids"], "kl_attention_mask": batch["KL_attention_mask"],
+            "kl_completion_mask": batch["KL_completion_mask"], "label": torch.as_tensor(batch["label"]).bool()}
+    our_loss, our = _ours(model, ours, loss="kto", beta=0.1)
+    assert our_loss == pytest.approx(their_loss, abs=1e-5)
+    for k in ("kl", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected"):
+        assert our[k] == pytest.approx(their[k], abs=1e-5), k
+
+
+@pytest.mark.parametrize("loss", ["simpo", "orpo"])
+def test_simpo_and_orpo_equal_trls_loss_functions(loss: str, tmp_path: Path, llama: str) -> None:
+    """TRL's CPOTrainer.cpo_loss (loss_type simpo, cpo_alpha 0) and ORPOTrainer.odds_ratio_loss fed with the
+    log-probs our forward computed; the log-probs themselves checked with TRL's get_batch_logps."""
+    pytest.importorskip("trl")
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+    from trl.experimental.cpo import CPOTrainer
+    from trl.experimental.orpo import ORPOTrainer
+
+    from hfadapt.tasks.language import PairCollator
+    from hfadapt.tasks.preference import batch_terms
+
+    tok = AutoTokenizer.from_pretrained(llama)
+    model = _policy(llama)
+    feats = [{"prompt_input_ids": tok(r["prompt"])["input_ids"], "chosen_input_ids": tok(r["chosen"])["input_ids"] + [1],
+              "rejected_input_ids": tok(r["rejected"])["input_ids"] + [1], "row": i} for i, r in enumerate(pairs(6, seed=5))]
+    batch = PairCollator(tok.pad_token_id)(feats)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+        avg = CPOTrainer.get_batch_logps(logits, labels, average_log_prob=True)
+        data = _data(loss=loss, beta=2.0 if loss == "simpo" else 0.1, simpo_gamma=0.5, orpo_lambda=0.1)
+        terms = batch_terms(model, batch, data)
+    b = len(feats)
+    torch.testing.assert_close(terms["chosen_logps"].float(), avg[:b], atol=1e-5, rtol=0)
+    torch.testing.assert_close(terms["rejected_logps"].float(), avg[b:], atol=1e-5, rtol=0)
+    device = SimpleNamespace(device="cpu")
+    if loss == "simpo":
+        fake = SimpleNamespace(alpha=0.0, beta=2.0, simpo_gamma=0.5, label_smoothing=0.0, loss_type="simpo", accelerator=device)
+        losses, cr, rr = CPOTrainer.cpo_loss(fake, avg[:b], avg[b:])
+        expected = losses.mean()
+    else:
+        fake = SimpleNamespace(beta=0.1, accelerator=device)
+        losses, cr, rr, _, _ = ORPOTrainer.odds_ratio_loss(fake, avg[:b], avg[b:])
+        nll_labels = torch.where(batch["attention_mask"][:b] == 1, batch["input_ids"][:b], -100)
+        nll = torch.nn.functional.cross_entropy(logits[:b, :-1].reshape(-1, logits.shape[-1]), nll_labels[:, 1:].reshape(-1))
+        expected = nll - losses.mean()
+    assert terms["batch_loss"].item() == pytest.approx(expected.item(), abs=1e-5)
+    torch.testing.assert_close(terms["chosen_rewards"].float(), cr, atol=1e-5, rtol=0)
+    torch.testing.assert_close(terms["rejected_rewards"].float(), rr, atol=1e-5, rtol=0)
+
+
+# ---- (c) learning a preference -------------------------------------------------------------------
+@pytest.mark.parametrize("loss", ["dpo", "simpo"])
+def test_held_out_reward_accuracy_learns_the_marker(loss: str, tmp_path: Path, llama: str) -> None:
+    data = {"loss": loss, "beta": 0.1 if loss == "dpo" else 2.0, "validation_size": 0.2}
+    (tmp_path / "before").mkdir()
+    (tmp_path / "after").mkdir()
+    first = train(recipe(tmp_path / "before", llama, pairs(160), **data, train={"max_steps": 1, "learning_rate": 1e-9}))
+    after = train(recipe(tmp_path / "after", llama, pairs(160), **data, train={"max_steps": 30, "learning_rate": 2e-2, "eval_steps": 30}))
+    assert first.metrics["eval/rewards/accuracies"] <= 0.7
+    assert after.metrics["eval/rewards/accuracies"] > 0.9
+    assert after.metrics["best/step"] == 30 if "best/step" in after.metrics else True
