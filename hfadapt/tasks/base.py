@@ -21,6 +21,7 @@ T = TypeVar("T")
 if TYPE_CHECKING:
     from accelerate import Accelerator
     from datasets import Dataset, IterableDataset
+    from torch import Tensor
     from torch.nn import Module
     from torch.utils.data import DataLoader
     from transformers import (
@@ -178,6 +179,14 @@ class Task:
         """The collate function of evaluation batches, and of training batches unless train_collator
         gives one. Required."""
         raise NotImplementedError(f"{type(self).__name__}.collator")
+
+    def training_loss(self, model: Module, batch: dict[str, Any], recipe: Recipe) -> Tensor:
+        """The loss of one training micro-batch, for backward (training/loop.py): a scalar tensor.
+        `model` is the prepared (possibly compiled) model; `batch` is what the training collator gave,
+        on the device. A task whose objective is not the model's own (reward-model's pairwise loss)
+        computes it here from the outputs. Called on every training micro-batch. Default:
+        `model(**batch).loss`."""
+        return model(**batch).loss
 
     def train_collator(self, processor: Processor, recipe: Recipe, info: LabelInfo | None) -> Collate | None:
         """The collate function of training batches when it differs from evaluation's (image-classification:

@@ -122,7 +122,7 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Callable[[Traine
     meter = Meter(unit_counter(task, session.splits.processor), base=session.state.perf)
     parts = LoopParts(
         session.accelerator, session.model, session.optimizer, session.scheduler,
-        session.make_train_loader, session.validate, run, on_step_end, meter, session.compiled,
+        session.make_train_loader, session.validate, run, on_step_end, meter, session.compiled, task=task,
     )
     with recorded(run.path, session.state, is_main=session.accelerator.is_main_process):
         state = fit(parts, recipe, session.state, session.steps_per_epoch, list(callbacks))

@@ -29,6 +29,7 @@ class LoopParts:
     on_step_end: Callable[[Any, TrainerState], None] | None = None  # the adapter method's after_optimizer_step hook
     meter: Meter | None = None  # throughput: examples, units and where the time goes (throughput.py)
     compiled: Any = None  # train.compile: a compiling.CompiledForward for the training forward, or None
+    task: Any = None  # the run's Task: its training_loss(model, batch, recipe) is the loss; None: model(**batch).loss
 
 
 def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int, callbacks: list[Callable] = ()) -> TrainerState:
@@ -57,7 +58,8 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
         for batch in meter.batches(loader):  # times the wait for each batch
             mark = compiled.start() if compiled is not None else None
             with acc.accumulate(model):
-                loss = (compiled or model)(**batch).loss
+                forward = compiled or model
+                loss = parts.task.training_loss(forward, batch, recipe) if parts.task is not None else forward(**batch).loss
                 acc.backward(loss)
                 if acc.sync_gradients and t.max_grad_norm is not None:
                     acc.clip_grad_norm_(model.parameters(), t.max_grad_norm)
