@@ -358,6 +358,20 @@ def _runs_sort_typo(tmp: Path, fx: dict):
     return ["runs", str(tmp / "runs"), "--sort", "acuracy"], ("--sort", "acuracy", "accuracy", "loss")
 
 
+def _pairs_case(break_rows: Callable[[list[dict]], None], *parts: str) -> Setup:
+    """A reward-model run on JSON Lines pairs, one of them broken (data row i is line i + 1)."""
+    def setup(tmp: Path, fx: dict):
+        rows = [{"prompt": "the film", "chosen": r["text"] + " good", "rejected": r["text"] + " bad"} for r in sentiment_rows(12)]
+        break_rows(rows)
+        write_jsonl(tmp / "pairs.jsonl", rows)
+        raw = {"task": "reward-model", "model": {"name_or_path": fx["tiny_bert"]},
+               "data": {"train_files": "./pairs.jsonl", "validation_split": None, "max_length": 16, "max_prompt_length": 4},
+               "adapter": {"method": "lora", "r": 2}, "train": {"max_steps": 1, "log_with": []}, "output": {"dir": str(tmp / "run")}}
+        (tmp / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        return ["train", str(tmp / "recipe.yaml")], tuple(p.replace("FILE", str(tmp / "pairs.jsonl")) for p in parts)
+    return setup
+
+
 CASES: dict[str, Setup] = {
     "recipe-binary": _binary_recipe,
     "recipe-latin1": _latin1_recipe,
@@ -376,6 +390,9 @@ CASES: dict[str, Setup] = {
     "csv-labels-all-empty": _data_case(b"text,label\n" + b"".join(b"good film %d,\n" % i for i in range(10)),
                                        "train.csv", "data.label_column 'label'", "FILE", "holds no labels"),
     "jsonl-missing-text-key": _jsonl_without_text_in_one_line,
+    "pairs-chosen-column-missing": _pairs_case(lambda rows: [r.pop("chosen") for r in rows], "data.chosen_column", "'chosen'", "FILE"),
+    "pairs-chosen-missing-in-one-row": _pairs_case(lambda rows: rows[4].pop("chosen"), "data.chosen_column 'chosen'", "line 5 of FILE"),
+    "pairs-empty-response": _pairs_case(lambda rows: rows[6].update(rejected="  "), "data.rejected_column 'rejected'", "line 7 of FILE", "empty response"),
     "batch-size-0": _text_override("train.batch_size=0", "train.batch_size", "greater than 0"),
     "adapter-field-of-another-method": _text_override("adapter.init_r=4", "adapter.init_r: a field of adalora, not of lora"),
     "adapter-r-with-adalora": _text_override("adapter.method=adalora", "adapter.r: a field of lora, loha and lokr, not of adalora", "init_r"),

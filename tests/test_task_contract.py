@@ -72,6 +72,11 @@ def _seq2seq(tmp: Path, request: Any) -> dict[str, Any]:
     return {"train_files": [str(write_jsonl(tmp / "pairs.jsonl", rows))], "max_length": 16, "max_target_length": 16}
 
 
+def _reward_model(tmp: Path, request: Any) -> dict[str, Any]:
+    rows = [{"prompt": "the film", "chosen": r["text"] + " good", "rejected": r["text"] + " bad"} for r in _sentences()]
+    return {"train_files": [str(write_jsonl(tmp / "prefs.jsonl", rows))], "max_length": 16, "max_prompt_length": 4}
+
+
 def _image_classification(tmp: Path, request: Any) -> dict[str, Any]:
     return {"dataset": request.getfixturevalue("image_folder")}
 
@@ -106,6 +111,7 @@ CASES: dict[str, Case] = {
     "causal-lm": Case("tiny_gpt2", _causal_lm, lambda r: ["the film", "the plot was"]),
     "preference": Case("tiny_gpt2", _preference, lambda r: ["the film", "the plot was"]),
     "seq2seq": Case("tiny_seq2seq", _seq2seq, lambda r: ["the film was good", "the plot was dull"]),
+    "reward-model": Case("tiny_gpt2", _reward_model, lambda r: ["the film was good", "the plot was dull"]),
     "image-classification": Case("tiny_vit", _image_classification, _first_image),
     "audio-classification": Case("tiny_wav2vec2", _audio_classification, _first_sounds),
     "speech-recognition": Case("tiny_whisper", _speech_recognition, _first_utterances),
