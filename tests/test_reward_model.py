@@ -71,8 +71,9 @@ def test_training_loss_reads_chosen_then_rejected() -> None:
             return SimpleNamespace(logits=torch.tensor([[1.0], [3.0], [0.0], [4.0]]))
 
     batch = {"input_ids": torch.zeros(4, 3, dtype=torch.long), "attention_mask": torch.ones(4, 3, dtype=torch.long)}
-    loss = get_task("reward-model").training_loss(Fixed(), batch, None)
+    loss, figures = get_task("reward-model").training_loss(Fixed(), batch, None)
     assert loss.item() == pytest.approx((math.log(1 + math.exp(-1)) + math.log(1 + math.exp(1))) / 2, abs=1e-6)
+    assert figures["accuracy"].item() == 0.5 and figures["margin"].item() == pytest.approx(0.0)  # margins 1 and -1
 
 
 def _tiny_reward_model(tiny_gpt2: str) -> tuple[Any, Any]:
@@ -125,7 +126,7 @@ def test_loss_and_batch_equal_trls_reward_trainer(fmt: str, tiny_gpt2: str) -> N
     )
     with torch.no_grad():
         expected = RewardTrainer.compute_loss(stand_in, model, dict(theirs))
-        got = task.training_loss(model, ours, recipe)
+        got, _ = task.training_loss(model, ours, recipe)
     assert abs(got.item() - expected.item()) < 1e-5, (got.item(), expected.item())
     assert trl.__version__  # the reference that was compared with
 
