@@ -39,14 +39,22 @@ def _from_sft(tmp: Path, model: str, sft: Path, **data: Any) -> Recipe:
     return Recipe.from_dict(r)
 
 
-def _logps(model: Any, tok: Any) -> torch.Tensor:
-    from hfadapt.tasks.language import PairCollator, PairColumns, sequence_logps, tokenize_pairs
+def _batch(tok: Any) -> dict[str, Any]:
+    """Six held-out pairs as one [chosen; rejected] batch."""
     from datasets import Dataset
 
-    rows = pairs(6, seed=11)
-    r = Recipe.from_dict({"task": "preference", "model": {"name_or_path": "x"}, "data": {"train_files": ["x.jsonl"], "max_length": 32}})
-    ds = tokenize_pairs(Dataset.from_list(rows), "train", tok, r, PairColumns(), 16, 32).dataset
-    batch = PairCollator(tok.pad_token_id)([ds[i] for i in range(len(rows))])
+    from hfadapt.tasks.language import PairCollator, PairColumns, tokenize_pairs
+
+    r = Recipe.from_dict({"task": "preference", "model": {"name_or_path": "x"},
+                          "data": {"train_files": ["x.jsonl"], "max_length": 32, "max_prompt_length": 16}})
+    ds = tokenize_pairs(Dataset.from_list(pairs(6, seed=11)), "train", tok, r, PairColumns(), 16, 32).dataset
+    return PairCollator(tok.pad_token_id)([ds[i] for i in range(len(ds))])
+
+
+def _logps(model: Any, tok: Any) -> torch.Tensor:
+    from hfadapt.tasks.language import sequence_logps
+
+    batch = _batch(tok)
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     return sequence_logps(logits, batch["input_ids"], batch["completion_mask"])[0]
@@ -91,12 +99,7 @@ def test_dpo_from_an_sft_run(tmp_path: Path, llama: str, sft_run: Path) -> None:
     model = continue_adapter(base, StartingAdapter(str(sft_run), str(sft_run / "adapter")), reference=True).eval()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".default." in n for n in trainable)
-    from hfadapt.tasks.language import PairCollator, PairColumns, tokenize_pairs
-    from datasets import Dataset
-
-    r = Recipe.from_dict({"task": "preference", "model": {"name_or_path": "x"}, "data": {"train_files": ["x.jsonl"], "max_length": 32}})
-    ds = tokenize_pairs(Dataset.from_list(pairs(6, seed=11)), "train", tok, r, PairColumns(), 16, 32).dataset
-    batch = PairCollator(tok.pad_token_id)([ds[i] for i in range(6)])
+    batch = _batch(tok)
     ref, _ = reference_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
     torch.testing.assert_close(ref, sft, atol=1e-6, rtol=0)
     assert {n for n, p in model.named_parameters() if p.requires_grad} == trainable
