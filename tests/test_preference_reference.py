@@ -92,6 +92,12 @@ def test_dpo_from_an_sft_run(tmp_path: Path, llama: str, sft_run: Path) -> None:
     sft = _logps(_plain_peft(sft_run / "adapter"), tok)
     torch.testing.assert_close(plain, ours, atol=1e-6, rtol=0)
     assert (plain - sft).abs().max() > 1e-3
+    # `hfadapt eval` of the run takes the SFT adapter as its reference too: the evaluation training ended with
+    from hfadapt.inference.run_model import evaluate_run
+
+    again = evaluate_run(result.output_dir)
+    for k in ("loss", "rewards/margins", "rewards/chosen", "logps/chosen"):
+        assert again[f"validation/{k}"] == pytest.approx(result.metrics[f"eval/{k}"], abs=1e-5), k
     # the reference of a run from the SFT adapter is that adapter: policy trainable, reference frozen and restored
     from transformers import AutoModelForCausalLM
 

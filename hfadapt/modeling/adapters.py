@@ -517,21 +517,13 @@ def continue_adapter(model: PreTrainedModel, start: StartingAdapter, reference: 
     frozen copy costs one more adapter's weights (no second base), and the reference pass switches adapters
     (peft set_adapter) where a fresh start switches the adapter off. TRL documents the same arrangement
     (DPOTrainer's model_adapter_name / ref_adapter_name)."""
-    from peft import PeftConfig, PeftModel, set_peft_model_state_dict
-    from peft.utils import load_peft_weights
+    from peft import PeftModel
 
     name = getattr(model, "name_or_path", None)
     try:
         peft_model = PeftModel.from_pretrained(model, start.folder, is_trainable=True)
         if reference:
-            config = PeftConfig.from_pretrained(start.folder)
-            config.inference_mode = True
-            for field in ("lora_dropout", "module_dropout"):  # the reference is deterministic, as TRL's eval-mode reference
-                if hasattr(config, field):
-                    setattr(config, field, 0.0)
-            peft_model.add_adapter(REFERENCE_ADAPTER, config)
-            set_peft_model_state_dict(peft_model, load_peft_weights(start.folder), adapter_name=REFERENCE_ADAPTER)
-            peft_model.set_adapter("default")  # trainable, active; the reference frozen
+            add_reference_adapter(peft_model, start.folder)
     except HfadaptError:
         raise
     except Exception as e:  # noqa: BLE001 - peft's errors for an adapter that does not fit
@@ -539,3 +531,21 @@ def continue_adapter(model: PreTrainedModel, start: StartingAdapter, reference: 
     if name:  # the saved adapter names the base it was trained on here, as a fresh adapter would
         peft_model.peft_config["default"].base_model_name_or_path = name
     return peft_model
+
+
+def add_reference_adapter(peft_model: PeftModel, folder: str) -> None:
+    """Load the adapter in `folder` beside the model's own, frozen and without dropout, as REFERENCE_ADAPTER;
+    the model's active (trained) adapter stays active and trainable. Training from model.adapter and
+    `hfadapt eval` of such a run both build their reference this way."""
+    from peft import PeftConfig, set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    config = PeftConfig.from_pretrained(folder)
+    config.inference_mode = True
+    for field in ("lora_dropout", "module_dropout"):  # a deterministic reference, as TRL's eval-mode reference model
+        if hasattr(config, field):
+            setattr(config, field, 0.0)
+    active = peft_model.active_adapter
+    peft_model.add_adapter(REFERENCE_ADAPTER, config)
+    set_peft_model_state_dict(peft_model, load_peft_weights(folder), adapter_name=REFERENCE_ADAPTER)
+    peft_model.set_adapter(active)  # trainable where it was, active; the reference frozen
