@@ -14,8 +14,11 @@ Sections (all by default; `--only SECTION` runs one):
   speed   benchmarks/gpu_speed.py with its defaults (~5 min): causal-lm tokens/s and peak memory of
           hfadapt (defaults / liger_kernel / compile) against TRL SFTTrainer + PEFT. A measurement,
           not a pass/fail check: it fails only when a variant cannot run.
+  preference  benchmarks/bench_preference.py on CUDA (bf16, ~2 min): DPO pairs/s of hfadapt (defaults /
+          without length grouping / data.reference=precomputed) against TRL DPOTrainer + PEFT (and its
+          precompute_ref_log_probs). A measurement like speed: it fails only when a variant cannot run.
 
-    python benchmarks/gpu_check.py [--only amp|launch|speed]
+    python benchmarks/gpu_check.py [--only amp|launch|speed|preference]
 """
 
 from __future__ import annotations
@@ -233,7 +236,15 @@ def speed_section() -> bool:
     return gpu_speed.main([]) == 0
 
 
-SECTIONS = {"amp": amp_section, "launch": launch_section, "speed": speed_section}
+def preference_section() -> bool:
+    sys.path.insert(0, str(Path(__file__).parent))  # run as a script: its sibling is importable
+    import bench_preference
+
+    return bench_preference.main(["--device", "cuda", "--pairs", "1024", "--steps", "60", "--warm-steps", "10",
+                                  "--batch-size", "16", "--reps", "2"]) == 0
+
+
+SECTIONS = {"amp": amp_section, "launch": launch_section, "speed": speed_section, "preference": preference_section}
 
 
 def main() -> int:

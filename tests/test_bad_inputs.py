@@ -372,6 +372,41 @@ def _pairs_case(break_rows: Callable[[list[dict]], None], *parts: str) -> Setup:
     return setup
 
 
+def _tiny_llama(folder: Path, hidden: int) -> str:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.test_causal_lm import TEMPLATE, VOCAB, _tokenizer
+
+    config = LlamaConfig(vocab_size=len(VOCAB), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=1)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    _tokenizer(TEMPLATE).save_pretrained(folder)
+    return str(folder)
+
+
+def _sft_adapter_of_another_base(tmp: Path, fx: dict):
+    """preference from an SFT run (model.adapter) whose adapter was trained on another base model."""
+    from hfadapt import Recipe, train
+    from tests.test_preference import pairs
+
+    rows = pairs(16)
+    data = str(write_jsonl(tmp / "pairs.jsonl", rows))
+    sft = Recipe.from_dict({
+        "task": "causal-lm", "model": {"name_or_path": _tiny_llama(tmp / "llama-32", 32)},
+        "data": {"train_files": [str(write_jsonl(tmp / "sft.jsonl", [{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows]))],
+                 "validation_split": None, "max_length": 32},
+        "adapter": {"method": "lora", "r": 2}, "train": {"max_steps": 1, "batch_size": 8, "log_with": []},
+        "output": {"dir": str(tmp / "sft")},
+    })
+    train(sft)
+    raw = {"task": "preference", "model": {"name_or_path": _tiny_llama(tmp / "llama-16", 16), "adapter": "./sft"},
+           "data": {"train_files": [data], "max_length": 32, "max_prompt_length": 16},
+           "adapter": {"method": "lora", "r": 2}, "train": {"max_steps": 1, "batch_size": 8, "log_with": []},
+           "output": {"dir": str(tmp / "dpo")}}
+    (tmp / "dpo.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return ["train", str(tmp / "dpo.yaml")], ("model.adapter", str(tmp / "sft"), "another base model", "hidden_size 32 vs 16")
+
+
 CASES: dict[str, Setup] = {
     "recipe-binary": _binary_recipe,
     "recipe-latin1": _latin1_recipe,
@@ -436,6 +471,7 @@ CASES: dict[str, Setup] = {
     "targets-folder-missing": _targets_missing_folder,
     "plan-folder-missing": _plan_missing_folder,
     "runs-sort-unknown-metric": _runs_sort_typo,
+    "preference-sft-adapter-of-another-base": _sft_adapter_of_another_base,
     "eval-split-not-in-recipe": _run_case(lambda r: None, lambda r: ["eval", str(r), "--split", "test"],
                                           "eval --split", "no test split"),
     "eval-override-outside-data": _run_case(lambda r: None, lambda r: ["eval", str(r), "model.name_or_path=x"],

@@ -315,6 +315,8 @@ class Recipe(Section):
             return p
 
         self.model.name_or_path = fix(self.model.name_or_path)  # type: ignore[assignment]
+        if getattr(self.model, "adapter", None):  # a task-owned model field: the adapter a run starts from
+            self.model.adapter = fix(self.model.adapter)  # type: ignore[attr-defined]
         self.data.dataset = fix(self.data.dataset)
         for key in ("train_files", "validation_files", "test_files"):
             files = getattr(self.data, key)

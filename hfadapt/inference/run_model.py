@@ -118,6 +118,16 @@ def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list
         raise unpublished_base_error(run_dir, missing_base)
     accelerator = Accelerator()  # first: the process state preprocessing and printing ask for
     model, processor, info = load_model_and_processor(run, base_model=base_model, ref=run_dir)
+    start = getattr(run.recipe.model, "adapter", None)
+    if start and task.reference_adapter:  # a preference run from an SFT adapter: that adapter is its reference
+        from hfadapt.modeling.adapters import add_reference_adapter
+
+        try:
+            reference = resolve_run(start)
+        except HfadaptError as e:
+            raise HfadaptError(f"eval: the reference of {run_dir} is the adapter it started from (model.adapter): {e}") from None
+        add_reference_adapter(model, str(reference.model_dir))
+        model.eval()
     raw = load_raw(recipe, task)
     ds = {"validation": raw.validation, "test": raw.test}.get(split)
     if ds is None:

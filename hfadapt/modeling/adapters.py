@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 from pydantic import Field
 
 from hfadapt.core.errors import HfadaptError, first_line
-from hfadapt.core.recipe import AdapterSection, adapter_methods, adapter_section, register_adapter_section
+from hfadapt.core.recipe import AdapterSection, ModelSection, adapter_methods, adapter_section, register_adapter_section
 from hfadapt.core.registry import Registry, did_you_mean
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from hfadapt.core.recipe import Recipe
+    from hfadapt.modeling.models import StartingAdapter
     from hfadapt.tasks.base import Task
 
 # Direct children of a *ForXClassification model that are its freshly initialised head.
@@ -489,3 +490,62 @@ def count_parameters(model: Module) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
+
+
+# ---- starting from a trained adapter (model.adapter) -----------------------------------------------
+REFERENCE_ADAPTER = "reference"  # the frozen copy of a starting adapter (Task.reference_adapter)
+
+
+class StartingAdapterModelSection(ModelSection):
+    """The `model` section of tasks that may start from a trained adapter (preference: DPO after SFT)."""
+
+    adapter: str | None = Field(
+        None, description="start from this run's adapter and keep training it: a run directory (./ is relative to the "
+        "recipe file) or a pushed adapter (hub:user/name); it must be an adapter of model.name_or_path",
+    )
+
+
+def continue_adapter(model: PreTrainedModel, start: StartingAdapter, reference: bool) -> PeftModel:
+    """The base model with the starting adapter loaded trainable (as "default", what training saves), and,
+    with `reference`, the same weights again as a frozen adapter named REFERENCE_ADAPTER, without dropout.
+
+    Why two adapters on one base rather than merging the SFT weights into the base and putting a new LoRA
+    on top: the run's saved adapter is then the SFT adapter trained further, on the original base, so plain
+    peft (PeftModel.from_pretrained(base, run/adapter)), `hfadapt predict` and a pushed card's usage snippet
+    load it onto the base model everyone has; a merged base would have to be saved and published with
+    every run (a full copy of the weights) and quantized bases (QLoRA) cannot be merged into exactly. The
+    frozen copy costs one more adapter's weights (no second base), and the reference pass switches adapters
+    (peft set_adapter) where a fresh start switches the adapter off. TRL documents the same arrangement
+    (DPOTrainer's model_adapter_name / ref_adapter_name)."""
+    from peft import PeftModel
+
+    name = getattr(model, "name_or_path", None)
+    try:
+        peft_model = PeftModel.from_pretrained(model, start.folder, is_trainable=True)
+        if reference:
+            add_reference_adapter(peft_model, start.folder)
+    except HfadaptError:
+        raise
+    except Exception as e:  # noqa: BLE001 - peft's errors for an adapter that does not fit
+        raise HfadaptError(f"model.adapter: cannot load {start.ref} onto {type(model).__name__}: {first_line(e)}") from e
+    if name:  # the saved adapter names the base it was trained on here, as a fresh adapter would
+        peft_model.peft_config["default"].base_model_name_or_path = name
+    return peft_model
+
+
+def add_reference_adapter(peft_model: PeftModel, folder: str) -> None:
+    """Load the adapter in `folder` beside the model's own, frozen and without dropout, as REFERENCE_ADAPTER;
+    the model's active (trained) adapter stays active and trainable. Training from model.adapter and
+    `hfadapt eval` of such a run both build their reference this way."""
+    from peft import PeftConfig, set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    config = PeftConfig.from_pretrained(folder)
+    config.inference_mode = True
+    for field in ("lora_dropout", "module_dropout"):  # a deterministic reference, as TRL's eval-mode reference model
+        if hasattr(config, field):
+            setattr(config, field, 0.0)
+    active = peft_model.active_adapter
+    peft_model.add_adapter(REFERENCE_ADAPTER, config)
+    set_peft_model_state_dict(peft_model, load_peft_weights(folder), adapter_name=REFERENCE_ADAPTER)
+    peft_model.set_adapter(active)  # trainable where it was, active; the reference frozen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,9 @@ LOCAL_PLACEHOLDER = "<local>"
 RUN_PLACEHOLDER = "<run>"
 DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "auto": "auto"}
 BASE_MODEL_FLAG = "--base-model"
+# Config fields that decide whether an adapter's weights fit a base model (model.adapter).
+ARCHITECTURE_KEYS = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads", "num_key_value_heads", "n_embd", "n_layer", "n_head", "d_model")
 
 
 def looks_local(source: str) -> bool:
@@ -215,3 +219,62 @@ def load_run_model(
         where = f"given with {BASE_MODEL_FLAG}" if base_model is not None else f"of {run.model_dir}"
         raise HfadaptError(f"cannot load the base model '{base_ref}' {where}: {first_line(e)}") from e
     return PeftModel.from_pretrained(base, str(run.model_dir))
+
+
+# ---- model.adapter: starting from a trained adapter --------------------------------------------------
+@dataclass(frozen=True)
+class StartingAdapter:
+    """A resolved model.adapter: the adapter folder, and where the base weights come from when the run
+    builds its base from a config (model.init=config: the starting run's saved random base)."""
+
+    ref: str  # as the recipe gives it, for messages
+    folder: str
+    random_base: str | None = None
+    note: str | None = None  # a line to print: the base model is named differently from the starting run's
+
+
+def starting_adapter(recipe: Recipe, run: RunDir, task: Task) -> StartingAdapter:
+    """Check that `run` (model.adapter, resolved) holds a peft adapter of the recipe's base model, of the
+    recipe's adapter method and the task's model kind; one line naming model.adapter otherwise."""
+    import json
+
+    import transformers
+
+    from hfadapt.modeling.adapters import is_peft
+
+    ref, where = recipe.model.adapter, "model.adapter"
+    sft = run.recipe
+    folder = run.model_dir
+    if not is_peft(sft.adapter.method) or adapter_base(folder) is None:
+        raise HfadaptError(f"{where}: {ref} holds a whole model (adapter.method={sft.adapter.method}), not an adapter to continue; "
+                           "give it as model.name_or_path instead")
+    config = json.loads((folder / "adapter_config.json").read_text())
+    if sft.adapter.method != recipe.adapter.method:
+        raise HfadaptError(f"{where}: {ref} is a {sft.adapter.method} adapter and training continues it; set adapter.method={sft.adapter.method}")
+    if task.peft_task_type and config.get("task_type") not in (None, task.peft_task_type):
+        raise HfadaptError(f"{where}: {ref} is a {config.get('task_type')} adapter ({sft.task}); {recipe.task} continues {task.peft_task_type} adapters")
+    base = config.get("base_model_name_or_path") or ""
+    m = recipe.model
+    try:
+        ours = transformers.AutoConfig.from_pretrained(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code).to_dict()
+    except Exception as e:  # noqa: BLE001 - the base model's own loading errors come later, naming model.name_or_path
+        raise HfadaptError(f"model.name_or_path: cannot read the config of '{m.name_or_path}': {first_line(e)}") from e
+    saved = folder / "config.json"  # the base model's config, saved with every hfadapt adapter
+    theirs = json.loads(saved.read_text()) if saved.is_file() else {}
+    differ = [k for k in ARCHITECTURE_KEYS if k in ours and k in theirs and ours[k] != theirs[k]]
+    if differ:
+        what = ", ".join(f"{k} {theirs[k]} vs {ours[k]}" for k in differ)
+        raise HfadaptError(
+            f"{where}: {ref} is an adapter of another base model ({sft.model.name_or_path}) than model.name_or_path "
+            f"{m.name_or_path} ({what}); start from an adapter trained on {m.name_or_path}"
+        )
+    random_base = None
+    if m.init == "config":  # the random weights the adapter was trained on: the starting run's saved base
+        if sft.model.init != "config" or base.startswith((RUN_PLACEHOLDER, LOCAL_PLACEHOLDER)) or not Path(base).is_dir():
+            raise HfadaptError(f"{where}: model.init=config builds random weights, but {ref} was not trained on a random base "
+                               "saved with it; set model.init=pretrained and model.name_or_path to its base model")
+        random_base = base
+    note = None
+    if m.init != "config" and sft.model.name_or_path != m.name_or_path:
+        note = f"model.adapter: {ref} was trained on {sft.model.name_or_path}; continuing it on {m.name_or_path} (same architecture)"
+    return StartingAdapter(str(ref), str(folder), random_base, note)

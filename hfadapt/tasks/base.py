@@ -109,6 +109,10 @@ class Task:
     default_best_metric: str | None = None
     """The result key that picks the best checkpoint when eval.best_metric is not set and there is an
     evaluation split (preference: "rewards/accuracies"); None: no best checkpoint unless the recipe asks."""
+    reference_adapter: bool = False
+    """True where training compares the adapter with a frozen reference (preference): a run that starts from
+    a trained adapter (model.adapter) then also loads it frozen, as the adapter named "reference"
+    (modeling/adapters.py continue_adapter). False: the starting adapter is only trained further."""
     auto_class_from_config: bool = False
     """True where the model head depends on the base model's config (auto_class_for reads it): the core
     then loads the config before it picks the Auto* class. False: `auto_class` always."""
@@ -179,6 +183,14 @@ class Task:
         return model(**batch).loss, {}
 
     # ---- data ----------------------------------------------------------------------------------------------
+    def add_model_columns(self, ds: Split, split: str, model: Module, processor: Processor, recipe: Recipe,
+                          accelerator: Accelerator) -> Split:
+        """A preprocessed split with columns computed by the model before training (preference,
+        data.reference=precomputed: the reference log-probs of every pair), as datasets.map so that they
+        are cached with the split; `model` is the prepared model, its adapter as training starts. Called
+        once per split ("train", "validation", "test") after the model is prepared. Default: `ds` unchanged."""
+        return ds
+
     def preprocess(self, ds: Split, split: str, processor: Processor, recipe: Recipe, info: LabelInfo | None,
                    train: bool) -> Split:
         """Raw split -> model-ready dataset (datasets.map, cached; `train` is False for validation/test,

@@ -8,7 +8,10 @@ data.completion_column, data.label_column: a boolean). Tokenized and truncated b
 Loss settings live in the task's data section (data.loss, data.beta, ...): the recipe has no
 task-owned top-level section. Chosen and rejected go through the model as one batch [chosen; rejected];
 the reference is the same model with the adapter switched off (peft `disable_adapter`, no second copy
-of the weights); ORPO and SimPO need none. Metrics carry TRL's names (rewards/chosen, rewards/rejected,
+of the weights), or, for a run that starts from an SFT adapter (model.adapter), that adapter frozen
+(peft `set_adapter("reference")`, see modeling/adapters.py continue_adapter); ORPO and SimPO need none.
+data.reference=precomputed computes the reference log-probs once before training (add_model_columns:
+columns of the preprocessed splits, cached with them) and skips the reference passes. Metrics carry TRL's names (rewards/chosen, rewards/rejected,
 rewards/accuracies, rewards/margins, logps/chosen, logps/rejected), logged every training step
 ("train/rewards/...") and computed on held-out pairs at every evaluation. `hfadapt predict` generates
 like causal-lm.
@@ -17,6 +20,7 @@ like causal-lm.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 from pydantic import Field
@@ -24,6 +28,7 @@ from pydantic import Field
 from hfadapt.core.errors import HfadaptError
 from hfadapt.core.recipe import DataSection
 from hfadapt.data.sources import is_streamed
+from hfadapt.modeling.adapters import REFERENCE_ADAPTER, StartingAdapterModelSection
 from hfadapt.tasks.base import EvalContext, Task, register_task
 from hfadapt.tasks.language import (
     PairCollator, PairColumns, UnpairedCollator, load_lm_tokenizer, sequence_logps, tokenize_pairs, tokenize_unpaired,
@@ -33,6 +38,7 @@ from hfadapt.tasks.reporting import ReportInput, e, fmt, img, plt
 if TYPE_CHECKING:
     from torch import Tensor
     from torch.nn import Module
+    from accelerate import Accelerator
     from torch.utils.data import DataLoader
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
@@ -41,6 +47,7 @@ if TYPE_CHECKING:
     from hfadapt.tasks.base import Collate, Split
 
 REFERENCE_FREE = ("orpo", "simpo")
+REFERENCE_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")  # data.reference=precomputed
 METRIC_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected")
 
 
@@ -58,6 +65,10 @@ class PreferenceData(DataSection):
     loss: Literal["dpo", "robust", "ipo", "hinge", "orpo", "simpo", "kto"] = Field(
         "dpo", description="dpo (sigmoid; conservative with label_smoothing), robust (rDPO), ipo, hinge, orpo, simpo, kto"
     )
+    reference: Literal["adapter", "precomputed"] = Field(
+        "adapter", description="adapter: a reference pass each step (the base with the adapter off, or model.adapter's "
+        "SFT adapter frozen); precomputed: reference log-probs computed once before training and cached with the data"
+    )
     beta: float = Field(0.1, gt=0, description="strength of the implicit KL penalty (dpo, robust, ipo's tau, hinge, kto); SimPO's beta")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="share of flipped labels assumed (dpo: conservative, robust, simpo)")
     simpo_gamma: float = Field(0.5, description="simpo: target reward margin (gamma/beta is subtracted from the logit)")
@@ -72,6 +83,8 @@ class Preference(Task):
     peft_task_type = "CAUSAL_LM"
     auto_class = "AutoModelForCausalLM"
     data_model = PreferenceData
+    model_model = StartingAdapterModelSection  # model.adapter: DPO from an SFT run
+    reference_adapter = True  # that SFT adapter, frozen, is the reference
     pipeline_tag = "text-generation"
     card_example = "Write a haiku about rain."
     extra_result_keys = METRIC_KEYS
@@ -89,6 +102,13 @@ class Preference(Task):
             problems.append(f"data.label_smoothing: used by dpo, robust and simpo, not {d.loss}")
         if d.loss == "robust" and not d.label_smoothing:
             problems.append("data.label_smoothing: robust DPO needs the share of flipped labels (e.g. 0.1)")
+        if d.reference == "precomputed":
+            if d.loss in REFERENCE_FREE:
+                problems.append(f"data.reference: {d.loss} has no reference model; remove data.reference")
+            elif d.loss == "kto":
+                problems.append("data.reference: precomputed is for paired losses; KTO's reference point pairs rows within each batch")
+            elif d.streaming:
+                problems.append("data.reference: precomputed needs the train split in memory; not with data.streaming")
         return problems
 
     def columns(self, recipe: Recipe, with_labels: bool = True) -> dict[str, str]:
@@ -129,6 +149,15 @@ class Preference(Task):
             print(f"hfadapt: preference {split}: truncated {out.truncated} of {out.rows} {what} to data.max_length {d.max_length} "
                   f"(prompts to their last data.max_prompt_length {d.max_prompt_length} tokens first)")
         return out.dataset
+
+    def add_model_columns(self, ds: Split, split: str, model: Module, processor: PreTrainedTokenizerBase, recipe: Recipe,
+                          accelerator: Accelerator) -> Split:
+        """data.reference=precomputed: the reference log-probs of each pair's chosen and rejected completions
+        (REFERENCE_COLUMNS), from one pass in evaluation mode over the split before training; batch_terms
+        then uses them instead of the reference pass."""
+        if recipe.data.reference != "precomputed" or is_streamed(ds):
+            return ds
+        return precompute_reference(ds, split, model, processor, recipe, accelerator)
 
     def collator(self, processor: PreTrainedTokenizerBase) -> Collate:
         return _Collator(processor.pad_token_id)
@@ -228,7 +257,12 @@ class _Collator:
         self.pairs, self.unpaired = PairCollator(pad_token_id), UnpairedCollator(pad_token_id)
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        return (self.pairs if "chosen_input_ids" in features[0] else self.unpaired)(features)
+        batch = (self.pairs if "chosen_input_ids" in features[0] else self.unpaired)(features)
+        if REFERENCE_COLUMNS[0] in features[0]:  # precomputed: [chosen; rejected] as the sequences
+            import torch
+
+            batch["ref_logps"] = torch.tensor([f[c] for c in REFERENCE_COLUMNS for f in features], dtype=torch.float32)
+        return batch
 
 
 # ---- the losses --------------------------------------------------------------------------------
@@ -289,7 +323,9 @@ def batch_terms(model: Module, batch: dict[str, Any], d: PreferenceData) -> dict
     logps, counts = sequence_logps(logits, ids, completion)
     ref = None
     if d.loss not in REFERENCE_FREE:
-        ref, _ = reference_logps(model, ids, mask, completion)
+        ref = batch.get("ref_logps")  # data.reference=precomputed
+        if ref is None:
+            ref, _ = reference_logps(model, ids, mask, completion)
     c, r = logps[:b], logps[b:]
     losses, cr, rr = pair_losses(d, c, r, ref[:b] if ref is not None else None, ref[b:] if ref is not None else None, counts[:b], counts[b:])
     zero = torch.zeros_like(c)
@@ -342,13 +378,76 @@ def _kto_terms(model: Module, batch: dict[str, Any], d: PreferenceData) -> dict[
 
 
 def reference_logps(model: Module, ids: Tensor, mask: Tensor, completion: Tensor) -> tuple[Tensor, Tensor]:
-    """Completion log-probs under the reference: the base model, the adapter switched off (no gradient)."""
+    """Completion log-probs under the reference (no gradient): the base model with the adapter switched off,
+    or a starting SFT adapter's frozen copy (model.adapter: the adapter named REFERENCE_ADAPTER)."""
     import torch
 
     peft_model = _peft_model(model)
-    with torch.no_grad(), peft_model.disable_adapter():
+    with torch.no_grad(), _reference(peft_model):
         logits = peft_model(input_ids=ids, attention_mask=mask, use_cache=False).logits
     return sequence_logps(logits, ids, completion)
+
+
+@contextmanager
+def _reference(peft_model: Any) -> Iterator[None]:
+    """The reference active for the duration: REFERENCE_ADAPTER where the run loaded one, else no adapter.
+    peft's set_adapter also sets which adapter requires grad; switching back restores the trained one's."""
+    if REFERENCE_ADAPTER not in getattr(peft_model, "peft_config", {}):
+        with peft_model.disable_adapter():
+            yield
+        return
+    trained = peft_model.active_adapter
+    peft_model.set_adapter(REFERENCE_ADAPTER, inference_mode=True)
+    try:
+        yield
+    finally:
+        peft_model.set_adapter(trained)
+
+
+def precompute_reference(ds: Split, split: str, model: Module, processor: PreTrainedTokenizerBase, recipe: Recipe,
+                         accelerator: Accelerator) -> Split:
+    """`ds` with the reference log-probs of chosen and rejected (REFERENCE_COLUMNS, float64) from one pass in
+    evaluation mode (datasets.map in batches of the evaluation batch size; the main process first, so the
+    others read its cache). The cache key is the split's fingerprint and what decides the reference: the
+    model section, the reference adapter's weights, the seed of a random base, the precision and device."""
+    import hashlib
+
+    import torch
+    from datasets.fingerprint import Hasher
+
+    peft_model = _peft_model(model)
+    digest = hashlib.sha256()
+    for name, p in sorted(peft_model.named_parameters()):
+        if f".{REFERENCE_ADAPTER}." in name:
+            digest.update(name.encode() + p.detach().float().cpu().numpy().tobytes())
+    m = recipe.model
+    identity = [getattr(ds, "_fingerprint", None), "preference-reference-1", m.model_dump(mode="json"), digest.hexdigest(),
+                recipe.train.seed if m.init == "config" else None, accelerator.mixed_precision, accelerator.device.type,
+                torch.__version__]
+    collate = _Collator(processor.pad_token_id)
+    device = accelerator.device
+
+    def refs(rows: dict[str, list[Any]]) -> dict[str, list[float]]:
+        features = [dict(zip(rows, values)) for values in zip(*rows.values())]
+        batch = collate(features)
+        ids, mask, completion = (batch[k].to(device) for k in ("input_ids", "attention_mask", "completion_mask"))
+        ref, _ = reference_logps(model, ids, mask, completion)
+        b = len(features)
+        return {REFERENCE_COLUMNS[0]: ref[:b].double().cpu().tolist(), REFERENCE_COLUMNS[1]: ref[b:].double().cpu().tolist()}
+
+    was_training = model.training
+    model.eval()  # deterministic: no dropout in the reference
+    try:
+        with accelerator.main_process_first():
+            out = ds.remove_columns([c for c in REFERENCE_COLUMNS if c in ds.column_names]).map(
+                refs, batched=True, batch_size=recipe.train.eval_batch_size or recipe.train.batch_size,
+                new_fingerprint=Hasher.hash(identity), desc=f"preference: reference log-probs ({split})",
+            )
+    finally:
+        model.train(was_training)
+    if accelerator.is_main_process:
+        print(f"hfadapt: preference {split}: reference log-probs of {len(out)} pairs computed (data.reference=precomputed)")
+    return out
 
 
 def _peft_model(model: Any) -> Any:

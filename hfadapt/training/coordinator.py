@@ -139,6 +139,7 @@ def _setup(recipe: Recipe, task: Task, run: RunDir, checkpoint: Path | None) -> 
         from hfadapt.modeling.liger import check_available
 
         check_available(accelerator.device.type)
+    start = _starting_adapter(recipe, task, accelerator)  # model.adapter: refused before data and model are loaded
     splits = _setup_data(recipe, task, accelerator)
     make_train_loader = _train_loader_factory(recipe, task, splits, accelerator)
     if recipe.data.streaming:  # one endless "epoch"; checks guarantee train.max_steps
@@ -146,9 +147,10 @@ def _setup(recipe: Recipe, task: Task, run: RunDir, checkpoint: Path | None) -> 
     else:
         steps_per_epoch = math.ceil(len(make_train_loader(0)) / recipe.train.gradient_accumulation_steps)
         total_steps = recipe.train.max_steps or recipe.train.epochs * steps_per_epoch
-    model, trainable, total, liger = _setup_model(recipe, task, run, splits, accelerator, total_steps)
+    model, trainable, total, liger = _setup_model(recipe, task, run, splits, accelerator, total_steps, start)
     optimizer, scheduler = _setup_optimizer(recipe, model, total_steps, accelerator.device)
     model, optimizer, scheduler = _prepare(accelerator, recipe, model, optimizer, scheduler)
+    _add_model_columns(recipe, task, splits, model, accelerator)
     prepare_sharded_generation(model)  # evaluation may generate with FSDP2-sharded weights
     compiled = _setup_compile(recipe, model, accelerator)
     validate = _evaluator(recipe, task, run, splits, accelerator, model, "validation")
@@ -398,16 +400,47 @@ def _train_loader_factory(recipe: Recipe, task: Task, splits: Splits, accelerato
     return make_train_loader
 
 
+def _starting_adapter(recipe: Recipe, task: Task, accelerator: Accelerator) -> Any:
+    """model.adapter (a task-owned model field: preference), resolved as `hfadapt predict` resolves runs and
+    checked against the base model; None when the recipe starts a fresh adapter."""
+    ref = getattr(recipe.model, "adapter", None)
+    if not ref:
+        return None
+    from hfadapt.modeling.models import starting_adapter
+    from hfadapt.publishing.hub import resolve_run
+
+    with accelerator.main_process_first():  # a Hub adapter is downloaded once
+        try:
+            run = resolve_run(ref)
+        except HfadaptError as e:
+            raise HfadaptError(f"model.adapter: {e}") from None
+    start = starting_adapter(recipe, run, task)
+    if start.note and accelerator.is_main_process:
+        print(f"hfadapt: {start.note}")
+    return start
+
+
+def _add_model_columns(recipe: Recipe, task: Task, splits: Splits, model: Any, accelerator: Accelerator) -> None:
+    """Columns the task computes with the prepared model before training (preference's precomputed
+    reference log-probs), added to the in-memory splits the loaders read."""
+    for name in ("train", "validation", "test"):
+        ds = getattr(splits, name)
+        if ds is not None:
+            setattr(splits, name, task.add_model_columns(ds, name, model, splits.processor, recipe, accelerator))
+
+
 def _setup_model(
-    recipe: Recipe, task: Task, run: RunDir, splits: Splits, accelerator: Accelerator, total_steps: int
+    recipe: Recipe, task: Task, run: RunDir, splits: Splits, accelerator: Accelerator, total_steps: int, start: Any = None
 ) -> tuple[Any, int, int, str | None]:
-    """The base model with the adapter applied; returns it with its trainable and total parameter counts
-    and the model_type Liger's kernels were applied to (train.liger_kernel), or None."""
-    from hfadapt.modeling.adapters import apply_adapter, count_parameters
+    """The base model with the adapter applied (a fresh one, or model.adapter's `start` trained further);
+    returns it with its trainable and total parameter counts and the model_type Liger's kernels were applied
+    to (train.liger_kernel), or None."""
+    from hfadapt.modeling.adapters import apply_adapter, continue_adapter, count_parameters
     from hfadapt.modeling.models import load_base_model
 
     saved_random_base = recipe.model.init == "config" and run.base_model_dir.is_dir()
-    model = load_base_model(recipe, task, splits.info, splits.processor, path=str(run.base_model_dir) if saved_random_base else None)
+    base_path = str(run.base_model_dir) if saved_random_base else (start.random_base if start is not None else None)
+    model = load_base_model(recipe, task, splits.info, splits.processor, path=base_path)
     if recipe.model.init == "config" and not saved_random_base and accelerator.is_main_process:
         # Random weights: keep them, or the adapter could never be loaded onto its base again.
         model.save_pretrained(run.base_model_dir)
@@ -421,7 +454,10 @@ def _setup_model(
             print(f"hfadapt: train.liger_kernel: Liger kernels applied to {liger} (liger-kernel {installed_version()})")
     if recipe.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = apply_adapter(model, recipe, task, num_training_steps=total_steps)
+    if start is not None:
+        model = continue_adapter(model, start, reference=task.reference_adapter)
+    else:
+        model = apply_adapter(model, recipe, task, num_training_steps=total_steps)
     # audio: feature-encoder freeze, multi-label loss
     task.prepare_model(model.get_base_model() if hasattr(model, "get_base_model") else model, recipe)
     trainable, total = count_parameters(model)
@@ -548,7 +584,8 @@ def _save_model(model: torch.nn.Module, processor: Processor, run: RunDir, recip
         # hfadapt never resizes embeddings: a head sized to new labels or a CTC vocabulary is saved through
         # modules_to_save, and peft's "vocab_size changed" guess would try to save input embeddings audio models lack.
         extra = {"state_dict": state_dict} if state_dict is not None else {}
-        model.save_pretrained(tmp, save_embedding_layers=False, **extra)
+        # model.adapter: only the trained adapter; the frozen reference copy is the starting run's
+        model.save_pretrained(tmp, save_embedding_layers=False, selected_adapters=["default"], **extra)
         model.get_base_model().config.save_pretrained(tmp)  # id2label/label2id/problem_type for reloading
     else:
         model.save_pretrained(tmp, **({"state_dict": state_dict} if state_dict is not None else {}))
