@@ -19,10 +19,13 @@ MARKER = "brief"  # chosen answers end with it, rejected ones lack it
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A 2-layer Llama (no dropout) with the word-level chat tokenizer, saved like a Hub checkpoint."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def save_tiny_llama(root: Path) -> str:
+    """A 2-layer Llama (no dropout) with the word-level chat tokenizer, saved like a Hub checkpoint in `root`."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    root = tmp_path_factory.mktemp("tiny-llama")
     config = LlamaConfig(
         vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=1,
@@ -255,3 +258,36 @@ def test_held_out_reward_accuracy_learns_the_marker(loss: str, tmp_path: Path, l
     assert first.metrics["eval/rewards/accuracies"] <= 0.7
     assert after.metrics["eval/rewards/accuracies"] > 0.9
     assert after.metrics["best/step"] == 30 if "best/step" in after.metrics else True
+
+
+# ---- (d) truncation is counted, not refused --------------------------------------------------------
+def test_prompts_longer_than_max_length_are_truncated_and_counted(tmp_path: Path, llama: str, capsys) -> None:
+    import re
+
+    rows = pairs(40, seed=6)
+    long_rows = {3, 9, 17, 25, 38}
+    for i in long_rows:  # 40-word prompts: more than max_length 32 on their own
+        rows[i]["prompt"] = "say " + " ".join(["one two three four"] * 10)
+    capsys.readouterr()
+    result = train(recipe(tmp_path, llama, rows, validation_size=0.25, train={"max_steps": 1}))
+    out = capsys.readouterr().out
+    counts = {m[0]: (int(m[1]), int(m[2])) for m in re.findall(r"hfadapt: preference (\w+): truncated (\d+) of (\d+) pairs to data.max_length 32", out)}
+    # one line per split that has truncated pairs; together they count every long pair once
+    assert set(counts) <= {"train", "validation"} and sum(c for c, _ in counts.values()) == len(long_rows), out
+    assert all(n == {"train": 30, "validation": 10}[split] for split, (_, n) in counts.items()), counts
+    assert result.state.global_step == 1
+    # what was kept: the prompt's last max_prompt_length tokens, the whole response, within max_length
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from hfadapt.tasks.language import PairColumns, tokenize_pairs
+
+    tok = AutoTokenizer.from_pretrained(llama)
+    (tmp_path / "x").mkdir()
+    out_rows = tokenize_pairs(Dataset.from_list(rows), "train", tok, recipe(tmp_path / "x", llama, rows), PairColumns(), 16, 32)
+    assert out_rows.truncated == len(long_rows) and out_rows.rows == 40
+    for i in long_rows:
+        r = out_rows.dataset[i]
+        assert len(r["prompt_input_ids"]) == 16 and r["length"] <= 32
+        assert tok.decode(r["prompt_input_ids"]).endswith("one two three four")
+        assert r["chosen_input_ids"] == tok(rows[i]["chosen"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]

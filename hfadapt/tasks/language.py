@@ -183,6 +183,9 @@ def tokenize_pairs(ds: Split, split: str, tok: PreTrainedTokenizerBase, recipe: 
             if not c or not r:
                 raise HfadaptError(f"{columns.fields['chosen' if not c else 'rejected']} '{columns.chosen if not c else columns.rejected}', "
                                    f"{at}: the response has no tokens after the prompt")
+            if c == r:  # differs as text (spaces) but not as tokens: nothing to prefer
+                raise HfadaptError(f"{columns.fields['rejected']} '{columns.rejected}', {at}: the rejected response tokenizes "
+                                   "exactly like the chosen one; remove the pair")
             p, (c, r), cut = truncate(p, [c, r], max_prompt_length, max_length)
             for k, v in zip(PAIR_COLUMNS, (p, c, r, len(p) + max(len(c), len(r)), row)):
                 out[k].append(v)
@@ -201,6 +204,11 @@ def _pair_parts(prompt: object, chosen: object, rejected: object, columns: PairC
                 at: str) -> tuple[str | Messages, str | Messages, str | Messages]:
     chat = isinstance(chosen, list) or isinstance(rejected, list)
     where = {k: f"{columns.fields[k]} '{getattr(columns, k)}', {at}" for k in ("prompt", "chosen", "rejected")}
+    for k, v in (("chosen", chosen), ("rejected", rejected)):
+        if v is None:  # an empty CSV cell, a JSON null or a key missing from this row
+            raise HfadaptError(f"{where[k]}: empty response (no value)")
+    if chosen == rejected:  # before splitting: equal conversations would otherwise read as two empty responses
+        raise HfadaptError(f"{where['rejected']}: the rejected response equals the chosen one; remove the pair")
     if chat:
         chosen = check_messages(chosen, where["chosen"])
         rejected = check_messages(rejected, where["rejected"])
@@ -260,6 +268,8 @@ def tokenize_unpaired(ds: Split, split: str, tok: PreTrainedTokenizerBase, recip
                                    f"false: undesirable), got {short(label)}")
             prompt, completion = batch[prompt_column][j], batch[completion_column][j]
             where = f"data.completion_column '{completion_column}', {at}"
+            if completion is None:  # an empty CSV cell, a JSON null or a key missing from this row
+                raise HfadaptError(f"{where}: empty response (no value)")
             if isinstance(completion, list):
                 completion = check_messages(completion, where)
                 prompt = check_messages(prompt, f"data.prompt_column '{prompt_column}', {at}", allow_empty=True) \
