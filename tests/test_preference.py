@@ -249,16 +249,55 @@ def test_simpo_and_orpo_equal_trls_loss_functions(loss: str, tmp_path: Path, lla
 
 
 # ---- (c) learning a preference -------------------------------------------------------------------
-@pytest.mark.parametrize("loss", ["dpo", "simpo"])
+# per loss: data settings, and the training that learns the marker (KTO needs more: see below)
+LEARNING = {
+    "dpo": ({"beta": 0.1}, {"max_steps": 30, "learning_rate": 2e-2}),
+    "simpo": ({"beta": 2.0}, {"max_steps": 30, "learning_rate": 2e-2}),
+    "orpo": ({"orpo_lambda": 0.1}, {"max_steps": 30, "learning_rate": 2e-2}),
+    "kto": ({"beta": 0.1}, {"max_steps": 60, "learning_rate": 5e-2}),
+}
+
+
+def unpaired_from_pairs(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Each pair as two KTO rows, (prompt, chosen, true) and (prompt, rejected, false): how paired sets are
+    unpaired for KTO (TRL's unpair_preference_dataset). Rows of different prompts (`unpaired`) also push
+    the answer words up or down, noise this tiny model needs many more steps to average out."""
+    return [row for r in pairs(n, seed) for row in ({"prompt": r["prompt"], "completion": r["chosen"], "label": True},
+                                                    {"prompt": r["prompt"], "completion": r["rejected"], "label": False})]
+
+
+@pytest.mark.parametrize("loss", list(LEARNING))
 def test_held_out_reward_accuracy_learns_the_marker(loss: str, tmp_path: Path, llama: str) -> None:
-    data = {"loss": loss, "beta": 0.1 if loss == "dpo" else 2.0, "validation_size": 0.2}
+    """Held-out reward accuracy from chance to > 0.9. For KTO, accuracy is the share of rows whose reward has
+    their label's sign: 0 on a fresh LoRA (every reward is 0), noise once a step of lr 1e-9 has moved it."""
+    settings, training = LEARNING[loss]
+    data = {"loss": loss, **settings, "validation_size": 0.2}
+    rows = unpaired_from_pairs(80) if loss == "kto" else pairs(160)
     (tmp_path / "before").mkdir()
     (tmp_path / "after").mkdir()
-    first = train(recipe(tmp_path / "before", llama, pairs(160), **data, train={"max_steps": 1, "learning_rate": 1e-9}))
-    after = train(recipe(tmp_path / "after", llama, pairs(160), **data, train={"max_steps": 30, "learning_rate": 2e-2, "eval_steps": 30}))
+    first = train(recipe(tmp_path / "before", llama, rows, **data, train={"max_steps": 1, "learning_rate": 1e-9}))
+    after = train(recipe(tmp_path / "after", llama, rows, **data, train={**training, "eval_steps": training["max_steps"]}))
     assert first.metrics["eval/rewards/accuracies"] <= 0.7
     assert after.metrics["eval/rewards/accuracies"] > 0.9
-    assert after.metrics["best/step"] == 30 if "best/step" in after.metrics else True
+    assert after.metrics["eval/rewards/margins"] > max(first.metrics["eval/rewards/margins"], 0)  # ORPO's are small: lambda x mean log-prob
+    if loss == "kto":
+        assert abs(first.metrics["eval/rewards/chosen"]) < 1e-6 and abs(first.metrics["eval/rewards/rejected"]) < 1e-6
+        assert after.metrics["eval/rewards/chosen"] > 0 > after.metrics["eval/rewards/rejected"]
+    assert after.metrics["best/step"] == training["max_steps"] if "best/step" in after.metrics else True
+
+
+def test_kto_accuracy_of_a_fresh_lora_is_zero() -> None:
+    """Policy = reference: every KTO reward is 0, on neither side of 0, so no row counts as right."""
+    from hfadapt.tasks.preference import metric_values
+
+    n = 6
+    label = torch.tensor([1.0, 0.0] * (n // 2), dtype=torch.float64)
+    zero, nan = torch.zeros(n, dtype=torch.float64), torch.full((n,), float("nan"), dtype=torch.float64)
+    t = {"loss": torch.full((n,), 0.5, dtype=torch.float64), "label": label, "nll_sum": zero, "nll_count": zero,
+         "chosen_rewards": torch.where(label.bool(), zero, nan), "rejected_rewards": torch.where(label.bool(), nan, zero),
+         "chosen_logps": torch.where(label.bool(), -zero - 3, nan), "rejected_logps": torch.where(label.bool(), nan, -zero - 4)}
+    results = metric_values(t, "kto")
+    assert results["rewards/accuracies"] == 0.0 and results["rewards/margins"] == 0.0 and results["loss"] == 0.5
 
 
 # ---- (d) truncation is counted, not refused --------------------------------------------------------
