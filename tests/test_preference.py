@@ -429,3 +429,29 @@ def test_dpo_on_two_processes_equals_one_process(tmp_path: Path, llama: str) -> 
     for run in (r1, r2):
         assert run["perf"]["pairs"] == steps * global_batch, run["perf"]
     assert r1["perf"]["tokens"] == r2["perf"]["tokens"]
+
+
+# ---- (g) preprocessing is cached: the map functions hash ----------------------------------------------
+@pytest.mark.parametrize("kind", ["pairs", "chat", "kto"])
+def test_tokenizing_twice_gives_the_same_fingerprint(kind: str, tmp_path: Path, llama: str) -> None:
+    """datasets caches a map only when it can hash the function and what it captures (not the recipe:
+    a random fingerprint, a warning, and no cache); the same split tokenized twice has one fingerprint."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from hfadapt.tasks.language import PairColumns, tokenize_pairs, tokenize_unpaired
+
+    tok = AutoTokenizer.from_pretrained(llama)
+    rows = unpaired(8) if kind == "kto" else pairs(8, chat=kind == "chat")
+    r = recipe(tmp_path, llama, rows, loss="kto" if kind == "kto" else "dpo")
+    ds = Dataset.from_list(rows)
+
+    def tokenize() -> Any:
+        if kind == "kto":
+            return tokenize_unpaired(ds, "train", tok, r, "prompt", "completion", "label", 16, 32).dataset
+        return tokenize_pairs(ds, "train", tok, r, PairColumns(), 16, 32).dataset
+
+    first, second = tokenize(), tokenize()
+    assert first._fingerprint == second._fingerprint
+    other = tokenize_pairs(ds, "train", tok, r, PairColumns(), 8, 32).dataset if kind != "kto" else None
+    assert other is None or other._fingerprint != first._fingerprint  # the settings are part of it
