@@ -407,6 +407,50 @@ def _sft_adapter_of_another_base(tmp: Path, fx: dict):
     return ["train", str(tmp / "dpo.yaml")], ("model.adapter", str(tmp / "sft"), "another base model", "hidden_size 32 vs 16")
 
 
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from tests.test_preference import save_tiny_llama
+
+    return save_tiny_llama(tmp_path_factory.mktemp("bad-inputs-llama"))
+
+
+def _preference_case(rows: Callable[[], list[dict]], name: str, *parts: str, **data: Any) -> Setup:
+    """Preference (or, with loss kto, unpaired) rows written to NAME; parts may say FILE for its path."""
+    def setup(tmp: Path, fx: dict):
+        path = tmp / name
+        if path.suffix == ".csv":
+            write_csv(path, rows())
+        else:
+            write_jsonl(path, rows())
+        raw = {"task": "preference", "model": {"name_or_path": fx["tiny_llama"]()},
+               "data": {"train_files": f"./{name}", "validation_split": None, "max_length": 32, "max_prompt_length": 16, **data},
+               "adapter": {"method": "lora", "r": 2}, "train": {"max_steps": 1, "batch_size": 4, "log_with": []},
+               "output": {"dir": str(tmp / "run")}}
+        (tmp / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        return ["train", str(tmp / "recipe.yaml")], tuple(p.replace("FILE", str(path)) for p in parts)
+    return setup
+
+
+def _pairs(n: int = 8, chat: bool = False) -> list[dict]:
+    from tests.test_preference import pairs
+
+    return pairs(n, seed=11, chat=chat)
+
+
+def _edit(rows: list[dict], i: int, **values: Any) -> list[dict]:
+    rows[i] = {**rows[i], **values}
+    return [{k: v for k, v in r.items() if v is not _DROP} for r in rows]
+
+
+_DROP = object()
+
+
+def _kto_rows(label: Callable[[int], Any]) -> list[dict]:
+    from tests.test_preference import unpaired
+
+    return [{**r, "label": label(i)} for i, r in enumerate(unpaired(8, seed=11))]
+
+
 CASES: dict[str, Setup] = {
     "recipe-binary": _binary_recipe,
     "recipe-latin1": _latin1_recipe,
@@ -480,6 +524,41 @@ CASES: dict[str, Setup] = {
                                       "nope.txt"),
     "predict-batch-size-0": _run_case(lambda r: None, lambda r: ["predict", str(r), "good", "--batch-size", "0"],
                                       "--batch-size", "got 0"),
+    "preference-no-rejected-column": _preference_case(
+        lambda: [{k: v for k, v in r.items() if k != "rejected"} for r in _pairs()], "pairs.jsonl",
+        "data.rejected_column", "'rejected'", "FILE"),
+    "preference-chosen-column-misnamed": _preference_case(
+        _pairs, "pairs.jsonl", "data.chosen_column", "'preferred'", "FILE", chosen_column="preferred"),
+    "preference-rejected-missing-in-one-row": _preference_case(  # JSON Lines row 5 is line 6
+        lambda: _edit(_pairs(), 5, rejected=_DROP), "pairs.jsonl", "data.rejected_column 'rejected'", "line 6 of FILE", "empty response"),
+    "preference-equal-once-tokenized": _preference_case(
+        lambda: _edit(_pairs(), 2, rejected=_pairs()[2]["chosen"] + "  "), "pairs.jsonl", "line 3 of FILE", "tokenizes exactly like the chosen"),
+    "preference-empty-response": _preference_case(
+        lambda: _edit(_pairs(), 3, chosen="  "), "pairs.jsonl", "data.chosen_column 'chosen'", "line 4 of FILE", "empty response"),
+    "preference-empty-response-csv": _preference_case(  # CSV row 2 is line 4
+        lambda: _edit(_pairs(), 2, rejected=""), "pairs.csv", "data.rejected_column 'rejected'", "line 4 of FILE", "empty response"),
+    "preference-empty-chat-response": _preference_case(
+        lambda: _edit(_pairs(chat=True), 6, rejected=[{"role": "user", "content": _pairs(chat=True)[6]["chosen"][0]["content"]},
+                                                      {"role": "assistant", "content": ""}]),
+        "pairs.jsonl", "data.rejected_column 'rejected'", "line 7 of FILE", "empty response"),
+    "preference-chosen-equals-rejected": _preference_case(
+        lambda: _edit(_pairs(), 4, rejected=_pairs()[4]["chosen"]), "pairs.jsonl", "line 5 of FILE", "equals the chosen"),
+    "preference-chat-chosen-equals-rejected": _preference_case(
+        lambda: _edit(_pairs(chat=True), 1, rejected=_pairs(chat=True)[1]["chosen"]), "pairs.jsonl", "line 2 of FILE", "equals the chosen"),
+    "kto-label-integers": _preference_case(
+        lambda: _kto_rows(lambda i: i % 2), "rows.jsonl", "data.label_column 'label'", "line 1 of FILE", "expected a boolean", loss="kto"),
+    "kto-label-words-csv": _preference_case(  # CSV row 3 is line 5
+        lambda: _kto_rows(lambda i: "yes" if i == 3 else ("true" if i % 2 else "false")), "rows.csv",
+        "data.label_column 'label'", "line 5 of FILE", "expected a boolean", "'yes'", loss="kto"),
+    "kto-label-missing-in-one-row": _preference_case(
+        lambda: _kto_rows(lambda i: None if i == 6 else i % 2 == 0), "rows.jsonl",
+        "data.label_column 'label'", "line 7 of FILE", "expected a boolean", loss="kto"),
+    "kto-empty-completion-csv": _preference_case(  # CSV row 5 is line 7
+        lambda: [{**r, "completion": "" if i == 5 else r["completion"]} for i, r in enumerate(_kto_rows(lambda i: i % 2 == 0))],
+        "rows.csv", "data.completion_column 'completion'", "line 7 of FILE", "empty response", loss="kto"),
+    "kto-no-label-column": _preference_case(
+        lambda: [{k: v for k, v in r.items() if k != "label"} for r in _kto_rows(bool)], "rows.jsonl",
+        "data.label_column", "'label'", "FILE", loss="kto"),
     "predict-file-latin1": _run_case(lambda r: (r.parent / "inputs.txt").write_bytes("good\ncaf\xe9\n".encode("latin-1")),
                                      lambda r: ["predict", str(r), "--file", str(r.parent / "inputs.txt")],
                                      "--file", "line 2 of", "inputs.txt", "not UTF-8"),
@@ -492,7 +571,8 @@ def test_bad_input_is_one_error_line(case: str, tmp_path: Path, capsys, request)
           "tiny_vit": lambda: request.getfixturevalue("tiny_vit"),
           "finished_run": lambda: request.getfixturevalue("finished_run"),
           "checkpointed_run": lambda: request.getfixturevalue("checkpointed_run"),
-          "tiny_wav2vec2": lambda: request.getfixturevalue("tiny_wav2vec2")}
+          "tiny_wav2vec2": lambda: request.getfixturevalue("tiny_wav2vec2"),
+          "tiny_llama": lambda: request.getfixturevalue("tiny_llama")}
     work = tmp_path / "work"
     work.mkdir()
     argv, parts = CASES[case](work, fx)

@@ -24,7 +24,9 @@ from hfadapt.data.sources import ROW_COLUMN, is_streamed, map_split, row_locatio
 from hfadapt.core.errors import HfadaptError
 from hfadapt.core.recipe import DataSection
 from hfadapt.tasks.base import EvalContext, Task, register_task
-from hfadapt.tasks.language import check_messages, load_lm_tokenizer, render_chat, require_chat_template, short
+from hfadapt.tasks.language import (  # FORMAT_KEY, generate: shared with preference
+    FORMAT_KEY, check_messages, encode_prompts, generate, load_lm_tokenizer, render_chat, require_chat_template, short,
+)
 from hfadapt.tasks.reporting import ReportInput, e
 
 if TYPE_CHECKING:
@@ -36,7 +38,6 @@ if TYPE_CHECKING:
     from hfadapt.data.labels import LabelInfo
     from hfadapt.tasks.base import Collate, Split
 
-FORMAT_KEY = "hfadapt_lm_format"  # tokenizer_config.json entry: the data format a run was trained on
 GENERATIONS_FILE = "generations.jsonl"
 
 
@@ -188,23 +189,7 @@ class CausalLM(Task):
 
     def encode_inputs(self, items: list[str], processor: PreTrainedTokenizerBase, recipe: Recipe) -> dict[str, Any]:
         """Prompts -> a left-padded batch ready for generate()."""
-        import torch
-
-        fmt = processor.init_kwargs.get(FORMAT_KEY) or (recipe.data.lm_format if recipe.data.lm_format != "auto" else "text")
-        seqs = []
-        for item in items:
-            if fmt == "chat":
-                if not getattr(processor, "chat_template", None):
-                    raise HfadaptError("data.chat_template: this run was trained on chat data but its tokenizer has no chat template")
-                text = processor.apply_chat_template([{"role": "user", "content": item}], tokenize=False, add_generation_prompt=True)
-                seqs.append(processor(text, add_special_tokens=False)["input_ids"])
-            else:
-                seqs.append(processor(item, add_special_tokens=True)["input_ids"])
-        width = max(len(s) for s in seqs)
-        pad = processor.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], dtype=torch.long)
-        attention_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+        return encode_prompts(items, processor, recipe)
 
     # ---- evaluation and prediction ----------------------------------------------------------
     def evaluate(self, ctx: EvalContext, model: Module, dataloader: DataLoader) -> dict[str, Any]:
@@ -340,28 +325,6 @@ def encode_chat(tok: PreTrainedTokenizerBase, messages: object, completion_only:
     ids = enc["input_ids"]
     labels = [t if any(a <= start < b for a, b in spans) else -100 for t, (start, _end) in zip(ids, enc["offset_mapping"])]
     return ids, labels
-
-
-def generate(model: Module, processor: PreTrainedTokenizerBase, prompts: list[str], recipe: Recipe,
-             extra: dict[str, Any] | None = None) -> list[str]:
-    """Greedy (or as recipe.generation says) continuations of prompts, special tokens removed."""
-    import torch
-
-    g = recipe.generation
-    batch = CausalLM().encode_inputs(prompts, processor, recipe)
-    device = next(model.parameters()).device
-    batch = {k: v.to(device) for k, v in batch.items()}
-    kwargs: dict[str, Any] = {"max_new_tokens": g.max_new_tokens, "num_beams": g.num_beams, "do_sample": g.do_sample, "pad_token_id": processor.pad_token_id}
-    if g.do_sample:
-        kwargs.update(temperature=g.temperature, top_p=g.top_p)
-    gen_config = getattr(model, "generation_config", None)
-    if processor.eos_token_id is not None and getattr(gen_config, "eos_token_id", None) is None:
-        kwargs["eos_token_id"] = processor.eos_token_id
-    kwargs.update(extra or {})
-    with torch.no_grad():
-        out = model.generate(**batch, **kwargs)
-    new = out[:, batch["input_ids"].shape[1]:]
-    return [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]
 
 
 def _generate_and_save(ctx: EvalContext, model: Module) -> None:

@@ -1,5 +1,5 @@
-"""What the language-model tasks share: chat rendering, prompt + completion tokenization with a
-completion mask, preference pairs and unpaired (KTO) rows, their collators, and log-prob gathering.
+"""What the language-model tasks share: chat rendering, prompts for generation (`hfadapt predict`),
+prompt + completion tokenization with a completion mask, preference pairs and unpaired (KTO) rows, their collators, and log-prob gathering.
 
 Used by causal-lm (chat template handling), preference (DPO & co.) and reward-model. Nothing here
 imports torch at module level (`hfadapt validate` loads the task modules).
@@ -26,6 +26,7 @@ from hfadapt.data.sources import ROW_COLUMN, is_streamed, map_split, row_locatio
 
 if TYPE_CHECKING:
     from torch import Tensor
+    from torch.nn import Module
     from transformers import PreTrainedTokenizerBase
 
     from hfadapt.core.recipe import DataSection, Recipe
@@ -52,10 +53,15 @@ def load_lm_tokenizer(recipe: Recipe, path: str | None = None) -> PreTrainedToke
 
 def require_chat_template(tok: PreTrainedTokenizerBase, recipe: Recipe, what: str) -> None:
     """One error line when chat data meets a tokenizer without a template."""
+    require_template_of(tok, recipe.model.name_or_path, what)
+
+
+def require_template_of(tok: PreTrainedTokenizerBase, model: str, what: str) -> None:
+    """require_chat_template given the model's name: for `datasets.map` functions, which capture plain
+    values rather than the recipe (datasets must hash what a map function captures to cache its result)."""
     if not getattr(tok, "chat_template", None):
         raise HfadaptError(
-            f"data.chat_template: the tokenizer of '{recipe.model.name_or_path}' has no chat template to render "
-            f"{what}; give one in data.chat_template (Jinja)"
+            f"data.chat_template: the tokenizer of '{model}' has no chat template to render {what}; give one in data.chat_template (Jinja)"
         )
 
 
@@ -91,6 +97,64 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
     return n
+
+
+# ---- prompts for generation (predict) -----------------------------------------------------------------
+FORMAT_KEY = "hfadapt_lm_format"  # tokenizer_config.json entry: the data format a run was trained on
+
+
+def trained_format(processor: PreTrainedTokenizerBase, recipe: Recipe) -> str:
+    """The data format a run was trained on ("chat", "prompt_completion", "text"): saved with its tokenizer
+    (FORMAT_KEY), else data.lm_format where the task has one and it is not "auto", else "text"."""
+    fmt = processor.init_kwargs.get(FORMAT_KEY)
+    if fmt:
+        return fmt
+    lm_format = getattr(recipe.data, "lm_format", "auto")
+    return lm_format if lm_format != "auto" else "text"
+
+
+def encode_prompts(items: list[str], processor: PreTrainedTokenizerBase, recipe: Recipe) -> dict[str, Any]:
+    """Prompts -> a left-padded batch ready for generate(): a user turn rendered with the generation prompt
+    when the run was trained on chat data, the text with the tokenizer's special tokens otherwise."""
+    import torch
+
+    fmt = trained_format(processor, recipe)
+    seqs = []
+    for item in items:
+        if fmt == "chat":
+            if not getattr(processor, "chat_template", None):
+                raise HfadaptError("data.chat_template: this run was trained on chat data but its tokenizer has no chat template")
+            text = processor.apply_chat_template([{"role": "user", "content": item}], tokenize=False, add_generation_prompt=True)
+            seqs.append(processor(text, add_special_tokens=False)["input_ids"])
+        else:
+            seqs.append(processor(item, add_special_tokens=True)["input_ids"])
+    width = max(len(s) for s in seqs)
+    pad = processor.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], dtype=torch.long)
+    attention_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def generate(model: Module, processor: PreTrainedTokenizerBase, prompts: list[str], recipe: Recipe,
+             extra: dict[str, Any] | None = None) -> list[str]:
+    """Greedy (or as recipe.generation says) continuations of prompts, special tokens removed."""
+    import torch
+
+    g = recipe.generation
+    batch = encode_prompts(prompts, processor, recipe)
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    kwargs: dict[str, Any] = {"max_new_tokens": g.max_new_tokens, "num_beams": g.num_beams, "do_sample": g.do_sample, "pad_token_id": processor.pad_token_id}
+    if g.do_sample:
+        kwargs.update(temperature=g.temperature, top_p=g.top_p)
+    gen_config = getattr(model, "generation_config", None)
+    if processor.eos_token_id is not None and getattr(gen_config, "eos_token_id", None) is None:
+        kwargs["eos_token_id"] = processor.eos_token_id
+    kwargs.update(extra or {})
+    with torch.no_grad():
+        out = model.generate(**batch, **kwargs)
+    new = out[:, batch["input_ids"].shape[1]:]
+    return [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]
 
 
 # ---- prompt + completion -------------------------------------------------------------------------
@@ -168,6 +232,7 @@ def tokenize_pairs(ds: Split, split: str, tok: PreTrainedTokenizerBase, recipe: 
             raise HfadaptError(f"{columns.fields[name]}: column '{col}' not in the {split} split; columns: "
                                f"{', '.join(c for c in ds.column_names if c != ROW_COLUMN)}")
     has_prompt = columns.prompt is not None and columns.prompt in ds.column_names
+    model = recipe.model.name_or_path  # the map function captures plain values and the data section, never the recipe
 
     def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
         rows = batch.get(ROW_COLUMN, indices)
@@ -178,11 +243,14 @@ def tokenize_pairs(ds: Split, split: str, tok: PreTrainedTokenizerBase, recipe: 
             prompt = batch[columns.prompt][j] if has_prompt else None  # type: ignore[index]
             prompt, chosen, rejected = _pair_parts(prompt, chosen, rejected, columns, at)
             if isinstance(chosen, list):
-                require_chat_template(tok, recipe, f"the chat messages of {at}")
+                require_template_of(tok, model, f"the chat messages of {at}")
             p, (c, r) = encode_prompt_completions(tok, prompt, [chosen, rejected], at)
             if not c or not r:
                 raise HfadaptError(f"{columns.fields['chosen' if not c else 'rejected']} '{columns.chosen if not c else columns.rejected}', "
                                    f"{at}: the response has no tokens after the prompt")
+            if c == r:  # differs as text (spaces) but not as tokens: nothing to prefer
+                raise HfadaptError(f"{columns.fields['rejected']} '{columns.rejected}', {at}: the rejected response tokenizes "
+                                   "exactly like the chosen one; remove the pair")
             p, (c, r), cut = truncate(p, [c, r], max_prompt_length, max_length)
             for k, v in zip(PAIR_COLUMNS, (p, c, r, len(p) + max(len(c), len(r)), row)):
                 out[k].append(v)
@@ -201,6 +269,11 @@ def _pair_parts(prompt: object, chosen: object, rejected: object, columns: PairC
                 at: str) -> tuple[str | Messages, str | Messages, str | Messages]:
     chat = isinstance(chosen, list) or isinstance(rejected, list)
     where = {k: f"{columns.fields[k]} '{getattr(columns, k)}', {at}" for k in ("prompt", "chosen", "rejected")}
+    for k, v in (("chosen", chosen), ("rejected", rejected)):
+        if v is None:  # an empty CSV cell, a JSON null or a key missing from this row
+            raise HfadaptError(f"{where[k]}: empty response (no value)")
+    if chosen == rejected:  # before splitting: equal conversations would otherwise read as two empty responses
+        raise HfadaptError(f"{where['rejected']}: the rejected response equals the chosen one; remove the pair")
     if chat:
         chosen = check_messages(chosen, where["chosen"])
         rejected = check_messages(rejected, where["rejected"])
@@ -248,6 +321,7 @@ def tokenize_unpaired(ds: Split, split: str, tok: PreTrainedTokenizerBase, recip
         if col not in ds.column_names:
             raise HfadaptError(f"{name}: column '{col}' not in the {split} split; columns: "
                                f"{', '.join(c for c in ds.column_names if c != ROW_COLUMN)}")
+    model = recipe.model.name_or_path  # the map function captures plain values and the data section, never the recipe
 
     def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
         rows = batch.get(ROW_COLUMN, indices)
@@ -260,11 +334,13 @@ def tokenize_unpaired(ds: Split, split: str, tok: PreTrainedTokenizerBase, recip
                                    f"false: undesirable), got {short(label)}")
             prompt, completion = batch[prompt_column][j], batch[completion_column][j]
             where = f"data.completion_column '{completion_column}', {at}"
+            if completion is None:  # an empty CSV cell, a JSON null or a key missing from this row
+                raise HfadaptError(f"{where}: empty response (no value)")
             if isinstance(completion, list):
                 completion = check_messages(completion, where)
                 prompt = check_messages(prompt, f"data.prompt_column '{prompt_column}', {at}", allow_empty=True) \
                     if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
-                require_chat_template(tok, recipe, f"the chat messages of {at}")
+                require_template_of(tok, model, f"the chat messages of {at}")
                 empty = all(not m["content"].strip() for m in completion)
             elif isinstance(completion, str) and isinstance(prompt, str):
                 empty = not completion.strip()

@@ -31,7 +31,8 @@ from hfadapt.data.sources import is_streamed
 from hfadapt.modeling.adapters import REFERENCE_ADAPTER, StartingAdapterModelSection
 from hfadapt.tasks.base import EvalContext, Task, register_task
 from hfadapt.tasks.language import (
-    PairCollator, PairColumns, UnpairedCollator, load_lm_tokenizer, sequence_logps, tokenize_pairs, tokenize_unpaired,
+    FORMAT_KEY, PairCollator, PairColumns, UnpairedCollator, encode_prompts, generate, load_lm_tokenizer, sequence_logps, tokenize_pairs,
+    tokenize_unpaired,
 )
 from hfadapt.tasks.reporting import ReportInput, e, fmt, img, plt
 
@@ -126,8 +127,6 @@ class Preference(Task):
     # ---- data ---------------------------------------------------------------------------------
     def preprocess(self, ds: Split, split: str, processor: PreTrainedTokenizerBase, recipe: Recipe, info: LabelInfo | None,
                    train: bool) -> Split:
-        from hfadapt.tasks.causal_lm import FORMAT_KEY
-
         d = recipe.data
         if d.loss == "kto":
             out = tokenize_unpaired(ds, split, processor, recipe, d.prompt_column, d.completion_column, d.label_column,
@@ -176,9 +175,7 @@ class Preference(Task):
         return {"input_ids": meta_tokens(2 * batch_size, n), "use_cache": False}, f"{2 * batch_size} sequences of {n} tokens (chosen + rejected)"
 
     def encode_inputs(self, items: list[str], processor: PreTrainedTokenizerBase, recipe: Recipe) -> dict[str, Any]:
-        from hfadapt.tasks.causal_lm import CausalLM
-
-        return CausalLM().encode_inputs(items, processor, recipe)
+        return encode_prompts(items, processor, recipe)
 
     # ---- training -----------------------------------------------------------------------------
     def training_loss(self, model: Module, batch: dict[str, Any], recipe: Recipe) -> tuple[Tensor, dict[str, Tensor]]:
@@ -211,8 +208,6 @@ class Preference(Task):
 
     def predict(self, model: Module, processor: PreTrainedTokenizerBase, items: list[str], recipe: Recipe,
                 info: LabelInfo | None) -> list[dict[str, Any]]:
-        from hfadapt.tasks.causal_lm import generate
-
         return [{"generated_text": t} for t in generate(model, processor, items, recipe)]
 
     def report_section(self, report: ReportInput) -> str:
