@@ -109,6 +109,22 @@ def test_first_dpo_step_on_a_fresh_lora_is_ln2(tmp_path: Path, llama: str) -> No
     assert result.losses[0] == pytest.approx(math.log(2), abs=1e-6)
 
 
+@pytest.mark.parametrize("disable", [True, False])
+def test_dropout_is_off_as_in_trl(tmp_path: Path, llama: str, disable: bool) -> None:
+    """data.disable_dropout (TRL's default) sets every dropout layer to p=0 before training, LoRA's
+    included, so the policy is scored by the same network as its reference and as evaluation."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from hfadapt.tasks.base import get_task
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(llama), LoraConfig(r=4, lora_dropout=0.5, task_type="CAUSAL_LM"))
+    r = recipe(tmp_path, llama, pairs(8), disable_dropout=disable)
+    get_task("preference").prepare_model(model.get_base_model(), r)
+    ps = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+    assert ps == ({0.0} if disable else {0.5})
+
+
 # ---- (b) parity with TRL -------------------------------------------------------------------------
 def _policy(llama: str, randomize: bool = True) -> Any:
     """The tiny Llama with a LoRA whose B is random (policy != reference); randomize=False: a fresh LoRA (TRL

@@ -424,6 +424,16 @@ class UnpairedCollator:
 
 
 # ---- log-probs -----------------------------------------------------------------------------------
+def disable_dropout(model: Module) -> None:
+    """Every dropout layer of `model` (the base and its LoRA branches) set to p=0: what TRL's preference
+    and reward trainers do by default (`disable_dropout=True`)."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
 def sequence_logps(logits: Tensor, input_ids: Tensor, completion_mask: Tensor) -> tuple[Tensor, Tensor]:
     """(sum of the completion tokens' log-probs, number of completion tokens) per sequence.
 

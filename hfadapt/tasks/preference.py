@@ -31,6 +31,7 @@ from hfadapt.data.sources import is_streamed
 from hfadapt.modeling.adapters import REFERENCE_ADAPTER, StartingAdapterModelSection
 from hfadapt.tasks.base import EvalContext, Task, register_task
 from hfadapt.tasks.language import (
+    disable_dropout,
     FORMAT_KEY, PairCollator, PairColumns, UnpairedCollator, encode_prompts, generate, load_lm_tokenizer, sequence_logps, tokenize_pairs,
     tokenize_unpaired,
 )
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from torch.nn import Module
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
-    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
     from hfadapt.core.recipe import Recipe
     from hfadapt.data.labels import LabelInfo
@@ -76,6 +77,10 @@ class PreferenceData(DataSection):
     orpo_lambda: float = Field(0.1, gt=0, description="orpo: weight of the odds-ratio term next to the NLL (TRL's ORPO beta)")
     desirable_weight: float = Field(1.0, gt=0, description="kto: weight of desirable rows' losses")
     undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of undesirable rows' losses")
+    disable_dropout: bool = Field(
+        True, description="dropout off in the model and its adapter, as TRL's default: the policy and the reference "
+        "(a pass of the same model) see the same network, and reference log-probs are the precomputed ones"
+    )
 
 
 class Preference(Task):
@@ -178,6 +183,10 @@ class Preference(Task):
         return encode_prompts(items, processor, recipe)
 
     # ---- training -----------------------------------------------------------------------------
+    def prepare_model(self, model: PreTrainedModel, recipe: Recipe) -> None:
+        if recipe.data.disable_dropout:
+            disable_dropout(model)
+
     def training_loss(self, model: Module, batch: dict[str, Any], recipe: Recipe) -> tuple[Tensor, dict[str, Tensor]]:
         """The preference loss of one micro-batch and TRL's reward figures for it."""
         terms = batch_terms(model, batch, recipe.data)

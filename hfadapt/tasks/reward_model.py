@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from torch import Tensor
     from torch.nn import Module
     from torch.utils.data import DataLoader
-    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
     from hfadapt.core.recipe import Recipe
     from hfadapt.data.labels import LabelInfo
@@ -61,6 +61,7 @@ class RewardModelData(DataSection):
     max_prompt_length: int | None = Field(
         256, gt=0, description="when a pair is too long, the prompt keeps its last max_prompt_length tokens first (TRL's truncation)"
     )
+    disable_dropout: bool = Field(True, description="dropout off in the model and its adapter, as TRL's RewardTrainer by default")
 
 
 class RewardModel(Task):
@@ -115,6 +116,10 @@ class RewardModel(Task):
 
     def collator(self, processor: PreTrainedTokenizerBase) -> Collate:
         return language.PairCollator(processor.pad_token_id)
+
+    def prepare_model(self, model: PreTrainedModel, recipe: Recipe) -> None:
+        if recipe.data.disable_dropout:
+            language.disable_dropout(model)
 
     def training_loss(self, model: Module, batch: dict[str, Any], recipe: Recipe) -> tuple[Tensor, dict[str, Tensor]]:
         chosen, rejected = _rewards(model, batch).chunk(2)
