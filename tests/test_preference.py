@@ -471,3 +471,17 @@ def test_tokenizing_twice_gives_the_same_fingerprint(kind: str, tmp_path: Path, 
     assert first._fingerprint == second._fingerprint
     other = tokenize_pairs(ds, "train", tok, r, PairColumns(), 8, 32).dataset if kind != "kto" else None
     assert other is None or other._fingerprint != first._fingerprint  # the settings are part of it
+
+
+def test_a_figure_missing_from_a_micro_batch_is_averaged_over_those_that_have_it() -> None:
+    """KTO: a micro-batch without undesirable rows has no rejected reward (NaN); the step's figure is the
+    mean of the others, and a figure no micro-batch had is left out, never logged as NaN."""
+    from types import SimpleNamespace
+
+    from hfadapt.training.loop import _step_figures
+
+    one_process = SimpleNamespace(reduce=lambda t, reduction: t)
+    logs = [{"a": torch.tensor(1.0), "b": torch.tensor(float("nan"))}, {"a": torch.tensor(float("nan")), "b": torch.tensor(float("nan"))},
+            {"a": torch.tensor(3.0), "b": torch.tensor(float("nan"))}]
+    assert _step_figures(one_process, logs) == {"a": 2.0}
+    assert _step_figures(one_process, []) == {}

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from hfadapt import metrics
 from hfadapt.training.checkpoint import TrainerState, save_checkpoint, save_trainable, write_json_atomic
 from hfadapt.rundir.layout import RunDir
 from hfadapt.training.throughput import Meter
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from torch import Tensor
 
 
 @dataclass
@@ -85,8 +89,7 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
             state.global_step += 1
             step_loss = acc.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
             micro_losses = []
-            step_figures = {k: acc.reduce(torch.stack([m[k] for m in micro_logs]).mean(), reduction="mean").item()
-                            for k in (micro_logs[0] if micro_logs else {})}
+            step_figures = _step_figures(acc, micro_logs)
             micro_logs = []
             state.losses.append(step_loss)
             progress.update(1)
@@ -137,3 +140,20 @@ def _evaluate_and_track(parts: LoopParts, state: TrainerState, key: str | None, 
         state.evals_without_improvement += 1
         if patience is not None and state.evals_without_improvement >= patience:
             state.stopped_early = True
+
+
+def _step_figures(acc: Accelerator, micro_logs: list[dict[str, Tensor]]) -> dict[str, float]:
+    """A task's training figures of one step: the mean over micro-batches and processes of the values
+    that exist. A micro-batch may have none for a figure (NaN: KTO's rejected rewards when it holds
+    no undesirable row); a figure no micro-batch of the step had is left out, not logged as NaN."""
+    import torch
+
+    out = {}
+    for key in micro_logs[0] if micro_logs else {}:
+        values = torch.stack([m[key] for m in micro_logs])
+        present = ~torch.isnan(values)
+        total = acc.reduce(torch.where(present, values, torch.zeros_like(values)).sum(), reduction="sum")
+        count = acc.reduce(present.sum().float(), reduction="sum")
+        if count.item() > 0:
+            out[key] = (total / count).item()
+    return out
