@@ -176,8 +176,12 @@ class Preference(Task):
         KL batch). The reference passes run without gradients and keep no activations."""
         from hfadapt.modeling.meta import meta_tokens
 
-        n = recipe.data.max_length
-        return {"input_ids": meta_tokens(2 * batch_size, n), "use_cache": False}, f"{2 * batch_size} sequences of {n} tokens (chosen + rejected)"
+        d = recipe.data
+        n = d.max_length
+        kind = "rows + their KL batch" if d.loss == "kto" else "chosen + rejected"
+        reference = d.loss not in ("simpo", "orpo") and d.reference == "adapter"
+        passes = "a policy pass with gradients + a reference pass without" if reference else "a policy pass with gradients, no reference pass"
+        return {"input_ids": meta_tokens(2 * batch_size, n), "use_cache": False}, f"{2 * batch_size} sequences of {n} tokens ({kind}); {passes}"
 
     def encode_inputs(self, items: list[str], processor: PreTrainedTokenizerBase, recipe: Recipe) -> dict[str, Any]:
         return encode_prompts(items, processor, recipe)
