@@ -223,3 +223,17 @@ def test_every_task_has_a_model_card_section():
 
     for name in TASKS.names():
         assert (shipped_dir("model_cards") / "tasks" / f"{name}.md").is_file(), name
+
+
+def test_a_local_starting_adapter_is_not_pushed_as_a_path(tmp_path: Path) -> None:
+    """model.adapter (preference from an SFT run): a local run directory becomes a placeholder the user must
+    replace; a Hub adapter id (with or without hub:) stays usable."""
+    from hfadapt.publishing.cards import publish_recipe, unpublished_fields
+
+    sft = tmp_path / "runs" / "sft"
+    sft.mkdir(parents=True)
+    for given, published in ((str(sft), "<local>/sft"), ("hub:someone/sft", "hub:someone/sft"), ("someone/sft", "someone/sft")):
+        raw = {"task": "preference", "model": {"name_or_path": "someone/base", "adapter": given}}
+        out = publish_recipe(raw)
+        assert out["model"]["adapter"] == published
+        assert ("model.adapter" in unpublished_fields(out)) == published.startswith("<local>")

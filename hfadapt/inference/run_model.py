@@ -98,11 +98,11 @@ def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list
     run = resolve_run(run_dir)
     recipe, task = run.recipe, get_task(run.recipe.task)
     for item in overrides or []:
-        if not item.startswith("data."):
-            raise HfadaptError(f"eval: only data.* fields can be overridden, got '{item}'")
+        if not item.startswith(("data.", "model.adapter=")):
+            raise HfadaptError(f"eval: only data.* fields (and model.adapter, a preference run's reference) can be overridden, got '{item}'")
     if overrides:
         recipe = Recipe.from_dict(recipe.to_dict(), overrides=overrides, base=Path.cwd())
-    unpublished = {f: v for f, v in unpublished_fields(recipe.to_dict()).items() if f.startswith("data.")}
+    unpublished = {f: v for f, v in unpublished_fields(recipe.to_dict()).items() if f.startswith(("data.", "model.adapter"))}
     missing_base = unpublished_base(run) if base_model is None else None
     if unpublished:
         named = ", ".join(f"{f} ({v if isinstance(v, str) else ', '.join(v)})" for f, v in unpublished.items())
@@ -111,14 +111,14 @@ def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list
             named += f", and its base model ({missing_base})"
             give += f" {BASE_MODEL_FLAG} PATH|HUB_ID"
         raise HfadaptError(
-            f"eval: the recipe of {run_dir} names local data of its author that was not published: {named}; "
+            f"eval: the recipe of {run_dir} names local files of its author that were not published: {named}; "
             f"give yours: hfadapt eval {run_dir} {give}"
         )
     if missing_base:
         raise unpublished_base_error(run_dir, missing_base)
     accelerator = Accelerator()  # first: the process state preprocessing and printing ask for
     model, processor, info = load_model_and_processor(run, base_model=base_model, ref=run_dir)
-    start = getattr(run.recipe.model, "adapter", None)
+    start = getattr(recipe.model, "adapter", None)
     if start and task.reference_adapter:  # a preference run from an SFT adapter: that adapter is its reference
         from hfadapt.modeling.adapters import add_reference_adapter
 

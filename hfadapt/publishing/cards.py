@@ -45,7 +45,7 @@ def publish_path(value: str, run_path: Path | None = None) -> str:
     (paths inside it relative to it), any other local path as `<local>/NAME`."""
     from hfadapt.modeling.models import LOCAL_PLACEHOLDER
 
-    if hub_id_or_none(value) is not None:
+    if hub_id_or_none(value.removeprefix("hub:")) is not None:
         return value
     path = Path(value).expanduser()
     if run_path is not None:
@@ -85,6 +85,7 @@ def _is_absolute(value: str) -> bool:
 # Recipe fields that can name a path of this machine, and what a user gives there instead.
 PATH_FIELDS = {
     "model.name_or_path": "YOUR_BASE_MODEL",
+    "model.adapter": "YOUR_SFT_ADAPTER",  # preference from an SFT run: a run directory or hub:user/name
     "data.dataset": "YOUR_DATASET",
     "data.train_files": "YOUR_FILES",
     "data.validation_files": "YOUR_FILES",
