@@ -15,11 +15,12 @@ from tests.conftest import write_jsonl
 from tests.test_preference import llama, pairs, recipe  # noqa: F401 - the module-scoped tiny Llama fixture
 
 
-def _sft(tmp: Path, model: str) -> Path:
-    """A tiny causal-lm SFT run on the chosen answers, its Llama built from the config (model.init=config)."""
+def _sft(tmp: Path, model: str, init: str = "config") -> Path:
+    """A tiny causal-lm SFT run on the chosen answers, its Llama built from the config (model.init=config)
+    or loaded from `model` (init=pretrained)."""
     rows = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in pairs(32, seed=7)]
     r = Recipe.from_dict({
-        "name": "sft", "task": "causal-lm", "model": {"name_or_path": model, "init": "config"},
+        "name": "sft", "task": "causal-lm", "model": {"name_or_path": model, "init": init},
         "data": {"train_files": [str(write_jsonl(tmp / "sft.jsonl", rows))], "validation_split": None, "max_length": 32},
         "adapter": {"method": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
         "train": {"max_steps": 4, "batch_size": 8, "learning_rate": 2e-2, "log_with": []},
@@ -124,6 +125,88 @@ def test_sft_adapter_of_another_base_is_refused(tmp_path: Path, sft_run: Path) -
     with pytest.raises(HfadaptError, match="model.adapter: .* adapter of another base model .*hidden_size 32 vs 16"):
         train(Recipe.from_dict(r))
     assert not (tmp_path / "run").exists()
+
+
+# ---- model.adapter: an SFT adapter pulled from the Hub ------------------------------------------------
+HUB_LLAMA = "tiny-org/tiny-llama"
+
+
+@pytest.fixture
+def token(hub_server: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    return hub_server.token
+
+
+def _pushed_sft(tmp: Path, base: str, repo: str) -> Path:
+    """An SFT run (init=pretrained) on `base`, pushed to `repo` on the test Hub; its run directory."""
+    from hfadapt.cli import main
+
+    from safetensors.torch import load_file
+
+    sft = _sft(tmp, base, init="pretrained")
+    weights = load_file(str(sft / "adapter" / "adapter_model.safetensors"))
+    assert any(w.abs().max() > 0 for k, w in weights.items() if "lora_B" in k)  # policy = reference is not B = 0
+    assert main(["push", str(sft), repo]) == 0
+    return sft
+
+
+def _dpo_from(tmp: Path, base: str, adapter: str) -> Recipe:
+    r = recipe(tmp, base, pairs(32), train={"max_steps": 4}).to_dict()
+    r["model"]["adapter"] = adapter
+    return Recipe.from_dict(r)
+
+
+def test_dpo_from_an_sft_adapter_pulled_from_the_hub(tmp_path: Path, llama: str, hub_server: Any, token: str,  # noqa: F811
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """An SFT run over a Hub base, pushed, then named as model.adapter (hub:user/name or user/name) by a DPO
+    run over the same Hub base: downloaded, it is both the policy's start and the frozen reference, so the
+    first DPO step is ln 2, and training moves it."""
+    if not hub_server.repo_exists(HUB_LLAMA):
+        hub_server.seed(HUB_LLAMA, {p.name: p.read_bytes() for p in Path(llama).iterdir() if p.is_file()})
+    _pushed_sft(tmp_path, HUB_LLAMA, "test-user/sft")
+    for adapter in ("hub:test-user/sft", "test-user/sft"):
+        (tmp_path / adapter.replace(":", "-").replace("/", "-")).mkdir()
+        capsys.readouterr()
+        result = train(_dpo_from(tmp_path / adapter.replace(":", "-").replace("/", "-"), HUB_LLAMA, adapter))
+        assert result.losses[0] == pytest.approx(math.log(2), abs=1e-6), adapter
+        assert abs(result.losses[-1] - math.log(2)) > 1e-3, adapter  # it trained
+        assert "model.adapter:" not in capsys.readouterr().out  # the same base: nothing to say
+        assert result.metrics["eval/rewards/margins"] != 0
+
+
+def test_pulled_sft_adapter_of_a_local_base(tmp_path: Path, llama: str, hub_server: Any, token: str,  # noqa: F811
+                                            capsys: pytest.CaptureFixture) -> None:
+    """The SFT adapter's base was a local folder: the pushed adapter names `<local>/NAME`. The DPO run's
+    model.name_or_path is the base: accepted where its architecture is the adapter's (one line says so),
+    refused in one line naming what to set where it is not, nothing written."""
+    from transformers import LlamaConfig
+
+    from hfadapt.core.errors import HfadaptError
+
+    repo = "test-user/sft-local-base"
+    _pushed_sft(tmp_path, llama, repo)
+    placeholder = f"<local>/{Path(llama).name}"
+    assert placeholder in hub_server.files(repo)["adapter_config.json"].decode()
+    (tmp_path / "dpo").mkdir()
+    capsys.readouterr()
+    result = train(_dpo_from(tmp_path / "dpo", llama, f"hub:{repo}"))
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("hfadapt: model.adapter:")]
+    assert notes == [f"hfadapt: model.adapter: hub:{repo} was trained on a base model that was not published ({placeholder}); "
+                     f"continuing it on model.name_or_path {llama}, which has its architecture: it must hold the weights "
+                     "the adapter was trained on"]
+    assert result.losses[0] == pytest.approx(math.log(2), abs=1e-6)
+    assert abs(result.losses[-1] - math.log(2)) > 1e-3
+
+    other = tmp_path / "other"
+    LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(other)
+    (tmp_path / "refused").mkdir()
+    with pytest.raises(HfadaptError) as e:
+        train(_dpo_from(tmp_path / "refused", str(other), f"hub:{repo}"))
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and "hidden_size 32 vs 16" in msg, msg
+    assert msg.startswith(f"model.adapter: hub:{repo} is an adapter of another base model ({placeholder}) than model.name_or_path {other} ("), msg
+    assert msg.endswith(f"; set model.name_or_path to the base it was trained on ({placeholder}, not published: a copy of those weights)"), msg
+    assert not (tmp_path / "refused" / "run").exists()
 
 
 # ---- data.reference: precomputed ------------------------------------------------------------------

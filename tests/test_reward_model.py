@@ -1,5 +1,6 @@
 """task: reward-model: the Bradley-Terry loss by hand and against TRL's RewardTrainer, learning a
-preference on a tiny GPT-2, `predict` scores of texts and conversations, and plain-peft reload."""
+preference on a tiny GPT-2, `predict` scores of texts and conversations, plain-peft reload, exact resume
+and 2 processes == 1 (tests/pairs_fixtures.py, shared with the preference task)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import FILLERS, NEGATIVE, POSITIVE, SUBJECTS, write_jsonl
+from tests.pairs_fixtures import GLOBAL_BATCH, STEPS, resumed_equals_uninterrupted, two_process_recipes, two_processes_equal_one
 
 # A minimal chat template (the tiny tokenizer has none): "<role> content" turns.
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
@@ -40,17 +42,21 @@ def chat_rows(n: int, seed: int) -> list[dict[str, Any]]:
     ]
 
 
-def reward_recipe(model: str, train_file: Path, out: Path, **data: Any) -> Any:
+def reward_recipe(model: str, train_file: Path, out: Path, train: dict[str, Any] | None = None,
+                  adapter: dict[str, Any] | None = None, **data: Any) -> Any:
     from hfadapt import Recipe
 
-    return Recipe.from_dict({
+    raw = {
         "name": "reward", "task": "reward-model", "model": {"name_or_path": model},
         "data": {"train_files": [str(train_file)], "validation_size": 0.25, "max_length": 24, "max_prompt_length": 8, **data},
         "adapter": {"method": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
         "train": {"epochs": 6, "batch_size": 8, "learning_rate": 1e-2, "logging_steps": 1, "log_with": []},
         "eval": {"best_metric": "accuracy"},
         "output": {"dir": str(out)},
-    })
+    }
+    raw["train"].update(train or {})
+    raw["adapter"].update(adapter or {})
+    return Recipe.from_dict(raw)
 
 
 # ---- the loss ------------------------------------------------------------------------------------------
@@ -226,6 +232,42 @@ def test_chat_pairs_predict_conversations_and_reload_with_plain_peft(tmp_path: P
         chat_score = plain(**tok(text, add_special_tokens=False, **kw)).logits[0, 0].item()
         text_score = plain(**tok("the film was dull" + (tok.eos_token or ""), **kw)).logits[0, 0].item()
     assert scores == pytest.approx([chat_score, text_score], abs=1e-5)
+
+
+# ---- guarantees: exact resume, 2 processes == 1 ----------------------------------------------------------
+def test_resumed_run_equals_the_uninterrupted_one(tmp_path: Path, tiny_gpt2: str) -> None:
+    """Killed after step 3 (checkpoint at step 2), resumed: the same per-step losses, logged accuracy and
+    margin, evaluations, adapter weights (the score head included) and metrics, bit for bit. Dropout on
+    (data.disable_dropout false, LoRA dropout 0.1): the RNG state must come back too."""
+    data = write_jsonl(tmp_path / "prefs.jsonl", preference_rows(48, seed=2))
+
+    def run(name: str) -> Any:
+        return reward_recipe(tiny_gpt2, data, tmp_path / name, disable_dropout=False, adapter={"dropout": 0.1},
+                             train={"epochs": 1, "max_steps": 6, "save_steps": 2, "eval_steps": 3, "batch_size": 4})
+
+    full, _ = resumed_equals_uninterrupted(run, kill_at=3)
+    assert full.state.global_step == 6
+    logged = [h for h in full.state.log_history if "train/loss" in h]
+    assert len(logged) == 6 and all("train/accuracy" in h and "train/margin" in h for h in logged)
+    assert [h["step"] for h in full.state.log_history if "eval/accuracy" in h] == [3, 6]
+    from safetensors.torch import load_file
+
+    weights = load_file(str(full.output_dir / "adapter" / "adapter_model.safetensors"))
+    assert any("score" in k for k in weights)  # the head is trained and saved with the adapter
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process(tmp_path: Path, tiny_gpt2: str) -> None:
+    """tests/test_distributed.py's check for the reward model: one process with batch 8 and two (torchrun,
+    gloo) with 4 each see the same pairs each step, so per-step losses, accuracy and margin, the adapter
+    and head weights and the evaluations (16 held-out pairs in batches of 5: the last one padded under
+    2 processes and dropped again, each pair counted once) agree; throughput counts every pair once."""
+    data = write_jsonl(tmp_path / "prefs.jsonl", preference_rows(64, seed=8))
+    one, two = two_process_recipes(tmp_path, "reward-model", tiny_gpt2, data, {"max_length": 24, "max_prompt_length": 8})
+    r1, r2 = two_processes_equal_one(tmp_path, one, two, figures="train/")
+    assert {"train/accuracy", "train/margin"} <= set(r1["state"]["log_history"][0])
+    for run in (r1, r2):  # throughput counts every pair once (its two sequences are the loop's samples)
+        assert run["perf"]["pairs"] == STEPS * GLOBAL_BATCH and run["perf"]["samples"] == 2 * STEPS * GLOBAL_BATCH, run["perf"]
 
 
 def test_recipe_checks() -> None:

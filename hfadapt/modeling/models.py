@@ -261,12 +261,17 @@ def starting_adapter(recipe: Recipe, run: RunDir, task: Task) -> StartingAdapter
         raise HfadaptError(f"model.name_or_path: cannot read the config of '{m.name_or_path}': {first_line(e)}") from e
     saved = folder / "config.json"  # the base model's config, saved with every hfadapt adapter
     theirs = json.loads(saved.read_text()) if saved.is_file() else {}
+    # a pulled adapter of a local base names a placeholder (<local>/NAME, <run>/base_model): model.name_or_path
+    # is the base then, accepted where its architecture is the adapter's
+    unpublished = base if base.startswith((LOCAL_PLACEHOLDER, RUN_PLACEHOLDER)) else None
     differ = [k for k in ARCHITECTURE_KEYS if k in ours and k in theirs and ours[k] != theirs[k]]
     if differ:
         what = ", ".join(f"{k} {theirs[k]} vs {ours[k]}" for k in differ)
+        todo = (f"set model.name_or_path to the base it was trained on ({unpublished}, not published: a copy of those weights)"
+                if unpublished else f"start from an adapter trained on {m.name_or_path}")
         raise HfadaptError(
-            f"{where}: {ref} is an adapter of another base model ({sft.model.name_or_path}) than model.name_or_path "
-            f"{m.name_or_path} ({what}); start from an adapter trained on {m.name_or_path}"
+            f"{where}: {ref} is an adapter of another base model ({unpublished or sft.model.name_or_path}) than model.name_or_path "
+            f"{m.name_or_path} ({what}); {todo}"
         )
     random_base = None
     if m.init == "config":  # the random weights the adapter was trained on: the starting run's saved base
@@ -275,6 +280,9 @@ def starting_adapter(recipe: Recipe, run: RunDir, task: Task) -> StartingAdapter
                                "saved with it; set model.init=pretrained and model.name_or_path to its base model")
         random_base = base
     note = None
-    if m.init != "config" and sft.model.name_or_path != m.name_or_path:
+    if m.init != "config" and unpublished:
+        note = (f"model.adapter: {ref} was trained on a base model that was not published ({unpublished}); continuing it on "
+                f"model.name_or_path {m.name_or_path}, which has its architecture: it must hold the weights the adapter was trained on")
+    elif m.init != "config" and sft.model.name_or_path != m.name_or_path:
         note = f"model.adapter: {ref} was trained on {sft.model.name_or_path}; continuing it on {m.name_or_path} (same architecture)"
     return StartingAdapter(str(ref), str(folder), random_base, note)

@@ -117,6 +117,11 @@ class RewardModel(Task):
     def collator(self, processor: PreTrainedTokenizerBase) -> Collate:
         return language.PairCollator(processor.pad_token_id)
 
+    def count_units(self, batch: dict[str, Any], processor: PreTrainedTokenizerBase) -> dict[str, Any]:
+        """Pairs and the non-pad tokens of both sides, as the preference task counts them (a batch holds
+        2 sequences per pair, which the loop's samples count)."""
+        return {"pairs": batch["row"].numel(), "tokens": batch["attention_mask"].sum()}
+
     def prepare_model(self, model: PreTrainedModel, recipe: Recipe) -> None:
         if recipe.data.disable_dropout:
             language.disable_dropout(model)
