@@ -131,6 +131,17 @@ def test_sft_adapter_of_another_base_is_refused(tmp_path: Path, sft_run: Path) -
 HUB_LLAMA = "tiny-org/tiny-llama"
 
 
+def test_an_adapter_shape_the_continued_adapter_does_not_have_is_refused(tmp_path: Path, llama: str, sft_run: Path) -> None:  # noqa: F811
+    """The SFT adapter keeps its rank and targets: a recipe asking for others would be silently ignored."""
+    from hfadapt.core.errors import HfadaptError
+
+    r = _from_sft(tmp_path, llama, sft_run).to_dict()
+    r["adapter"]["r"] = 4  # the SFT run's is 8
+    with pytest.raises(HfadaptError, match=r"adapter.r: 4, but the adapter model.adapter continues .* has 8 and keeps it"):
+        train(Recipe.from_dict(r))
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.fixture
 def token(hub_server: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("HF_TOKEN", hub_server.token)

@@ -233,6 +233,9 @@ class StartingAdapter:
     note: str | None = None  # a line to print: the base model is named differently from the starting run's
 
 
+SHAPE_FIELDS = ("r", "alpha", "target_modules", "use_rslora", "use_dora", "init_r", "target_r")  # what a continued adapter keeps
+
+
 def starting_adapter(recipe: Recipe, run: RunDir, task: Task) -> StartingAdapter:
     """Check that `run` (model.adapter, resolved) holds a peft adapter of the recipe's base model, of the
     recipe's adapter method and the task's model kind; one line naming model.adapter otherwise."""
@@ -251,6 +254,17 @@ def starting_adapter(recipe: Recipe, run: RunDir, task: Task) -> StartingAdapter
     config = json.loads((folder / "adapter_config.json").read_text())
     if sft.adapter.method != recipe.adapter.method:
         raise HfadaptError(f"{where}: {ref} is a {sft.adapter.method} adapter and training continues it; set adapter.method={sft.adapter.method}")
+    # The continued adapter keeps its own shape: a recipe value that says otherwise would be ignored. A
+    # value equal to the schema's default is not taken as a request (a saved recipe.yaml writes them all).
+    fields = type(recipe.adapter).model_fields
+    for name in SHAPE_FIELDS:
+        if name in fields and hasattr(sft.adapter, name):
+            ours_value, theirs_value = getattr(recipe.adapter, name), getattr(sft.adapter, name)
+            if ours_value != theirs_value and ours_value != fields[name].default:
+                raise HfadaptError(
+                    f"adapter.{name}: {ours_value!r}, but the adapter model.adapter continues ({ref}) has {theirs_value!r} "
+                    f"and keeps it; leave adapter.{name} out or set it to {theirs_value!r}"
+                )
     if task.peft_task_type and config.get("task_type") not in (None, task.peft_task_type):
         raise HfadaptError(f"{where}: {ref} is a {config.get('task_type')} adapter ({sft.task}); {recipe.task} continues {task.peft_task_type} adapters")
     base = config.get("base_model_name_or_path") or ""
