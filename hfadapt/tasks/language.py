@@ -19,7 +19,7 @@ the completion of row i-1 of the same batch, as TRL pairs them).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from hfadapt.core.errors import HfadaptError, first_line
 from hfadapt.data.sources import ROW_COLUMN, is_streamed, map_split, row_location
@@ -257,12 +257,7 @@ def tokenize_pairs(ds: Split, split: str, tok: PreTrainedTokenizerBase, recipe: 
             out["truncated"].append(cut)
         return out
 
-    encoded = map_split(ds, encode, batched=True, with_indices=True, remove_columns=ds.column_names,
-                        num_proc=getattr(d, "num_proc", None), desc=f"Tokenizing {split} pairs")
-    if is_streamed(encoded):
-        return TokenizedSplit(encoded.remove_columns(["truncated"]), None, None)
-    truncated = int(sum(encoded["truncated"]))
-    return TokenizedSplit(encoded.remove_columns(["truncated"]), len(ds), truncated)
+    return _tokenized(ds, encode, split, "pairs", getattr(d, "num_proc", None))
 
 
 def _pair_parts(prompt: object, chosen: object, rejected: object, columns: PairColumns,
@@ -357,8 +352,14 @@ def tokenize_unpaired(ds: Split, split: str, tok: PreTrainedTokenizerBase, recip
             out["truncated"].append(cut)
         return out
 
+    return _tokenized(ds, encode, split, "rows", getattr(d, "num_proc", None))
+
+
+def _tokenized(ds: Split, encode: Callable[..., dict[str, list[Any]]], split: str, what: str,
+               num_proc: int | None) -> TokenizedSplit:
+    """`encode` mapped over a split (cached by datasets), with the count of truncated rows it marked."""
     encoded = map_split(ds, encode, batched=True, with_indices=True, remove_columns=ds.column_names,
-                        num_proc=getattr(d, "num_proc", None), desc=f"Tokenizing {split} rows")
+                        num_proc=num_proc, desc=f"Tokenizing {split} {what}")
     if is_streamed(encoded):
         return TokenizedSplit(encoded.remove_columns(["truncated"]), None, None)
     truncated = int(sum(encoded["truncated"]))
