@@ -74,9 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     pu.add_argument("--commit-message")
     pu.add_argument("--license", help="license id for the model card, e.g. apache-2.0")
 
-    mg = sub.add_parser("merge", parents=[common], help="merge the adapter into the base model and save a standalone model")
-    mg.add_argument("run", help="run directory or Hub adapter id")
-    mg.add_argument("out", help="output folder")
+    mg = sub.add_parser("merge", parents=[common], help="merge the adapter into the base model and save a standalone model, "
+                                                       "or combine LoRA adapters into a new one (--method)")
+    mg.add_argument("paths", nargs="+", metavar="RUN_OR_ADAPTER [...] OUT", help="run directories or Hub adapter ids, then the output folder")
+    mg.add_argument("--method", choices=["linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"],
+                    help="combine the adapters into a new adapter with peft's add_weighted_adapter")
+    mg.add_argument("--weights", help="one weight per adapter, comma-separated (default 1 each)")
+    mg.add_argument("--density", type=float, help="share of weights kept: ties, dare_linear, dare_ties, magnitude_prune")
+    mg.add_argument("--full", action="store_true", help="with --method: fold the combined adapter into the base model")
     mg.add_argument("--overwrite", action="store_true")
     mg.add_argument("--allow-quantized", action="store_true", help="merge even into a quantized base")
     _base_model_flag(mg)
@@ -213,7 +218,23 @@ def _push(args: argparse.Namespace) -> None:
 def _merge(args: argparse.Namespace) -> None:
     from hfadapt.inference.merge import merge
 
-    print(f"merged model written to {merge(args.run, args.out, overwrite=args.overwrite, allow_quantized=args.allow_quantized, base_model=args.base_model)}")
+    if len(args.paths) < 2:
+        raise HfadaptError("merge: give at least one run or adapter and the output folder")
+    *sources, out = args.paths
+    weights = None
+    if args.weights is not None:
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise HfadaptError(f"merge --weights: {args.weights!r} is not a comma-separated list of numbers") from None
+    combine = args.method is not None or len(sources) > 1 or weights is not None or args.density is not None
+    if args.full and not combine:
+        raise HfadaptError("merge --full: only with --method; `merge RUN OUT` folds the adapter into the base already")
+    done = merge(sources if combine else sources[0], out, overwrite=args.overwrite, allow_quantized=args.allow_quantized,
+                 base_model=args.base_model, method=args.method if combine else None, weights=weights,
+                 density=args.density, full=args.full)
+    what = "merged model" if (args.full or not combine) else "merged adapter"
+    print(f"{what} written to {done}")
 
 
 def _plan(args: argparse.Namespace) -> None:

@@ -140,6 +140,17 @@ def render_merged_card(run: RunDir, repo_id: str, license: str | None = None) ->
     return _render(run, repo_id, "merged.md", license, merged=True)
 
 
+def render_combined_card(run: RunDir, repo_id: str, sources: list[str], method: str, weights: list[float],
+                         density: float | None, license: str | None = None) -> str:
+    """The card of an adapter made by `hfadapt merge A B OUT --method M`: the adapter card plus its sources."""
+    rows = "\n".join(f"| `{publish_path(s) if Path(s).exists() else s}` | {w:g} |" for s, w in zip(sources, weights))
+    return _render(run, repo_id, "adapter.md", license, merged=False) + (
+        f"\n## Merged from\n\nMerged with hfadapt by peft's `add_weighted_adapter`, combination `{method}`"
+        + (f", density {density:g}" if density is not None else "")
+        + f". Whole modules (the task head) are the sources' copies averaged with the weights.\n\n| source | weight |\n|---|---|\n{rows}\n"
+    )
+
+
 def _metadata(run: RunDir, repo_id: str, license: str | None, merged: bool, results: list[dict[str, Any]]) -> Any:
     """The card's YAML header, as the Hub validates it."""
     from huggingface_hub import EvalResult, ModelCardData
