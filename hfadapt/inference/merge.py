@@ -198,9 +198,9 @@ def _combine(srcs: list, out: Path, overwrite: bool, allow_quantized: bool, base
     except ValueError as e:
         raise HfadaptError(f"merge --method {method}: peft refused the merge: {first_line(e)}") from None
     _set_merged_head(model, names, heads, weights)
+    model.set_adapter(MERGED)
     for name in names:
         model.delete_adapter(name)
-    model.set_adapter(MERGED)
     model.eval()
     if full:
         base = model.get_base_model()
