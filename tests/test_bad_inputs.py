@@ -8,6 +8,7 @@ mtime). Cases run the CLI in-process (`main([...])`); one runs as a real process
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -229,6 +230,31 @@ def _run_case(break_it: Callable[[Path], None], argv: Callable[[Path], list[str]
         break_it(run)
         return argv(run), tuple(p.replace("RUN", str(run)) for p in parts)
     return setup
+
+
+def _two_runs_case(break_second: Callable[[Path], None], extra: list[str], *parts: str) -> Setup:
+    """`merge RUN OTHER OUT --method ...` where OTHER is a copy of the finished run, broken by `break_second`."""
+    def setup(tmp: Path, fx: dict):
+        run, other = tmp / "run", tmp / "other"
+        shutil.copytree(fx["finished_run"](), run)
+        shutil.copytree(run, other)
+        break_second(other)
+        return ["merge", str(run), str(other), str(tmp / "merged"), *extra], tuple(p.replace("OTHER", str(other)) for p in parts)
+    return setup
+
+
+def _edit_json(path: Path, **changes: Any) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def _as_ia3(run: Path) -> None:
+    import yaml
+
+    raw = yaml.safe_load((run / "recipe.yaml").read_text())
+    raw["adapter"] = {"method": "ia3"}
+    (run / "recipe.yaml").write_text(yaml.safe_dump(raw))
 
 
 def _torn_checkpoint(name: str) -> Setup:
@@ -501,6 +527,15 @@ CASES: dict[str, Setup] = {
                                             "merge:", "contains the run"),
     "merge-inside-the-run": _run_case(lambda r: None, lambda r: ["merge", str(r), str(r / "merged"), "--overwrite"],
                                       "merge:", "inside the run"),
+    "merge-method-weights-count": _two_runs_case(lambda o: None, ["--method", "linear", "--weights", "1"], "merge --weights", "1 weight(s) for 2"),
+    "merge-method-density-for-linear": _two_runs_case(lambda o: None, ["--method", "linear", "--density", "0.5"], "merge --density", "not --method linear"),
+    "merge-method-ties-without-density": _two_runs_case(lambda o: None, ["--method", "ties"], "merge --method ties", "--density"),
+    "merge-method-other-base": _two_runs_case(lambda o: _edit_json(o / "adapter" / "adapter_config.json", base_model_name_or_path="/elsewhere/bert"),
+                                              ["--method", "linear"], "merge --method", "OTHER", "/elsewhere/bert", "one base"),
+    "merge-method-other-labels": _two_runs_case(lambda o: _edit_json(o / "adapter" / "config.json", id2label={"0": "cat", "1": "dog"}),
+                                                ["--method", "linear"], "merge --method", "OTHER", "other labels"),
+    "merge-method-not-lora": _two_runs_case(_as_ia3, ["--method", "linear"], "merge --method", "OTHER", "ia3", "LoRA adapters only"),
+    "merge-full-without-method": _run_case(lambda r: None, lambda r: ["merge", str(r), str(r.parent / "m"), "--full"], "merge --full", "only with --method"),
     "resume-torn-weights": _torn_checkpoint("0-trainable.safetensors"),
     "resume-torn-optimizer": _torn_checkpoint("optimizer.bin"),
     "resume-torn-state": _torn_checkpoint("trainer_state.json"),
