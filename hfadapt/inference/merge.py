@@ -7,10 +7,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from hfadapt.core.errors import HfadaptError, first_line
 from hfadapt.rundir.layout import check_writable_folder
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from torch import Tensor
+    from transformers import PreTrainedModel
+
+    from hfadapt.rundir.layout import RunDir
+    from hfadapt.tasks.base import Processor
 
 
 def check_output_folder(out: Path) -> None:
@@ -64,7 +72,7 @@ def _fold(run_ref: str | Path, out: Path, overwrite: bool, allow_quantized: bool
     return _write(out, save)
 
 
-def _write(out: Path, save: Any) -> Path:
+def _write(out: Path, save: Callable[[Path], None]) -> Path:
     """Write beside OUT under a fresh name, then swap: the old OUT goes only once the new one is complete."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -139,11 +147,11 @@ def _check_sources(runs: list, refs: list, out: Path) -> None:
             raise HfadaptError(f"merge --method: {ref} is a {method} adapter; merge methods combine LoRA adapters only")
         if getattr(run.recipe.adapter, "use_dora", False):
             raise HfadaptError(f"merge --method: {ref} is a DoRA adapter; peft's add_weighted_adapter merges plain LoRA only")
-    def base_of(run: Any) -> str:
+    def base_of(run: RunDir) -> str:
         cfg = json.loads((run.model_dir / "adapter_config.json").read_text())
         return str(cfg.get("base_model_name_or_path") or run.recipe.model.name_or_path)
 
-    def labels_of(run: Any) -> Any:
+    def labels_of(run: RunDir) -> dict[str, str] | None:
         f = run.model_dir / "config.json"
         return json.loads(f.read_text()).get("id2label") if f.is_file() else None
 
@@ -212,7 +220,7 @@ def _combine(srcs: list, out: Path, overwrite: bool, allow_quantized: bool, base
     return _write(out, lambda tmp: _save_adapter(model, processor, runs, tmp, out, srcs, method, weights, density))
 
 
-def _head_state(model: Any, name: str) -> dict[str, Any]:
+def _head_state(model: PeftModel, name: str) -> dict[str, Any]:
     """The fully trained modules (modules_to_save) of adapter `name`, by module path."""
     from peft.utils import ModulesToSaveWrapper
 
@@ -220,7 +228,7 @@ def _head_state(model: Any, name: str) -> dict[str, Any]:
             for path, m in model.named_modules() if isinstance(m, ModulesToSaveWrapper) and name in m.modules_to_save}
 
 
-def _set_merged_head(model: Any, names: list[str], heads: list, weights: list[float]) -> None:
+def _set_merged_head(model: PeftModel, names: list[str], heads: list[dict[str, Tensor]], weights: list[float]) -> None:
     """The merged adapter's whole modules (the task head): the sources' copies averaged with the weights
     normalised to sum 1 (peft would give the untrained module). A source that lacks a module is left out."""
     import torch
@@ -237,7 +245,7 @@ def _set_merged_head(model: Any, names: list[str], heads: list, weights: list[fl
                 p.copy_(sum(w * part[k].to(p.dtype) for w, part in parts) / total)
 
 
-def _merged_recipe(runs: list, out: Path, r: int) -> str:
+def _merged_recipe(runs: list[RunDir], out: Path, r: int) -> str:
     """The first source's recipe with the merged adapter's rank (peft sets alpha = r) and OUT as its folder."""
     import yaml
 
@@ -248,7 +256,7 @@ def _merged_recipe(runs: list, out: Path, r: int) -> str:
     return yaml.safe_dump(raw, sort_keys=False)
 
 
-def _save_adapter(model: Any, processor: Any, runs: list, tmp: Path, out: Path, srcs: list, method: str,
+def _save_adapter(model: PeftModel, processor: Processor, runs: list[RunDir], tmp: Path, out: Path, srcs: list[str], method: str,
                   weights: list[float], density: float | None) -> None:
     """A run-like folder: recipe.yaml, the adapter files at the root (as a pulled Hub repo has them), README.md."""
     from hfadapt.publishing.cards import render_combined_card
@@ -266,7 +274,7 @@ def _save_adapter(model: Any, processor: Any, runs: list, tmp: Path, out: Path, 
     (tmp / "README.md").write_text(render_combined_card(RunDir(tmp), out.name, [str(s) for s in srcs], method, weights, density))
 
 
-def _save_full(merged: Any, processor: Any, runs: list, tmp: Path, out: Path, srcs: list, method: str) -> None:
+def _save_full(merged: PreTrainedModel, processor: Processor, runs: list[RunDir], tmp: Path, out: Path, srcs: list[str], method: str) -> None:
     from hfadapt.publishing.cards import render_merged_card
 
     merged.save_pretrained(tmp)
