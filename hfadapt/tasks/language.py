@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from hfadapt.core.errors import HfadaptError, first_line
-from hfadapt.data.sources import ROW_COLUMN, is_streamed, map_split, row_location
+from hfadapt.data.sources import ROW_COLUMN, check_columns, is_streamed, map_split, row_location
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -227,10 +227,7 @@ def tokenize_pairs(ds: Split, split: str, tok: PreTrainedTokenizerBase, recipe: 
     to learn from, usually a data bug). Truncation is TRL's (`truncate`), counted.
     """
     d = recipe.data
-    for col, name in ((columns.chosen, "chosen"), (columns.rejected, "rejected")):
-        if col not in ds.column_names:
-            raise HfadaptError(f"{columns.fields[name]}: column '{col}' not in the {split} split; columns: "
-                               f"{', '.join(c for c in ds.column_names if c != ROW_COLUMN)}")
+    check_columns(ds, {columns.chosen: columns.fields["chosen"], columns.rejected: columns.fields["rejected"]}, split, d)
     has_prompt = columns.prompt is not None and columns.prompt in ds.column_names
     model = recipe.model.name_or_path  # the map function captures plain values and the data section, never the recipe
 
@@ -311,11 +308,8 @@ def tokenize_unpaired(ds: Split, split: str, tok: PreTrainedTokenizerBase, recip
     completion may be text or message lists (trl-lib/kto-mix-14k). Labels must be booleans (JSON
     true/false, or the strings "true"/"false" of a CSV)."""
     d = recipe.data
-    fields = {prompt_column: "data.prompt_column", completion_column: "data.completion_column", label_column: "data.label_column"}
-    for col, name in fields.items():
-        if col not in ds.column_names:
-            raise HfadaptError(f"{name}: column '{col}' not in the {split} split; columns: "
-                               f"{', '.join(c for c in ds.column_names if c != ROW_COLUMN)}")
+    check_columns(ds, {prompt_column: "data.prompt_column", completion_column: "data.completion_column",
+                       label_column: "data.label_column"}, split, d)
     model = recipe.model.name_or_path  # the map function captures plain values and the data section, never the recipe
 
     def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
