@@ -426,3 +426,14 @@ def test_a_figure_missing_from_a_micro_batch_is_averaged_over_those_that_have_it
             {"a": torch.tensor(3.0), "b": torch.tensor(float("nan"))}]
     assert _step_figures(one_process, logs) == {"a": 2.0}
     assert _step_figures(one_process, []) == {}
+
+
+def test_the_runs_table_names_the_default_best_metric(tmp_path: Path, llama: str) -> None:
+    """eval.best_metric unset: the run tracks rewards/accuracies (the task's default), and reading the run
+    back says so instead of 'None'."""
+    from hfadapt.insight.runs import describe, format_table
+
+    result = train(recipe(tmp_path, llama, pairs(32), train={"max_steps": 2, "eval_steps": 1}))
+    run = describe(result.output_dir)
+    assert run["best_metric"] == "rewards/accuracies" and run["best_step"] is not None
+    assert "None" not in format_table([run])

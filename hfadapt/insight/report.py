@@ -25,6 +25,7 @@ from typing import Any
 
 from hfadapt.core.errors import HfadaptError
 from hfadapt.rundir.layout import RECIPE_FILE, RunDir, RunInfo, RunMetrics, RunState, RunStatus
+from hfadapt.tasks.base import tracked_metric
 from hfadapt.tasks.reporting import ReportInput, generic_section
 from hfadapt.tasks.reporting import e as _e, fmt as _fmt, img as _img, metric_table as _metric_table, plt as _plt, value_cell as _value_cell
 
@@ -143,7 +144,7 @@ def _eval_plot(data: ReportData) -> str:
         return "<p class=note>No evaluation during training (set train.eval_steps to follow the metrics over steps).</p>"
     keys = [k for k in keys if "/" not in k][:8] or keys[:8]  # per-entity breakdowns live in the task section
     best_step = data.state.best_step
-    best_key = data.recipe.eval.best_metric if data.recipe is not None and data.recipe.eval.best_metric else None
+    best_key = tracked_metric(data.recipe.task, data.recipe.eval.best_metric) if data.recipe is not None else None
     plt = _plt()
     cols = min(4, len(keys))
     rows = math.ceil(len(keys) / cols)
@@ -235,7 +236,8 @@ def _summary(data: ReportData) -> str:
         ("state", status + (f": {data.status.error}" if data.status.error else "")),
     ]
     if st.best_step is not None and st.best_metric is not None:
-        items.append(("best", f"{r.eval.best_metric if r is not None else 'metric'} = {st.best_metric:.4g} at step {st.best_step}"))
+        name = (tracked_metric(r.task, r.eval.best_metric) if r is not None else None) or "metric"
+        items.append(("best", f"{name} = {st.best_metric:.4g} at step {st.best_step}"))
     return "<table class=summary>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items) + "</table>"
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from hfadapt.rundir.layout import RECIPE_FILE, RunDir, RunMetrics, RunState
 from hfadapt.rundir.status import process_alive
+from hfadapt.tasks.base import tracked_metric
 
 COLUMNS = ("name", "task", "base", "method", "trainable", "best", "steps", "time", "state")
 
@@ -60,7 +61,7 @@ def describe(path: Path, root: Path | None = None) -> dict[str, Any]:
     resumable = checkpoints[-1].name if checkpoints and not finished else None
 
     trainable, total = status.trainable, status.total
-    best_key = ev.get("best_metric")
+    best_key = tracked_metric(recipe.get("task"), ev.get("best_metric"))
     best_value, best_step = state.best_metric, state.best_step
     if best_value is None:  # no eval.best_metric: the first metric of the last evaluation
         last = _last_eval(metrics, state)

@@ -259,6 +259,14 @@ def count_tokens(batch: dict[str, Any]) -> dict[str, Any]:
 TASKS: Registry[Task] = Registry("task", known=task_source.task_names, load=task_source.load_task)
 
 
+def tracked_metric(task: str | None, best_metric: str | None) -> str | None:
+    """The metric a run's best checkpoint follows: eval.best_metric, else the task's default (the loop's
+    rule); for reading a run back (runs table, report), so an unknown task gives None."""
+    if best_metric or task is None or task not in TASKS:
+        return best_metric or None
+    return TASKS.get(task).default_best_metric
+
+
 def get_task(name: str, field: str | None = "task") -> Task:
     """The task registered as `name`, its module imported on first use."""
     return TASKS.get(name, field=field)

@@ -173,7 +173,7 @@ class Preference(Task):
 
     def plan_batch(self, recipe: Recipe, config: PretrainedConfig, batch_size: int) -> tuple[dict[str, Any], str]:
         """The concatenated batch: 2 x batch_size sequences of max_length (chosen + rejected; KTO: rows + the
-        KL batch). The reference passes run without gradients and keep no activations."""
+        KL batch); described per example, as `hfadapt plan` prints "batch_size x what". The reference passes run without gradients and keep no activations."""
         from hfadapt.modeling.meta import meta_tokens
 
         d = recipe.data
@@ -181,7 +181,7 @@ class Preference(Task):
         kind = "rows + their KL batch" if d.loss == "kto" else "chosen + rejected"
         reference = d.loss not in ("simpo", "orpo") and d.reference == "adapter"
         passes = "a policy pass with gradients + a reference pass without" if reference else "a policy pass with gradients, no reference pass"
-        return {"input_ids": meta_tokens(2 * batch_size, n), "use_cache": False}, f"{2 * batch_size} sequences of {n} tokens ({kind}); {passes}"
+        return {"input_ids": meta_tokens(2 * batch_size, n), "use_cache": False}, f"2 sequences of {n} tokens ({kind}); {passes}"
 
     def encode_inputs(self, items: list[str], processor: PreTrainedTokenizerBase, recipe: Recipe) -> dict[str, Any]:
         return encode_prompts(items, processor, recipe)

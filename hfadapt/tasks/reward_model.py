@@ -136,7 +136,7 @@ class RewardModel(Task):
         from hfadapt.modeling.meta import meta_tokens
 
         n = recipe.data.max_length
-        return {"input_ids": meta_tokens(2 * batch_size, n)}, f"{batch_size} pairs x 2 x {n} tokens"
+        return {"input_ids": meta_tokens(2 * batch_size, n)}, f"pairs of 2 sequences of {n} tokens (chosen + rejected)"
 
     def encode_inputs(self, items: list[str], processor: PreTrainedTokenizerBase, recipe: Recipe) -> dict[str, Any]:
         """Texts or conversations (a JSON list of messages) -> a right-padded batch, each tokenized as a
