@@ -457,6 +457,18 @@ def _preference_case(rows: Callable[[], list[dict]], name: str, *parts: str, **d
     return setup
 
 
+def _start_inside_output(tmp: Path, fx: dict):
+    """preference with model.adapter naming the run folder the run itself writes (and would replace)."""
+    setup = _preference_case(lambda: _pairs(8), "pairs.jsonl")
+    argv, _ = setup(tmp, fx)
+    shutil.copytree(fx["finished_run"](), tmp / "run")
+    raw = yaml.safe_load((tmp / "recipe.yaml").read_text())
+    raw["model"]["adapter"] = str(tmp / "run")
+    raw["output"]["overwrite"] = True
+    (tmp / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return argv, ("model.adapter", str(tmp / "run"), "inside output.dir")
+
+
 def _pairs(n: int = 8, chat: bool = False) -> list[dict]:
     from tests.test_preference import pairs
 
@@ -522,6 +534,11 @@ CASES: dict[str, Setup] = {
                                              lambda r: ["eval", str(r)], "RUN/adapter", "adapter_model.safetensors"),
     "merge-into-existing-file": _run_case(lambda r: (r.parent / "merged.bin").write_text("x"),
                                           lambda r: ["merge", str(r), str(r.parent / "merged.bin")], "merge:", "merged.bin"),
+    "merge-the-same-run-twice": _run_case(lambda r: None, lambda r: ["merge", str(r), str(r), str(r.parent / "m"), "--method", "linear"],
+                                          "merge:", "RUN is given twice"),
+    "preference-starts-inside-its-output": _start_inside_output,
+    "csv-one-row-no-room-for-validation": _data_case(b"text,label\ngood film,positive\n", "train.csv",
+                                                     "data.validation_size", "1 row(s)", "FILE", "too few", validation_split="validation"),
     "merge-into-the-run": _run_case(lambda r: None, lambda r: ["merge", str(r), str(r), "--overwrite"], "merge:", "the run itself"),
     "merge-into-the-runs-parent": _run_case(lambda r: None, lambda r: ["merge", str(r), str(r.parent), "--overwrite"],
                                             "merge:", "contains the run"),

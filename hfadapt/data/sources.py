@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -43,6 +44,13 @@ def load_raw(recipe: "Recipe", task: "Task") -> RawSplits:
         if d.validation_split in ds:
             validation = ds[d.validation_split]
         else:
+            # datasets keeps floor((1 - validation_size) * rows) for training: none from too few rows.
+            if math.floor((1 - d.validation_size) * len(train)) < 1:
+                raise HfadaptError(
+                    f"data.validation_size: {len(train)} row(s) in the train split of {_source(d)} are too few to hold out "
+                    f"{d.validation_size:g} of them for validation and keep any for training; add data, give "
+                    "data.validation_files, or set data.validation_split=null"
+                )
             # Errors must name the row of the file, not of the shuffled split.
             train = train.add_column(ROW_COLUMN, list(range(len(train))))
             parts = train.train_test_split(test_size=d.validation_size, seed=d.split_seed)

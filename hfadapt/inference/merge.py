@@ -140,7 +140,12 @@ def _check_sources(runs: list, refs: list, out: Path) -> None:
     import json
 
     first = runs[0]
+    seen: dict[Path, str] = {}
     for run, ref in zip(runs, refs):
+        where = run.path.resolve()
+        if where in seen:
+            raise HfadaptError(f"merge: {ref} is given twice (also as {seen[where]}); a merge combines different adapters")
+        seen[where] = str(ref)
         check_output_apart_from_run(out, run.path)
         method = run.recipe.adapter.method
         if method != "lora":

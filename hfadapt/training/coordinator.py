@@ -112,6 +112,7 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Callable[[Traine
     """
     task = TASKS.get(recipe.task, field="task")
     run = RunDir(recipe.output_dir)
+    _check_start_apart_from_output(recipe, run)
     checkpoint = _check_run_dir(run, recipe, resume)
     with _kept_unless_setup_fails(run, replace=recipe.output.overwrite and not resume, is_main=_process_state().is_main_process):
         session = _setup(recipe, task, run, checkpoint)
@@ -398,6 +399,20 @@ def _train_loader_factory(recipe: Recipe, task: Task, splits: Splits, accelerato
         )
 
     return make_train_loader
+
+
+def _check_start_apart_from_output(recipe: Recipe, run: RunDir) -> None:
+    """model.adapter (preference from an SFT run) must not be output.dir or inside it: the run would start
+    from the folder it writes, and output.overwrite would move the adapter away first."""
+    start = getattr(recipe.model, "adapter", None)
+    if not start or not Path(start).exists():
+        return
+    where, out = Path(start).resolve(), run.path.resolve()
+    if where == out or out in where.parents:
+        raise HfadaptError(
+            f"model.adapter: {start} is inside output.dir {run.path}, which this run writes; "
+            "give the run another output.dir (or name) than the run it starts from"
+        )
 
 
 def _starting_adapter(recipe: Recipe, task: Task, accelerator: Accelerator) -> Any:
