@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 
     mg = sub.add_parser("merge", parents=[common], help="merge the adapter into the base model and save a standalone model, "
                                                        "or combine LoRA adapters into a new one (--method)")
-    mg.add_argument("paths", nargs="+", metavar="RUN_OR_ADAPTER [...] OUT", help="run directories or Hub adapter ids, then the output folder")
+    mg.add_argument("paths", nargs="+", metavar="PATH", help="RUN_OR_ADAPTER [RUN_OR_ADAPTER ...] OUT: run directories or Hub adapter ids, then the output folder")
     mg.add_argument("--method", choices=["linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"],
                     help="combine the adapters into a new adapter with peft's add_weighted_adapter")
     mg.add_argument("--weights", help="one weight per adapter, comma-separated (default 1 each)")
