@@ -123,7 +123,7 @@ def run_trl(cfg: argparse.Namespace, root: Path, data: Path, extra: dict) -> tup
 
     start = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(cfg.model_dir)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(cfg.model_dir),
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(cfg.model_dir, use_kernels=False),  # as hfadapt loads it
                            LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"], task_type="CAUSAL_LM"))
     args = DPOConfig(output_dir=str(root / "trl"), per_device_train_batch_size=cfg.batch_size, max_steps=cfg.steps,
                      learning_rate=LR, beta=BETA, seed=SEED, report_to=[], disable_tqdm=True, save_strategy="no",

@@ -225,6 +225,7 @@ def run_trl(cfg: argparse.Namespace, out: Path, extra: dict[str, Any]) -> Clock:
     args = SFTConfig(
         output_dir=str(out), per_device_train_batch_size=cfg.batch_size, max_steps=cfg.steps, max_length=cfg.seq_len,
         packing=True, learning_rate=LR, seed=SEED, report_to=[], disable_tqdm=True,
+        model_init_kwargs={"use_kernels": False},  # as hfadapt loads models: no Hub kernels fetched at run time
         **({"use_cpu": True, "bf16": False} if cfg.cpu_smoke else {}), **extra,
     )
     trainer = SFTTrainer(

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 LOCAL_PLACEHOLDER = "<local>"
 RUN_PLACEHOLDER = "<run>"
 DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "auto": "auto"}
+# transformers 5 swaps layers for Hub kernels (code fetched from kernels-community at run time) by
+# default, and re-fetches them each time a CUDA model switches between train and eval mode. That is
+# remote code the recipe never asked for, and offline it crashes the first evaluation on a GPU.
+NO_HUB_KERNELS = {"use_kernels": False}
 BASE_MODEL_FLAG = "--base-model"
 # Config fields that decide whether an adapter's weights fit a base model (model.adapter).
 ARCHITECTURE_KEYS = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
@@ -118,6 +122,7 @@ def load_base_model(
                 trust_remote_code=m.trust_remote_code,
                 dtype=DTYPES[m.dtype],
                 ignore_mismatched_sizes=True,  # a base fine-tuned on other labels gets a new head
+                **NO_HUB_KERNELS,
                 **({"quantization_config": quant} if quant is not None else {}),
                 **({"config": timm_config} if timm_config is not None else extra),
             )
@@ -192,7 +197,7 @@ def load_run_model(
         raise HfadaptError(f"{BASE_MODEL_FLAG}: {ref} holds a standalone model (adapter.method={recipe.adapter.method}); it loads without a base model")
     auto = auto_model_class(task, transformers.AutoConfig.from_pretrained(run.model_dir) if task.auto_class_from_config else None)
     if not is_peft(recipe.adapter.method):
-        return auto.from_pretrained(run.model_dir, dtype=DTYPES[recipe.model.dtype])
+        return auto.from_pretrained(run.model_dir, dtype=DTYPES[recipe.model.dtype], **NO_HUB_KERNELS)
     from peft import PeftConfig, PeftModel
 
     peft_config = PeftConfig.from_pretrained(str(run.model_dir))
@@ -214,6 +219,7 @@ def load_run_model(
             trust_remote_code=recipe.model.trust_remote_code,
             # the run's head (other classes than the base's) comes from the adapter's modules_to_save
             ignore_mismatched_sizes=True,
+            **NO_HUB_KERNELS,
         )
     except Exception as e:  # noqa: BLE001
         where = f"given with {BASE_MODEL_FLAG}" if base_model is not None else f"of {run.model_dir}"
