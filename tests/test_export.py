@@ -33,6 +33,8 @@ def _recipe(task: str, base: str, data: dict[str, Any], run_dir: Path, **section
     }
     for key, value in sections.items():
         raw.setdefault(key, {}).update(value)
+    if "timm" in base:
+        del raw["adapter"]["target_modules"]  # a ResNet has convolutions, no linear layers: its default targets
     return Recipe.from_dict(raw)
 
 

@@ -12,13 +12,14 @@ inputs through PyTorch and through onnxruntime.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hfadapt.core.errors import HfadaptError, first_line
-from hfadapt.inference.merge import check_output_apart_from_run, folded_model, write_folder
+from hfadapt.inference.merge import check_output_apart_from_run, check_mergeable, fold_loaded, write_folder
 from hfadapt.inference.onnx_model import INFO_FILE, MODEL_FILE, RECIPE_FILE, load_onnx_session_model
 from hfadapt.rundir.layout import check_writable_folder
 
@@ -43,6 +44,7 @@ def export(run: str | Path, out: str | Path, format: str = "onnx", opset: int | 
     in `out` (model.onnx, config.json, the processor files, recipe.yaml, export_info.json) and check
     the ONNX outputs against PyTorch's; `out` appears only once the export passed its check.
     `export_info.json` holds the task, source, opset, exporter and the largest difference found."""
+    from hfadapt.inference.run_model import load_model_and_processor
     from hfadapt.publishing.hub import resolve_run
     from hfadapt.tasks.base import get_task
 
@@ -61,16 +63,23 @@ def export(run: str | Path, out: str | Path, format: str = "onnx", opset: int | 
     recipe, task = source.recipe, get_task(source.recipe.task)
     if recipe.task not in TASKS:
         raise HfadaptError(f"export: {recipe.task} runs are not exported yet; ONNX export covers {', '.join(TASKS)}")
-    model, processor = folded_model(source, run, base_model, allow_quantized, "export")
+    check_mergeable(source, "export")
+    model, processor, info = load_model_and_processor(source, base_model=base_model, ref=run)
     model = model.float().eval()  # ONNX on the CPU: float32, whatever dtype the run trained in
-    info = task.info_from_config(model.config)
+    # The reference is the run as `hfadapt predict RUN` runs it, adapter unmerged: inputs are what reaches
+    # the transformers model (peft's QA wrapper drops token_type_ids, for one), outputs what it returns.
+    scratch = Path(tempfile.mkdtemp(prefix="hfadapt-export-"))
+    try:
+        trace_items, check_items = sample_inputs(task, recipe, processor, scratch)
+        traced = _recorded(task, model, processor, trace_items, recipe, info)
+        reference = _recorded(task, model, processor, check_items, recipe, info)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    model = fold_loaded(model, source, allow_quantized, "export")
 
     def save(tmp: Path) -> None:
-        with tempfile.TemporaryDirectory(prefix="hfadapt-export-") as scratch:
-            trace_items, check_items = sample_inputs(task, recipe, processor, Path(scratch))
-            inputs, _ = _recorded(task, model, processor, trace_items, recipe, info)[0]
-            exporter, names = _export_graph(model, inputs, task.modality, tmp / MODEL_FILE, opset)
-            diff = _check(task, model, processor, check_items, recipe, info, tmp / MODEL_FILE)
+        exporter, names = _export_graph(model, traced[0][0], task.modality, tmp / MODEL_FILE, opset)
+        diff = _check(reference, model.config, tmp / MODEL_FILE)
         if not diff <= tolerance:  # also NaN
             raise HfadaptError(f"export: the ONNX outputs differ from PyTorch's by {diff:.3g} (more than {tolerance:g}); nothing was written to {out}")
         model.config.save_pretrained(tmp)
@@ -124,28 +133,28 @@ def sample_inputs(task: Task, recipe: Recipe, processor: Processor, scratch: Pat
 
 def _recorded(task: Task, model: Module, processor: Processor, items: list[str], recipe: Recipe,
               info: Any) -> list[tuple[dict[str, Tensor], dict[str, Tensor]]]:
-    """(inputs, outputs) of each forward pass `task.predict` makes on `items`."""
+    """(inputs, outputs) of the transformers model (under peft's wrappers) in each forward pass
+    `task.predict` makes on `items`."""
     import torch
 
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     calls: list[tuple[dict[str, Tensor], dict[str, Tensor]]] = []
 
-    class Recorder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = model
-            self.config = model.config
+    def before(module: Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        if args:
+            raise HfadaptError(f"export: {type(module).__name__} was called with positional inputs; cannot name them in the graph")
+        calls.append(({k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}, {}))
 
-        @property
-        def device(self) -> torch.device:
-            return next(model.parameters()).device
+    def after(module: Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
+        calls[-1][1].update(_tensors(output))
 
-        def forward(self, **batch: Any) -> Any:
-            output = model(**batch)
-            calls.append(({k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}, _tensors(output)))
-            return output
-
-    with torch.no_grad():
-        task.predict(Recorder(), processor, items, recipe, info)
+    hooks = [inner.register_forward_pre_hook(before, with_kwargs=True), inner.register_forward_hook(after, with_kwargs=True)]
+    try:
+        with torch.no_grad():
+            task.predict(model, processor, items, recipe, info)
+    finally:
+        for hook in hooks:
+            hook.remove()
     return calls
 
 
@@ -203,11 +212,11 @@ def _export_graph(model: Module, inputs: dict[str, Tensor], modality: str, path:
             return "torchscript", (names, outputs)
 
 
-def _check(task: Task, model: Module, processor: Processor, items: list[str], recipe: Recipe, info: Any, path: Path) -> float:
-    """The largest |ONNX - PyTorch| over every output of every forward pass `task.predict` makes on `items`."""
-    onnx_model = load_onnx_session_model(path, model.config)
+def _check(reference: list[tuple[dict[str, Tensor], dict[str, Tensor]]], config: Any, path: Path) -> float:
+    """The largest |ONNX - PyTorch| over every output of the recorded forward passes."""
+    onnx_model = load_onnx_session_model(path, config)
     worst = 0.0
-    for inputs, expected in _recorded(task, model, processor, items, recipe, info):
+    for inputs, expected in reference:
         got = vars(onnx_model(**inputs))
         for name, want in expected.items():
             if name not in got or got[name].shape != want.shape:

@@ -73,13 +73,20 @@ def folded_model(run: RunDir, ref: str | Path, base_model: str | None, allow_qua
                  command: str) -> tuple[PreTrainedModel, Processor]:
     """The run's model with its adapter folded into the base weights (a plain transformers model; a
     full or freeze run's model as it is), and its processor. `command` names the caller in errors."""
-    from hfadapt.modeling.adapters import is_peft
     from hfadapt.inference.run_model import load_model_and_processor
 
     check_mergeable(run, command)
     model, processor, _ = load_model_and_processor(run, base_model=base_model, ref=ref)
+    return fold_loaded(model, run, allow_quantized, command), processor
+
+
+def fold_loaded(model: PeftModel | PreTrainedModel, run: RunDir, allow_quantized: bool, command: str) -> PreTrainedModel:
+    """`model`, the run's model as loaded, with its adapter folded in (in place)."""
+    from hfadapt.modeling.adapters import is_peft
+
+    check_mergeable(run, command)
     if not is_peft(run.recipe.adapter.method):
-        return model, processor
+        return model
     base = model.get_base_model()
     quantized = getattr(base.config, "quantization_config", None) is not None or getattr(base, "is_quantized", False)
     if quantized and not allow_quantized:
@@ -87,7 +94,7 @@ def folded_model(run: RunDir, ref: str | Path, base_model: str | None, allow_qua
             f"{command}: the base model is quantized; merging into quantized weights rounds the adapter away. "
             "Load the base unquantized (model.dtype) or pass --allow-quantized to merge anyway"
         )
-    return model.merge_and_unload(), processor
+    return model.merge_and_unload()
 
 
 def write_folder(out: Path, save: Callable[[Path], None]) -> Path:
