@@ -146,3 +146,36 @@ def test_one_source_with_a_weight_scales_it(two_runs: tuple[Path, Path], tmp_pat
     src = load_file(str(two_runs[0] / "adapter" / "adapter_model.safetensors"))
     head = [k for k in src if "lora_" not in k]
     assert head and all(torch.equal(ours[k], src[k]) for k in head)  # the task head is the source's own
+
+
+HUB_BASE = "tiny-org/tiny-bert-merge"
+
+
+def test_sources_by_hub_id_merge_like_the_runs_and_the_card_names_them(hub_server: Any, tiny_bert: str, sentiment_csv: str,
+                                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs over a Hub-hosted base, pushed, then merged by repo id: the same adapter as merging the run
+    folders, and the card names the repo ids, the method and the weights."""
+    from safetensors.torch import load_file
+
+    from hfadapt import Recipe, push, train
+    from tests.conftest import sentiment_recipe
+
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    if not hub_server.repo_exists(HUB_BASE):
+        hub_server.seed(HUB_BASE, {p.name: p.read_bytes() for p in Path(tiny_bert).iterdir() if p.is_file()})
+    runs, ids = [], ["test-user/merge-a", "test-user/merge-b"]
+    for seed, repo in enumerate(ids):
+        raw = sentiment_recipe(HUB_BASE, sentiment_csv, tmp_path / repo.split("/")[1])
+        raw["train"].update({"seed": seed, "max_steps": 2})
+        runs.append(train(Recipe.from_dict(raw)).output_dir)
+        push(runs[-1], repo)
+    by_id = merge(ids, tmp_path / "by-id", method="ties", weights=[0.6, 0.4], density=0.5)
+    by_path = merge(runs, tmp_path / "by-path", method="ties", weights=[0.6, 0.4], density=0.5)
+    ours, ref = load_file(str(by_id / "adapter_model.safetensors")), load_file(str(by_path / "adapter_model.safetensors"))
+    assert ours.keys() == ref.keys() and any("lora_" in k for k in ours)
+    for k in ref:
+        assert torch.equal(ours[k], ref[k]), k
+    card = (by_id / "README.md").read_text()
+    assert "`ties`" in card and "density 0.5" in card
+    assert "| `test-user/merge-a` | 0.6 |" in card and "| `test-user/merge-b` | 0.4 |" in card
+    assert predict(str(by_id), ["the film was good"])[0]["label"] in ("positive", "negative")
