@@ -102,7 +102,7 @@ def _batch(task: str, processor: Any, recipe: Recipe, items: list[str]) -> dict[
     return dict(get_task(task).encode_inputs(items, processor, recipe))
 
 
-@pytest.mark.parametrize("kind", ["text", "token", "qa", "vit", "timm", "audio"])
+@pytest.mark.parametrize("kind", ["text", "token", "qa", "vit", "timm", pytest.param("audio", marks=pytest.mark.slow)])
 def test_onnx_matches_pytorch_and_predict(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     from hfadapt.inference.onnx_model import load_export
     from hfadapt.inference.run_model import load_model_and_processor
@@ -188,6 +188,7 @@ def test_bad_inputs_one_line_each(finished_run: Any, tmp_path: Path, capsys: pyt
     assert not list(tmp_path.glob(".b.*"))  # no temporary folder left behind
 
 
+@pytest.mark.slow
 def test_a_failed_check_leaves_nothing(finished_run: Any, tmp_path: Path) -> None:
     with pytest.raises(HfadaptError, match="differ from PyTorch's"):
         export(finished_run.output_dir, tmp_path / "onnx", tolerance=-1.0)
