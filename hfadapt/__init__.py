@@ -12,6 +12,7 @@ from hfadapt import tasks as _tasks  # noqa: F401  (installs task discovery for 
 
 __all__ = [
     "Recipe", "load_recipe", "HfadaptError", "train", "predict", "evaluate_run", "list_targets", "push", "merge",
+    "export",
     "TrainResult", "__version__",
 ]
 __version__ = "0.1.0"
@@ -28,6 +29,7 @@ _LAZY = {
     "list_targets": ("hfadapt.insight.targets", "list_targets"),
     "push": ("hfadapt.publishing.hub", "push"),
     "merge": ("hfadapt.inference.merge", "merge"),
+    "export": ("hfadapt.inference.export", "export"),
 }
 
 

@@ -86,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     mg.add_argument("--allow-quantized", action="store_true", help="merge even into a quantized base")
     _base_model_flag(mg)
 
+    _export_parser(sub, common)
+
     rp = sub.add_parser("report", parents=[common], help="one self-contained HTML page about a run: curves, per-task views, recipe, speed")
     rp.add_argument("run", help="run directory or Hub adapter id (user/adapter)")
     rp.add_argument("--out", help="output file (default: RUN/report.html, or ./NAME-report.html for a Hub adapter)")
@@ -105,6 +107,28 @@ def _base_model_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-model", metavar="PATH|HUB_ID",
                    help="the base model to load the adapter onto instead of the one it names; needed for a pulled "
                         "adapter whose base was a local folder (published as <local>/NAME or <run>/base_model)")
+
+
+def _export_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    ex = sub.add_parser("export", parents=[common], help="fold the adapter into its base and export it for onnxruntime (--format onnx)")
+    ex.add_argument("run", help="run directory or Hub adapter id (user/adapter)")
+    ex.add_argument("out", help="output folder: model.onnx, config.json, processor files, export_info.json")
+    ex.add_argument("--format", default="onnx", help="onnx (default)")
+    ex.add_argument("--opset", type=int, help="ONNX opset (default: PyTorch's exporter's)")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty OUT")
+    ex.add_argument("--allow-quantized", action="store_true", help="fold the adapter even into a quantized base")
+    _base_model_flag(ex)
+
+
+def _export(args: argparse.Namespace) -> None:
+    from hfadapt.inference.export import export
+    from hfadapt.inference.onnx_model import read_export_info
+
+    out = export(args.run, args.out, format=args.format, opset=args.opset, overwrite=args.overwrite,
+                 base_model=args.base_model, allow_quantized=args.allow_quantized)
+    info = read_export_info(out)
+    print(f"exported {info['task']} model to {out}/model.onnx (opset {info['opset']}); "
+          f"max abs difference to PyTorch: {info['max_abs_diff']:.2g}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,7 +299,7 @@ def _targets(args: argparse.Namespace) -> None:
 COMMANDS = {
     "validate": _validate, "recipes": _recipes, "schema": _schema, "train": _train, "eval": _eval,
     "predict": _predict, "push": _push, "merge": _merge, "plan": _plan, "report": _report, "runs": _runs,
-    "targets": _targets,
+    "targets": _targets, "export": _export,
 }
 
 

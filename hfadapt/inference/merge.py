@@ -26,15 +26,15 @@ def check_output_folder(out: Path) -> None:
     check_writable_folder(out, "merge", "output folder")
 
 
-def check_output_apart_from_run(out: Path, run_path: Path) -> None:
+def check_output_apart_from_run(out: Path, run_path: Path, command: str = "merge") -> None:
     """OUT must not be the run, a folder holding it, or a folder inside it: --overwrite would delete the run."""
     o, r = out.resolve(), Path(run_path).resolve()
     if o == r:
-        raise HfadaptError(f"merge: the output folder {out} is the run itself; choose a folder outside the run")
+        raise HfadaptError(f"{command}: the output folder {out} is the run itself; choose a folder outside the run")
     if o in r.parents:
-        raise HfadaptError(f"merge: the output folder {out} contains the run {run_path}; choose a folder outside the run")
+        raise HfadaptError(f"{command}: the output folder {out} contains the run {run_path}; choose a folder outside the run")
     if r in o.parents:
-        raise HfadaptError(f"merge: the output folder {out} is inside the run {run_path}; choose a folder outside the run")
+        raise HfadaptError(f"{command}: the output folder {out} is inside the run {run_path}; choose a folder outside the run")
 
 
 def _fold(run_ref: str | Path, out: Path, overwrite: bool, allow_quantized: bool, base_model: str | None) -> Path:
@@ -42,7 +42,6 @@ def _fold(run_ref: str | Path, out: Path, overwrite: bool, allow_quantized: bool
     from hfadapt.modeling.adapters import is_peft
     from hfadapt.publishing.cards import render_merged_card
     from hfadapt.publishing.hub import resolve_run
-    from hfadapt.inference.run_model import load_model_and_processor
 
     check_output_folder(out)
     run = resolve_run(run_ref)
@@ -50,29 +49,55 @@ def _fold(run_ref: str | Path, out: Path, overwrite: bool, allow_quantized: bool
     recipe = run.recipe
     if not is_peft(recipe.adapter.method):
         raise HfadaptError(f"merge: {run.path} was trained with adapter.method={recipe.adapter.method}; its model/ is already standalone")
-    if recipe.adapter.method in ("prefix", "prompt"):
-        raise HfadaptError(f"merge: {recipe.adapter.method} tuning adds virtual tokens, not weight deltas; there is nothing to merge")
+    check_mergeable(run, "merge")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise HfadaptError(f"merge: {out} exists and is not empty; choose another folder or pass --overwrite")
-    model, processor, _ = load_model_and_processor(run, base_model=base_model, ref=run_ref)
-    base = model.get_base_model()
-    quantized = getattr(base.config, "quantization_config", None) is not None or getattr(base, "is_quantized", False)
-    if quantized and not allow_quantized:
-        raise HfadaptError(
-            "merge: the base model is quantized; merging into quantized weights rounds the adapter away. "
-            "Load the base unquantized (model.dtype) or pass --allow-quantized to merge anyway"
-        )
-    merged = model.merge_and_unload()
+    merged, processor = folded_model(run, run_ref, base_model, allow_quantized, "merge")
 
     def save(tmp: Path) -> None:
         merged.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (tmp / "README.md").write_text(render_merged_card(run, out.name))
 
-    return _write(out, save)
+    return write_folder(out, save)
 
 
-def _write(out: Path, save: Callable[[Path], None]) -> Path:
+def check_mergeable(run: RunDir, command: str) -> None:
+    """Prefix and prompt tuning add virtual tokens, not weight deltas: nothing to fold."""
+    method = run.recipe.adapter.method
+    if method in ("prefix", "prompt"):
+        raise HfadaptError(f"{command}: {method} tuning adds virtual tokens, not weight deltas; there is nothing to merge")
+
+
+def folded_model(run: RunDir, ref: str | Path, base_model: str | None, allow_quantized: bool,
+                 command: str) -> tuple[PreTrainedModel, Processor]:
+    """The run's model with its adapter folded into the base weights (a plain transformers model; a
+    full or freeze run's model as it is), and its processor. `command` names the caller in errors."""
+    from hfadapt.inference.run_model import load_model_and_processor
+
+    check_mergeable(run, command)
+    model, processor, _ = load_model_and_processor(run, base_model=base_model, ref=ref)
+    return fold_loaded(model, run, allow_quantized, command), processor
+
+
+def fold_loaded(model: PeftModel | PreTrainedModel, run: RunDir, allow_quantized: bool, command: str) -> PreTrainedModel:
+    """`model`, the run's model as loaded, with its adapter folded in (in place)."""
+    from hfadapt.modeling.adapters import is_peft
+
+    check_mergeable(run, command)
+    if not is_peft(run.recipe.adapter.method):
+        return model
+    base = model.get_base_model()
+    quantized = getattr(base.config, "quantization_config", None) is not None or getattr(base, "is_quantized", False)
+    if quantized and not allow_quantized:
+        raise HfadaptError(
+            f"{command}: the base model is quantized; merging into quantized weights rounds the adapter away. "
+            "Load the base unquantized (model.dtype) or pass --allow-quantized to merge anyway"
+        )
+    return model.merge_and_unload()
+
+
+def write_folder(out: Path, save: Callable[[Path], None]) -> Path:
     """Write beside OUT under a fresh name, then swap: the old OUT goes only once the new one is complete."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -221,8 +246,8 @@ def _combine(srcs: list, out: Path, overwrite: bool, allow_quantized: bool, base
         if quantized and not allow_quantized:
             raise HfadaptError("merge: the base model is quantized; pass --allow-quantized to merge anyway")
         merged = model.merge_and_unload()
-        return _write(out, lambda tmp: _save_full(merged, processor, runs, tmp, out, srcs, method))
-    return _write(out, lambda tmp: _save_adapter(model, processor, runs, tmp, out, srcs, method, weights, density))
+        return write_folder(out, lambda tmp: _save_full(merged, processor, runs, tmp, out, srcs, method))
+    return write_folder(out, lambda tmp: _save_adapter(model, processor, runs, tmp, out, srcs, method, weights, density))
 
 
 def _head_state(model: PeftModel, name: str) -> dict[str, Any]:

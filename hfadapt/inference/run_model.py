@@ -57,17 +57,24 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 16, genera
     the base the adapter is loaded onto instead of the one its config names: needed for a pulled
     adapter whose base was a local folder (`--base-model`).
     """
-    run = resolve_run(run_dir)
+    from hfadapt.inference.onnx_model import is_export_folder, load_export
+
+    exported = is_export_folder(run_dir)  # `hfadapt export` output: the ONNX model through onnxruntime, same hooks
+    run = None if exported else resolve_run(run_dir)
     if not inputs:
         raise HfadaptError("predict: no inputs given")
-    recipe = with_generation(run.recipe, generation or {})
+    if run is None:
+        model, processor, info, recipe = load_export(run_dir)
+        recipe = with_generation(recipe, generation or {})
+    else:
+        recipe = with_generation(run.recipe, generation or {})
+        model, processor, info = load_model_and_processor(run, base_model=base_model, ref=run_dir)
     from hfadapt.data.grouping import in_input_order, longest_first
 
-    model, processor, info = load_model_and_processor(run, base_model=base_model, ref=run_dir)
     # Text inputs longest first (characters: a free proxy for tokens), so each chunk pads (and
     # generates) about as long as its own rows; the results come back in input order.
     order = None
-    if get_task(run.recipe.task).modality == "text" and len(inputs) > batch_size:
+    if get_task(recipe.task).modality == "text" and len(inputs) > batch_size:
         order = longest_first([len(x) if isinstance(x, str) else 0 for x in inputs])
     items = [inputs[i] for i in order] if order is not None else list(inputs)
     out: list[dict] = []

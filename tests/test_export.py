@@ -1,0 +1,195 @@
+"""`hfadapt export RUN OUT --format onnx`: ONNX graphs of every required task, checked against PyTorch.
+
+Each task gets a tiny LoRA run (two steps: the adapter must only be non-zero), which is exported;
+the test then feeds its own batches (other sizes than the export's samples) to onnxruntime and to
+the run's PyTorch model with the adapter *unmerged*, and `hfadapt predict OUT` must give the JSON
+`hfadapt predict RUN` gives.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from hfadapt import HfadaptError, Recipe, export, predict, train
+from hfadapt.cli import main
+from tests.conftest import write_jsonl
+from tests.timm_fixtures import ARCHS, build_timm_model, save_like_hub
+
+TOLERANCE = 1e-4
+
+
+def _recipe(task: str, base: str, data: dict[str, Any], run_dir: Path, **sections: Any) -> Recipe:
+    raw: dict[str, Any] = {
+        "name": f"export-{task}", "task": task, "model": {"name_or_path": base}, "data": data,
+        "adapter": {"method": "lora", "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"},
+        "train": {"max_steps": 2, "batch_size": 8, "learning_rate": 5e-2, "logging_steps": 1, "log_with": []},
+        "output": {"dir": str(run_dir)},
+    }
+    for key, value in sections.items():
+        raw.setdefault(key, {}).update(value)
+    if "timm" in base:
+        del raw["adapter"]["target_modules"]  # a ResNet has convolutions, no linear layers: its default targets
+    return Recipe.from_dict(raw)
+
+
+def _ner_rows(n: int) -> list[dict[str, Any]]:
+    rng = random.Random(0)
+    words = "the film was good and the music felt quite dull".split()
+    rows = []
+    for _ in range(n):
+        ws = rng.sample(words, 5)
+        rows.append({"tokens": ws, "ner_tags": ["B-MISC" if w in ("good", "dull") else "O" for w in ws]})
+    return rows
+
+
+def _qa_rows(n: int) -> list[dict[str, Any]]:
+    rng = random.Random(0)
+    rows = []
+    for _ in range(n):
+        words = [rng.choice(["the", "film", "was", "and", "music", "plot"]) for _ in range(rng.randint(4, 10))]
+        at = rng.randint(0, len(words))
+        words.insert(at, "superb")
+        start = len(" ".join(words[:at])) + (1 if at else 0)
+        rows.append({"question": "what is it", "context": " ".join(words), "answers": {"text": ["superb"], "answer_start": [start]}})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def timm_base(tmp_path_factory: pytest.TempPathFactory) -> str:
+    arch, args = ARCHS["resnet"]
+    return str(save_like_hub(build_timm_model(arch, args, 0), tmp_path_factory.mktemp("timm-base") / "resnet", arch, args))
+
+
+TEXTS = ["the film was good", "a plot", "the music and the acting felt really quite dull and so was the ending"]
+QA = ["what is it\tthe film was superb", "what is it\tthe plot and the music was superb and so was the ending, really"]
+
+
+def _case(kind: str, request: pytest.FixtureRequest, tmp: Path) -> tuple[Recipe, list[str]]:
+    """The recipe of a tiny run of `kind` and inputs for predict."""
+    if kind == "text":
+        return _recipe("text-classification", request.getfixturevalue("tiny_bert"),
+                       {"train_files": [request.getfixturevalue("sentiment_csv")], "validation_size": 0.25, "max_length": 16}, tmp / "run"), TEXTS
+    if kind == "token":
+        return _recipe("token-classification", request.getfixturevalue("tiny_bert"),
+                       {"train_files": [str(write_jsonl(tmp / "ner.jsonl", _ner_rows(16)))], "max_length": 24}, tmp / "run"), TEXTS
+    if kind == "qa":
+        return _recipe("question-answering", request.getfixturevalue("tiny_bert"),
+                       {"train_files": [str(write_jsonl(tmp / "qa.jsonl", _qa_rows(16)))], "max_length": 20, "doc_stride": 8}, tmp / "run"), QA
+    if kind in ("vit", "timm"):
+        folder = Path(request.getfixturevalue("image_folder"))
+        base = request.getfixturevalue("tiny_vit" if kind == "vit" else "timm_base")
+        images = [str(p) for p in sorted((folder / "validation").rglob("*.png"))[:3]]
+        return _recipe("image-classification", base, {"dataset": str(folder)}, tmp / "run"), images
+    folder = Path(request.getfixturevalue("sound_folder"))
+    sounds = [str(p) for p in sorted((folder / "validation").rglob("*.wav"))[:3]]
+    return _recipe("audio-classification", request.getfixturevalue("tiny_wav2vec2"), {"dataset": str(folder)}, tmp / "run"), sounds
+
+
+def _batch(task: str, processor: Any, recipe: Recipe, items: list[str]) -> dict[str, torch.Tensor]:
+    from hfadapt.tasks.base import get_task
+
+    if task == "question-answering":
+        q, c = zip(*(i.split("\t") for i in items))
+        return dict(processor(list(q), list(c), padding=True, return_tensors="pt"))
+    if task == "token-classification":
+        return dict(processor(items, padding=True, return_tensors="pt"))
+    return dict(get_task(task).encode_inputs(items, processor, recipe))
+
+
+@pytest.mark.parametrize("kind", ["text", "token", "qa", "vit", "timm", pytest.param("audio", marks=pytest.mark.slow)])
+def test_onnx_matches_pytorch_and_predict(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    from hfadapt.inference.onnx_model import load_export
+    from hfadapt.inference.run_model import load_model_and_processor
+    from hfadapt.rundir.layout import RunDir
+
+    recipe, items = _case(kind, request, tmp_path)
+    run = RunDir.open(train(recipe).output_dir)
+    out = export(run.path, tmp_path / "onnx")
+    info = json.loads((out / "export_info.json").read_text())
+    assert info["task"] == recipe.task and info["source"] == str(run.path) and info["exporter"] == "dynamo"
+    assert 0 <= info["max_abs_diff"] <= TOLERANCE and info["opset"] >= 18
+    assert {"model.onnx", "config.json", "recipe.yaml"} <= {p.name for p in out.iterdir()}
+
+    # Our own batch (3 rows, other lengths than the export traced) through both runtimes
+    onnx_model, processor, _, _ = load_export(out)
+    torch_model, _, _ = load_model_and_processor(run)  # the adapter unmerged, as training left it
+    assert torch_model.peft_config  # the comparison is against the adapter, not a bare base
+    batch = _batch(recipe.task, processor, recipe, items)
+    with torch.no_grad():
+        want = torch_model(**batch)
+    got = onnx_model(**batch)
+    names = ["start_logits", "end_logits"] if recipe.task == "question-answering" else ["logits"]
+    for name in names:
+        assert getattr(got, name).shape == want[name].shape
+        assert (getattr(got, name) - want[name]).abs().max() <= TOLERANCE, name
+
+    # predict on the export gives predict's JSON on the run: same labels, entities, answers; scores to 1e-4
+    _same(predict(str(out), items), predict(str(run.path), items))
+
+
+def _same(a: Any, b: Any) -> None:
+    if isinstance(a, float) or isinstance(b, float):
+        assert a == pytest.approx(b, abs=TOLERANCE)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            _same(a[k], b[k])
+    elif isinstance(a, list):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _same(x, y)
+    else:
+        assert a == b
+
+
+def test_cli_predict_on_the_export_prints_the_runs_json(finished_run: Any, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "onnx"
+    assert main(["export", str(finished_run.output_dir), str(out), "--format", "onnx", "--opset", "18"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.count("\n") == 0 and "max abs difference to PyTorch" in line
+    assert json.loads((out / "export_info.json").read_text())["opset"] == 18
+    assert main(["predict", str(out), "the film was good"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["input"] == "the film was good" and set(row) >= {"label", "scores"}
+    assert (finished_run.output_dir / "adapter").is_dir()  # the source run is left as it was
+
+
+def _error(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    return err
+
+
+def test_bad_inputs_one_line_each(finished_run: Any, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = str(finished_run.output_dir)
+    assert "unknown format 'tflite'" in _error(["export", run, str(tmp_path / "a"), "--format", "tflite"], capsys)
+    assert "no maintained converter" in _error(["export", run, str(tmp_path / "a"), "--format", "gguf"], capsys)
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("mine")
+    assert "exists and is not empty" in _error(["export", run, str(taken)], capsys)
+    assert (taken / "keep.txt").read_text() == "mine"
+    assert "inside the run" in _error(["export", run, str(Path(run) / "onnx")], capsys)
+    # a run without weights: its adapter/ holds no safetensors
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "recipe.yaml").write_text((Path(run) / "recipe.yaml").read_text())
+    (broken / "adapter").mkdir()
+    (broken / "adapter" / "adapter_config.json").write_text((Path(run) / "adapter" / "adapter_config.json").read_text())
+    err = _error(["export", str(broken), str(tmp_path / "b")], capsys)
+    assert "broken" in err and not (tmp_path / "b").exists()
+    assert not list(tmp_path.glob(".b.*"))  # no temporary folder left behind
+
+
+@pytest.mark.slow
+def test_a_failed_check_leaves_nothing(finished_run: Any, tmp_path: Path) -> None:
+    with pytest.raises(HfadaptError, match="differ from PyTorch's"):
+        export(finished_run.output_dir, tmp_path / "onnx", tolerance=-1.0)
+    assert not (tmp_path / "onnx").exists() and not list(tmp_path.iterdir())
