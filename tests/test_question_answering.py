@@ -421,3 +421,34 @@ def test_length_sorted_evaluation_gives_dataset_order_results(trained, tmp_path,
     s, p = got["sorted"], got["plain"]
     assert s["results"] == pytest.approx(p["results"], rel=1e-6) and s["results"]["samples"] == N_VALIDATION
     assert s["metric_inputs"] == p["metric_inputs"] and s["rows"] == p["rows"]
+
+
+def test_segment_ids_reach_the_model_so_merge_equals_the_run(trained, tmp_path) -> None:
+    """peft's PeftModelForQuestionAnswering drops token_type_ids; hfadapt's reader must see them in training
+    and prediction alike, or its merged (or exported) model answers differently from the run."""
+    import json
+
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from hfadapt.inference.merge import merge
+    from hfadapt.modeling.models import load_run_model
+    from hfadapt.rundir.layout import RunDir
+    from hfadapt.tasks.base import get_task
+
+    run = RunDir(trained.output_dir)
+    model = load_run_model(run, get_task("question-answering")).eval()
+    tok = AutoTokenizer.from_pretrained(trained.output_dir / "adapter")
+    enc = tok(["what is it"], ["the plot was boring but the music was superb"], return_tensors="pt")
+    assert enc["token_type_ids"].any()
+    merge(trained.output_dir, tmp_path / "merged")
+    merged = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "merged").eval()
+    with torch.no_grad():
+        ours, theirs = model(**enc), merged(**enc)
+        zeroed = model(**{**enc, "token_type_ids": torch.zeros_like(enc["token_type_ids"])})
+    torch.testing.assert_close(ours.start_logits, theirs.start_logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours.end_logits, theirs.end_logits, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(ours.start_logits, zeroed.start_logits, atol=1e-4)  # the segments matter
+    # the plain PeftModel wrapper (not peft's QA one) with the head saved whole
+    config = json.loads((trained.output_dir / "adapter" / "adapter_config.json").read_text())
+    assert config["task_type"] is None and "qa_outputs" in config["modules_to_save"]

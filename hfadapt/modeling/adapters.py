@@ -433,6 +433,12 @@ def apply_adapter(
             f"{type(model).__name__} in transformers {transformers.__version__} does not (use prompt or lora)"
         )
     task_type = task.peft_task_type
+    if task_type == "QUESTION_ANS" and a.method not in ("prefix", "prompt"):
+        # peft's PeftModelForQuestionAnswering.forward drops token_type_ids (peft 0.21), so a BERT-style
+        # reader would train and predict with every token in segment 0 while its merged or exported model
+        # uses the real segments. The plain PeftModel passes every input on; the head is saved by
+        # modules_to_save (qa_outputs is one of HEAD_NAMES) as the typed wrapper would.
+        task_type = None
     given = a.target_modules if isinstance(a, TargetedAdapterSection) else None  # prefix/prompt: none
     targets = given if given is not None else default_targets(model, method)
     if targets == "all-linear" and task.fresh_heads:
