@@ -252,11 +252,11 @@ def build(runs: Path) -> Any:
                         value = form.shown(spec, form.get(raw or {}, spec.path))
                         info = spec.help or None
                         if spec.kind == "bool":
-                            c = gr.Checkbox(value=value, label=spec.path, info=info, elem_id=eid, key=key)
+                            c = gr.Checkbox(value=value, label=spec.path, info=info, elem_id=eid, key=key, interactive=True)
                         elif spec.kind == "choice":
-                            c = gr.Dropdown(list(spec.choices), value=value, label=spec.path, info=info, elem_id=eid, key=key)
+                            c = gr.Dropdown(list(spec.choices), value=value, label=spec.path, info=info, elem_id=eid, key=key, interactive=True)
                         else:
-                            c = gr.Textbox(value=value, label=spec.path, info=info, elem_id=eid, key=key, max_lines=1,
+                            c = gr.Textbox(value=value, label=spec.path, info=info, elem_id=eid, key=key, max_lines=1, interactive=True,
                                            placeholder="" if spec.default is None else f"default: {spec.default}")
                         e = gr.Markdown("\n\n".join(placed.get(spec.path, [])), elem_id="err-" + spec.path.replace(".", "-"),
                                         elem_classes="field-error", key=key + ":err")
@@ -291,12 +291,8 @@ def build(runs: Path) -> Any:
                             return form.dump(raw)
                         return fn
 
-                    for i, c in enumerate(comps):
-                        if isinstance(c, gr.Textbox):
-                            c.blur(to_yaml(i), [c, yaml_box], yaml_box)
-                            c.submit(to_yaml(i), [c, yaml_box], yaml_box)
-                        else:
-                            c.input(to_yaml(i), [c, yaml_box], yaml_box)
+                    for i, c in enumerate(comps):  # .input: the user's edits only, never the updates from the YAML
+                        c.input(to_yaml(i), [c, yaml_box], yaml_box, trigger_mode="always_last", show_progress="hidden")
 
                     def from_yaml(text: str, base: str, *current: Any) -> list:
                         raw, placed = _read_and_place(text, base, paths)

@@ -5,7 +5,7 @@ messages placed under the field they name. No Gradio here: the app builds compon
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ class FieldSpec:
     default: Any
     choices: tuple[str, ...] = ()
     advanced: bool = False
+    numeric: bool = False  # "5e-4" reads as a string in YAML 1.1: a number field takes it as a number
 
 
 def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
@@ -68,7 +69,8 @@ def _field(path: str, prop: dict[str, Any]) -> FieldSpec:
         kind, choices = "choice", ["", "true", "false"]
     else:
         kind = "text"
-    return FieldSpec(path, prop.get("title", name), kind, help_text, default, tuple(choices), advanced=name not in BASIC)
+    return FieldSpec(path, prop.get("title", name), kind, help_text, default, tuple(choices),
+                     advanced=name not in BASIC and not name.endswith("_column"), numeric=bool(kinds) and kinds <= {"number", "integer"})
 
 
 def form_fields(task: str, method: str) -> dict[str, list[FieldSpec]]:
@@ -85,7 +87,7 @@ def form_fields(task: str, method: str) -> dict[str, list[FieldSpec]]:
             node = _resolve(schema, schema["properties"][section])
         specs = [_field(f"{section}.{name}", prop) for name, prop in node.get("properties", {}).items()
                  if not (section == "adapter" and name == "method")]
-        out[section] = [FieldSpec(s.path, s.title, s.kind, s.help, s.default, s.choices, s.advanced or section in FOLDED_SECTIONS)
+        out[section] = [replace(s, advanced=s.advanced or section in FOLDED_SECTIONS)
                         for s in specs if not (s.kind == "text" and _is_mapping(node["properties"][s.path.split(".")[1]]))]
     return out
 
@@ -110,8 +112,20 @@ def parse(text: str) -> dict[str, Any]:
     return raw
 
 
+class _Dumper(yaml.SafeDumper):
+    """Sections as blocks, short lists of scalars inline (`target_modules: [query, value]`), as recipes are written."""
+
+
+def _list(dumper: yaml.SafeDumper, data: list) -> Any:
+    inline = all(not isinstance(v, (dict, list)) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=inline)
+
+
+_Dumper.add_representer(list, _list)
+
+
 def dump(raw: dict[str, Any]) -> str:
-    return yaml.safe_dump(raw, sort_keys=False, default_flow_style=None, allow_unicode=True)
+    return yaml.dump(raw, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
 def get(raw: dict[str, Any], path: str) -> Any:
@@ -168,6 +182,11 @@ def typed(spec: FieldSpec, shown_value: Any) -> Any:
             value = yaml.safe_load(str(shown_value))
         except yaml.YAMLError:
             value = str(shown_value)
+        if spec.numeric and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass  # validate names the field
     return None if value == spec.default else value
 
 
