@@ -175,6 +175,7 @@ def test_compose_train_report_try_stop_resume(ui, page) -> None:
     text = _yaml(page)
     _set_yaml(page, text.replace("epochs: 1", "epochs: onee"))
     _wait_text(page, "#err-train-epochs", "train.epochs")
+    page.locator("#f-train-epochs").scroll_into_view_if_needed()
     _shot(page, ui, "recipe")
 
     # bad inputs: an invalid recipe launch, a path outside the allowed folders: one line each, nothing started.

@@ -228,89 +228,90 @@ def build(runs: Path) -> Any:
                                 [errors_md, task_dd, method_dd, task_state, method_state], trigger_mode="always_last",
                                 show_progress="hidden")
 
-                @gr.render(inputs=[task_state, method_state, yaml_box, base_state],
-                           triggers=[task_state.change, method_state.change, demo.load])
-                def render_form(task: str | None, method: str, text: str, base: str) -> None:
-                    if not task:
-                        gr.Markdown("Pick a shipped recipe, a blank task or a file to start.", elem_id="form-empty")
-                        return
-                    try:
-                        sections = form.form_fields(task, method if method in adapter_methods() else "lora")
-                    except HfadaptError as e:
-                        gr.Markdown(error_line(e))
-                        return
-                    all_paths = [s.path for fields in sections.values() for s in fields]
-                    raw, placed = _read_and_place(text, base, all_paths)
-                    specs: list[form.FieldSpec] = []
-                    comps: list[Any] = []
-                    errs: list[Any] = []
-                    section_errs: dict[str, Any] = {}
+                with form_box:  # the form's place on the page: left of the YAML
+                    @gr.render(inputs=[task_state, method_state, yaml_box, base_state],
+                               triggers=[task_state.change, method_state.change, demo.load])
+                    def render_form(task: str | None, method: str, text: str, base: str) -> None:
+                        if not task:
+                            gr.Markdown("Pick a shipped recipe, a blank task or a file to start.", elem_id="form-empty")
+                            return
+                        try:
+                            sections = form.form_fields(task, method if method in adapter_methods() else "lora")
+                        except HfadaptError as e:
+                            gr.Markdown(error_line(e))
+                            return
+                        all_paths = [s.path for fields in sections.values() for s in fields]
+                        raw, placed = _read_and_place(text, base, all_paths)
+                        specs: list[form.FieldSpec] = []
+                        comps: list[Any] = []
+                        errs: list[Any] = []
+                        section_errs: dict[str, Any] = {}
 
-                    def add(spec: form.FieldSpec) -> None:
-                        eid = "f-" + spec.path.replace(".", "-")
-                        key = f"{task}:{method}:{spec.path}"
-                        value = form.shown(spec, form.get(raw or {}, spec.path))
-                        info = spec.help or None
-                        if spec.kind == "bool":
-                            c = gr.Checkbox(value=value, label=spec.path, info=info, elem_id=eid, key=key, interactive=True)
-                        elif spec.kind == "choice":
-                            c = gr.Dropdown(list(spec.choices), value=value, label=spec.path, info=info, elem_id=eid, key=key, interactive=True)
-                        else:
-                            c = gr.Textbox(value=value, label=spec.path, info=info, elem_id=eid, key=key, max_lines=1, interactive=True,
-                                           placeholder="" if spec.default is None else f"default: {spec.default}")
-                        e = gr.Markdown("\n\n".join(placed.get(spec.path, [])), elem_id="err-" + spec.path.replace(".", "-"),
-                                        elem_classes="field-error", key=key + ":err")
-                        specs.append(spec)
-                        comps.append(c)
-                        errs.append(e)
+                        def add(spec: form.FieldSpec) -> None:
+                            eid = "f-" + spec.path.replace(".", "-")
+                            key = f"{task}:{method}:{spec.path}"
+                            value = form.shown(spec, form.get(raw or {}, spec.path))
+                            info = spec.help or None
+                            if spec.kind == "bool":
+                                c = gr.Checkbox(value=value, label=spec.path, info=info, elem_id=eid, key=key, interactive=True)
+                            elif spec.kind == "choice":
+                                c = gr.Dropdown(list(spec.choices), value=value, label=spec.path, info=info, elem_id=eid, key=key, interactive=True)
+                            else:
+                                c = gr.Textbox(value=value, label=spec.path, info=info, elem_id=eid, key=key, max_lines=1, interactive=True,
+                                               placeholder="" if spec.default is None else f"default: {spec.default}")
+                            e = gr.Markdown("\n\n".join(placed.get(spec.path, [])), elem_id="err-" + spec.path.replace(".", "-"),
+                                            elem_classes="field-error", key=key + ":err")
+                            specs.append(spec)
+                            comps.append(c)
+                            errs.append(e)
 
-                    for section, fields in sections.items():
-                        with gr.Group():
-                            if section:
-                                gr.Markdown(f"**{section}**")
-                            for spec in (s for s in fields if not s.advanced):
-                                add(spec)
-                            folded = [s for s in fields if s.advanced]
-                            if folded:
-                                with gr.Accordion(f"{section} · advanced", open=False):
-                                    for spec in folded:
-                                        add(spec)
-                            if section:
-                                section_errs[section] = gr.Markdown("\n\n".join(placed.get(section, [])), elem_id=f"err-section-{section}",
-                                                                    elem_classes="field-error", key=f"{task}:{method}:{section}:err")
-                    paths = [s.path for s in specs]
-                    section_names = list(section_errs)
+                        for section, fields in sections.items():
+                            with gr.Group():
+                                if section:
+                                    gr.Markdown(f"**{section}**")
+                                for spec in (s for s in fields if not s.advanced):
+                                    add(spec)
+                                folded = [s for s in fields if s.advanced]
+                                if folded:
+                                    with gr.Accordion(f"{section} · advanced", open=False):
+                                        for spec in folded:
+                                            add(spec)
+                                if section:
+                                    section_errs[section] = gr.Markdown("\n\n".join(placed.get(section, [])), elem_id=f"err-section-{section}",
+                                                                        elem_classes="field-error", key=f"{task}:{method}:{section}:err")
+                        paths = [s.path for s in specs]
+                        section_names = list(section_errs)
 
-                    def to_yaml(i: int) -> Callable[[Any, str], str]:
-                        def fn(value: Any, text: str) -> Any:
-                            try:
-                                raw = form.parse(text)
-                            except HfadaptError:
-                                return gr.skip()  # the YAML's own error is shown under it; fix it there first
-                            form.set_value(raw, specs[i].path, form.typed(specs[i], value))
-                            return form.dump(raw)
-                        return fn
+                        def to_yaml(i: int) -> Callable[[Any, str], str]:
+                            def fn(value: Any, text: str) -> Any:
+                                try:
+                                    raw = form.parse(text)
+                                except HfadaptError:
+                                    return gr.skip()  # the YAML's own error is shown under it; fix it there first
+                                form.set_value(raw, specs[i].path, form.typed(specs[i], value))
+                                return form.dump(raw)
+                            return fn
 
-                    for i, c in enumerate(comps):  # .input: the user's edits only, never the updates from the YAML
-                        c.input(to_yaml(i), [c, yaml_box], yaml_box, trigger_mode="always_last", show_progress="hidden")
+                        for i, c in enumerate(comps):  # .input: the user's edits only, never the updates from the YAML
+                            c.input(to_yaml(i), [c, yaml_box], yaml_box, trigger_mode="always_last", show_progress="hidden")
 
-                    def from_yaml(text: str, base: str, *current: Any) -> list:
-                        raw, placed = _read_and_place(text, base, paths)
-                        values = []
-                        for spec, now in zip(specs, current):
-                            if raw is None:
-                                values.append(gr.skip())
-                                continue
-                            new = form.shown(spec, form.get(raw, spec.path))
-                            same = now == new or (spec.kind == "text" and form.typed(spec, now) == form.typed(spec, new))
-                            values.append(gr.skip() if same else new)
-                        messages = ["\n\n".join(placed.get(p, [])) for p in paths]
-                        sections_out = ["\n\n".join(placed.get(s, [])) for s in section_names]
-                        return values + messages + sections_out
+                        def from_yaml(text: str, base: str, *current: Any) -> list:
+                            raw, placed = _read_and_place(text, base, paths)
+                            values = []
+                            for spec, now in zip(specs, current):
+                                if raw is None:
+                                    values.append(gr.skip())
+                                    continue
+                                new = form.shown(spec, form.get(raw, spec.path))
+                                same = now == new or (spec.kind == "text" and form.typed(spec, now) == form.typed(spec, new))
+                                values.append(gr.skip() if same else new)
+                            messages = ["\n\n".join(placed.get(p, [])) for p in paths]
+                            sections_out = ["\n\n".join(placed.get(s, [])) for s in section_names]
+                            return values + messages + sections_out
 
-                    yaml_box.change(from_yaml, [yaml_box, base_state, *comps],
-                                    comps + errs + [section_errs[s] for s in section_names],
-                                    trigger_mode="always_last", show_progress="hidden")
+                        yaml_box.change(from_yaml, [yaml_box, base_state, *comps],
+                                        comps + errs + [section_errs[s] for s in section_names],
+                                        trigger_mode="always_last", show_progress="hidden")
 
                 def do_plan(text: str, base: str) -> str:
                     from hfadapt.training.plan import format_plan, plan_recipe
