@@ -60,10 +60,8 @@ class Context:
 
 def launchers() -> dict[str, Path | None]:
     """The Accelerate configs of examples/launch (the repository's, or the working directory's)."""
-    import hfadapt
-
     out: dict[str, Path | None] = {THIS_MACHINE: None}
-    for folder in (Path.cwd() / "examples" / "launch", Path(hfadapt.__file__).resolve().parents[1] / "examples" / "launch"):
+    for folder in (Path.cwd() / "examples" / "launch", Path(__file__).resolve().parents[2] / "examples" / "launch"):
         for f in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
             out.setdefault(f"accelerate launch --config_file examples/launch/{f.name}", f)
     return out
