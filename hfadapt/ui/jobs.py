@@ -34,6 +34,11 @@ class Jobs:
     def _spawn(self, run: Path, recipe_file: Path, launcher: Path | None, resume: bool) -> Job:
         current = self.jobs.get(run)
         if current is not None and current.process.poll() is None:
+            try:  # a stopped run may still be finishing its exit after writing its checkpoint
+                current.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+        if current is not None and current.process.poll() is None:
             raise HfadaptError(f"train: {run.name} is already training")
         logs = self.root / UI_DIR / "logs"
         logs.mkdir(parents=True, exist_ok=True)
