@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from hfadapt.core.errors import HfadaptError
 
@@ -98,9 +99,24 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--sort", metavar="METRIC", help="best first by this evaluation metric (e.g. accuracy, loss)")
     rs.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    _ui_parser(sub, common)
     sub.add_parser("recipes", parents=[common], help="list the shipped recipes")
     sub.add_parser("schema", parents=[common], help="print the recipe JSON Schema")
     return p
+
+
+def _ui_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    ui = sub.add_parser("ui", parents=[common], help="a web page to compose recipes, launch and watch runs, read reports and try adapters (Gradio)")
+    ui.add_argument("--runs", default="runs", metavar="DIR", help="runs folder (default: runs)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need --auth)")
+    ui.add_argument("--port", type=int, default=7860)
+    ui.add_argument("--auth", metavar="USER:PASS", help="password for the page (or HFADAPT_UI_AUTH); required off 127.0.0.1")
+
+
+def _ui(args: argparse.Namespace) -> None:
+    from hfadapt.ui.app import serve
+
+    serve(args.runs, host=args.host, port=args.port, auth=args.auth)
 
 
 def _base_model_flag(p: argparse.ArgumentParser) -> None:
@@ -164,9 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"hfadapt: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("hfadapt: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM during training (a checkpoint saved: the message says so)
+        print(f"hfadapt: {e}" if str(e) else "hfadapt: interrupted", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -299,7 +315,7 @@ def _targets(args: argparse.Namespace) -> None:
 COMMANDS = {
     "validate": _validate, "recipes": _recipes, "schema": _schema, "train": _train, "eval": _eval,
     "predict": _predict, "push": _push, "merge": _merge, "plan": _plan, "report": _report, "runs": _runs,
-    "targets": _targets, "export": _export,
+    "targets": _targets, "export": _export, "ui": _ui,
 }
 
 

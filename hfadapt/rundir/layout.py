@@ -26,6 +26,7 @@ PREDICTIONS_FILE = "eval_predictions.jsonl"
 GENERATIONS_FILE = "generations.jsonl"  # written by causal-lm's evaluation
 TRAINABLE_FILE = "trainable.safetensors"  # trainable weights only (the adapter), in best/ and checkpoints
 BEST_FILE = "best.json"
+LIVE_LOG_FILE = "train_log.jsonl"  # one line per logged step and evaluation, appended as training goes (for watchers: `hfadapt ui`)
 ADAPTER_DIR, MODEL_DIR, BASE_MODEL_DIR = "adapter", "model", "base_model"
 CHECKPOINTS_DIR, CHECKPOINT_PREFIX = "checkpoints", "checkpoint-"
 BEST_DIR, LOGS_DIR = "best", "logs"
@@ -164,6 +165,7 @@ class RunDir:
     eval_predictions.jsonl  per-example results of the final validation (predictions.py), for reports
     status.json          running / finished / failed, for `hfadapt runs` (status.py)
     trainer_state.json   per-step losses and log history
+    train_log.jsonl      the log history as it is written (one JSON line per log and evaluation, with a time)
     checkpoints/         checkpoint-N folders for --resume
     best/                trainable weights of the best evaluation so far (+ best.json: its step and value)
     logs/                tracker output (TensorBoard)
@@ -202,6 +204,10 @@ class RunDir:
     @property
     def generations_file(self) -> Path:
         return self.path / GENERATIONS_FILE
+
+    @property
+    def live_log_file(self) -> Path:
+        return self.path / LIVE_LOG_FILE
 
     @property
     def base_model_dir(self) -> Path:
@@ -367,6 +373,11 @@ class RunDir:
     def read_predictions(self) -> list[dict[str, Any]]:
         """eval_predictions.jsonl: one dict per evaluated example (the task's fields); unreadable lines skipped."""
         return _read_jsonl(self.predictions_file)
+
+    def read_live_log(self) -> list[dict[str, Any]]:
+        """train_log.jsonl: {"step", "time", "train/loss", "train/lr", ...} or eval/ entries, in the order
+        written; a resumed run appends again from its checkpoint's step (readers keep the last of a step)."""
+        return _read_jsonl(self.live_log_file)
 
     def read_generations(self) -> list[dict[str, Any]]:
         """generations.jsonl (causal-lm): the recipe's prompts completed at each evaluation."""

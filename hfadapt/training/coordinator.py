@@ -127,9 +127,33 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Callable[[Traine
         training_loss=lambda model, batch: task.training_loss(model, batch, recipe),
         default_best_metric=task.default_best_metric,
     )
-    with recorded(run.path, session.state, is_main=session.accelerator.is_main_process):
+    with recorded(run.path, session.state, is_main=session.accelerator.is_main_process), sigterm_stops() as stop:
+        parts.stop_requested = stop
         state = fit(parts, recipe, session.state, session.steps_per_epoch, list(callbacks))
         return _finish(recipe, run, session, state, meter)
+
+
+@contextmanager
+def sigterm_stops() -> Iterator[Callable[[], bool]]:
+    """While training: SIGTERM (`kill`, a scheduler's preemption, the UI's Stop) sets a flag the loop reads
+    after each optimizer step, so it saves a checkpoint and stops instead of dying mid-step. Only the main
+    thread can take a signal; elsewhere the process's own handling stays."""
+    import signal
+    import threading
+
+    asked = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        asked[0] = True
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield lambda: asked[0]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ---- setup ---------------------------------------------------------------------------------------

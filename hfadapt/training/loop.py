@@ -5,7 +5,9 @@ Everything is built by training.py; this file only steps, logs, evaluates and ch
 
 from __future__ import annotations
 
+import json
 import math
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -35,6 +37,14 @@ class LoopParts:
     compiled: Any = None  # train.compile: a compiling.CompiledForward for the training forward, or None
     training_loss: Callable[[Any, dict], tuple[Any, dict[str, Any]]] | None = None  # (model, batch) -> (loss, figures): Task.training_loss
     default_best_metric: str | None = None  # Task.default_best_metric: eval.best_metric when the recipe leaves it unset
+    stop_requested: Callable[[], bool] | None = None  # SIGTERM arrived (coordinator.sigterm_stops): checkpoint and stop
+
+
+class StopRequested(KeyboardInterrupt):
+    """The run was asked to stop (SIGTERM): a checkpoint of the step reached is saved, the run reads as
+    interrupted and resumes with --resume. A KeyboardInterrupt, so status and exit are an interruption's."""
+
+    exit_code = 143  # 128 + SIGTERM, what a shell reports for a terminated process
 
 
 def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int, callbacks: list[Callable] = ()) -> TrainerState:
@@ -98,6 +108,7 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
                 logs.update({f"train/{k}": v for k, v in step_figures.items()})
                 acc.log(logs, step=state.global_step)
                 state.log_history.append({"step": state.global_step, **logs})
+                _append_live(parts, {"step": state.global_step, "total_steps": state.total_steps, **logs})
                 progress.set_postfix(loss=f"{step_loss:.4f}")
             if parts.evaluate is not None and t.eval_steps and state.global_step % t.eval_steps == 0:
                 with meter.timed("eval"):
@@ -108,6 +119,15 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
                     save_checkpoint(acc, parts.run.path, state, t.save_total_limit)
             for cb in callbacks:
                 cb(state)
+            if parts.stop_requested is not None and _agreed(acc, parts.stop_requested()):
+                if not (t.save_steps and state.global_step % t.save_steps == 0):
+                    state.perf = meter.totals(acc, state.global_step)
+                    save_checkpoint(acc, parts.run.path, state, t.save_total_limit)
+                progress.close()
+                raise StopRequested(
+                    f"stopped at step {state.global_step}/{state.total_steps}; checkpoint-{state.global_step} saved; "
+                    f"continue with `hfadapt train {parts.run.recipe_file} --resume`"
+                )
             if state.global_step >= state.total_steps or state.stopped_early:
                 break
         else:
@@ -122,7 +142,9 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
 def _evaluate_and_track(parts: LoopParts, state: TrainerState, key: str | None, greater: bool | None, patience: int | None) -> None:
     acc = parts.accelerator
     results = parts.evaluate(state.global_step)  # type: ignore[misc]
-    acc.log(state.record_evaluation(state.global_step, results), step=state.global_step)
+    logs = state.record_evaluation(state.global_step, results)
+    acc.log(logs, step=state.global_step)
+    _append_live(parts, {"step": state.global_step, **logs})
     if key is None:
         return
     value = results[key]
@@ -140,6 +162,26 @@ def _evaluate_and_track(parts: LoopParts, state: TrainerState, key: str | None, 
         state.evals_without_improvement += 1
         if patience is not None and state.evals_without_improvement >= patience:
             state.stopped_early = True
+
+
+def _append_live(parts: LoopParts, entry: dict[str, Any]) -> None:
+    """One line of train_log.jsonl (main process), flushed at once so a watcher sees it; never fails a run."""
+    if not parts.accelerator.is_main_process:
+        return
+    try:
+        with open(parts.run.live_log_file, "a", encoding="utf-8") as f:
+            f.write(json.dumps({**entry, "time": round(time.time(), 3)}, default=float) + "\n")
+    except OSError:
+        pass
+
+
+def _agreed(acc: Accelerator, mine: bool) -> bool:
+    """Whether any process was asked to stop: all of them stop at the same step (the checkpoint is collective)."""
+    if acc.num_processes == 1:
+        return mine
+    import torch
+
+    return acc.reduce(torch.tensor(float(mine), device=acc.device), reduction="sum").item() > 0
 
 
 def _step_figures(acc: Accelerator, micro_logs: list[dict[str, Tensor]]) -> dict[str, float]:
