@@ -25,6 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "training": {"core", "metrics", "modeling", "data", "rundir", "tasks", "publishing"},
     "inference": {"core", "metrics", "modeling", "data", "rundir", "tasks", "publishing", "training"},
     "insight": {"core", "metrics", "modeling", "data", "rundir", "tasks", "publishing", "training", "inference"},
+    "serving": {"core", "metrics", "modeling", "data", "rundir", "tasks", "publishing", "training", "inference"},
 }
 TOP = {"hfadapt", "hfadapt.cli", "hfadapt.__main__"}  # the public API and the command line: may import anything
 
