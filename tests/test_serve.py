@@ -4,8 +4,8 @@ fail alone, the API key is checked and never echoed, SIGTERM drains what is in f
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -316,3 +316,47 @@ def test_sigterm_drains_requests_in_flight_and_logs_one_line_each(chat_adapters:
     access = [line for line in stdout.splitlines() if '"POST /v1/chat/completions' in line]
     assert len(access) == 6 and all(line.endswith(" 200 OK") for line in access), stdout
     assert "Traceback" not in stderr, stderr
+
+
+def test_engine_vllm_is_refused_in_one_line_without_vllm_or_a_gpu(chat_adapters: dict[str, Path], capsys: pytest.CaptureFixture) -> None:  # noqa: F811
+    import importlib.util
+
+    import torch
+
+    from hfadapt.cli import main
+
+    if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available():
+        pytest.skip("vLLM and a GPU are here: the engine would start")
+    assert main(["serve", str(chat_adapters["colors"]), "--engine", "vllm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert re.match(r"hfadapt: error: serve --engine vllm: (vLLM is not installed|vLLM needs a CUDA GPU)", err), err
+
+
+def test_bad_adapter_arguments_fail_in_one_line(chat_adapters: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    from hfadapt import HfadaptError
+    from hfadapt.serving.registry import load
+
+    run = chat_adapters["colors"]
+    with pytest.raises(HfadaptError, match="two adapters are named 'a'"):
+        load([f"a={run}", f"a={chat_adapters['numbers']}"], say=lambda _: None)
+    with pytest.raises(HfadaptError, match="not a valid adapter name"):
+        load([f"bad name={run}"], say=lambda _: None)
+    with pytest.raises(HfadaptError, match="run directory not found"):
+        load([str(tmp_path / "missing")], say=lambda _: None)
+
+
+def test_a_merged_adapter_folder_serves_beside_its_sources(chat_adapters: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    from fastapi.testclient import TestClient
+
+    from hfadapt import merge
+    from hfadapt.serving.app import build_app
+
+    merged = merge([chat_adapters["colors"], chat_adapters["numbers"]], tmp_path / "merged", method="linear", weights=[0.5, 0.5])
+    lines: list[str] = []
+    app = build_app([f"colors={chat_adapters['colors']}", f"mix={merged}"], say=lines.append)
+    assert len(app.state.service.registry.groups) == 1 and len(lines) == 2  # the merge loads into its sources' base
+    with TestClient(app) as client:
+        for prompt in PROMPTS[:2]:
+            got = client.post("/v1/completions", json={"model": "mix", "prompt": prompt}).json()
+            assert got["choices"][0]["text"] == predict(merged, [prompt])[0]["generated_text"]

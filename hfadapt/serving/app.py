@@ -218,9 +218,11 @@ def _sse(data: dict | str) -> str:
 
 
 def build_app(adapters: list[str] | Registry, api_key: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 10.0,
-              max_body_mb: float = MAX_BODY_MB, max_tokens: int = MAX_TOKENS, say: Callable[[str], None] = print) -> FastAPI:
+              max_body_mb: float = MAX_BODY_MB, max_tokens: int = MAX_TOKENS, say: Callable[[str], None] = print,
+              engine: str = "hf") -> FastAPI:
     """The server's FastAPI app for `adapters` (ADAPTER specs, or a loaded Registry). The batch worker starts
-    and stops with the app's lifespan (uvicorn, or `with TestClient(app)`)."""
+    and stops with the app's lifespan (uvicorn, or `with TestClient(app)`). `engine="vllm"`: causal-lm
+    generation on vLLM (a CUDA GPU; untested, see vllm_engine.py)."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI
@@ -230,10 +232,16 @@ def build_app(adapters: list[str] | Registry, api_key: str | None = None, max_ba
 
     if max_batch_size < 1 or max_wait_ms < 0 or max_body_mb <= 0 or max_tokens < 1:
         raise HfadaptError("serve: --max-batch-size, --max-tokens and --max-body-mb must be positive, --max-wait-ms not negative")
+    check_engine(engine)
     registry = adapters if isinstance(adapters, Registry) else _load(adapters, say)
+    generator = None
+    if engine == "vllm":
+        from hfadapt.serving.vllm_engine import VllmGenerator
+
+        generator = VllmGenerator(registry)
     metrics = ServeMetrics()
     batcher = Batcher(max_batch_size, max_wait_ms, on_batch=metrics.batch_size.observe,
-                      on_tokens=lambda name, n: metrics.tokens.labels(name).inc(n))
+                      on_tokens=lambda name, n: metrics.tokens.labels(name).inc(n), engine=generator)
     service = Service(registry, batcher, max_tokens)
     key = resolve_key(api_key)
 
@@ -478,14 +486,9 @@ def serve(adapters: list[str], host: str = "127.0.0.1", port: int = 8000, api_ke
     """Load `adapters` and serve them until SIGINT/SIGTERM (then stop taking requests and finish those in flight)."""
     import uvicorn
 
-    check_engine(engine)
-    if engine == "vllm":
-        from hfadapt.serving.vllm_engine import build_vllm_app
-
-        app = build_vllm_app(adapters, api_key=api_key, max_tokens=max_tokens)
-    else:
-        app = build_app(adapters, api_key=api_key, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
-                        max_body_mb=max_body_mb, max_tokens=max_tokens)
+    check_engine(engine)  # before anything loads
+    app = build_app(adapters, api_key=api_key, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+                    max_body_mb=max_body_mb, max_tokens=max_tokens, engine=engine)
     print(f"serve: listening on http://{host}:{port} (OpenAI-compatible API under /v1)", flush=True)
     uvicorn.run(app, host=host, port=port, log_config=_log_config(), timeout_graceful_shutdown=None)
 

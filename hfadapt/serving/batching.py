@@ -139,8 +139,9 @@ class Batcher:
     """Collects jobs for up to `max_wait_ms` after the first one (at most `max_batch_size`), then runs them."""
 
     def __init__(self, max_batch_size: int = 32, max_wait_ms: float = 10.0, on_batch: Callable[[int], None] | None = None,
-                 on_tokens: Callable[[str, int], None] | None = None) -> None:
+                 on_tokens: Callable[[str, int], None] | None = None, engine: Any = None) -> None:
         self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000
+        self.engine = engine  # --engine vllm: a VllmGenerator for the causal-lm bases it handles
         self.on_batch, self.on_tokens = on_batch, on_tokens
         self.queue: queue.Queue[Job | None] = queue.Queue()
         self.thread = threading.Thread(target=self._loop, name="hfadapt-batcher", daemon=True)
@@ -269,7 +270,10 @@ class Batcher:
         eos = eos if eos is not None else tok.eos_token_id
         eos_ids = set(eos) if isinstance(eos, (list, tuple)) else ({eos} if eos is not None else set())
         rows = [Row(j, tok, eos_ids) for j in jobs]
-        on_tokens = self.on_tokens
+        if self.engine is not None and self.engine.handles(group):
+            self.engine.generate(jobs, rows)
+            self._finish(rows)
+            return
 
         class Feed(BaseStreamer):
             """Each step's tokens, row by row; a row that is done hands its answer over now."""
@@ -316,9 +320,12 @@ class Batcher:
             for row, tokens in zip(rows, new.tolist()):
                 for t in tokens:
                     row.push(int(t))
+        self._finish(rows)
+
+    def _finish(self, rows: list[Row]) -> None:
         for row in rows:
-            if on_tokens:
-                on_tokens(row.job.served.name, len(row.ids))
+            if self.on_tokens:
+                self.on_tokens(row.job.served.name, len(row.ids))
             row.finish()
 
 

@@ -40,6 +40,8 @@ class ModelGroup:
     peft: bool
     mixable: bool  # LoRA: rows of different adapters run in one forward (peft's adapter_names)
     adapters: list[str] = field(default_factory=list)
+    base_ref: str | None = None  # the base as its adapters' configs name it (a Hub id or a folder)
+    revision: str | None = None
 
 
 @dataclass
@@ -54,6 +56,7 @@ class Served:
     group: ModelGroup
     peft_name: str | None  # the adapter's name in group.model; None: the bare base (or a standalone model)
     ref: str
+    folder: str | None = None  # the adapter's (or standalone model's) folder
 
     @property
     def base(self) -> str | None:
@@ -171,7 +174,8 @@ def load(specs: list[str], say: Any = print) -> Registry:
             group = by_key.get(key)
             if group is None:
                 model = load_run_model(run, task, ref=ref, adapter_name=name, safetensors_only=True)
-                group = ModelGroup(model=model, base_name=_base_display_name(key[0]), peft=True, mixable=False)
+                group = ModelGroup(model=model, base_name=_base_display_name(key[0]), peft=True, mixable=False,
+                                   base_ref=key[0], revision=key[1])
                 by_key[key] = group
                 reg.groups.append(group)
             else:
@@ -183,12 +187,14 @@ def load(specs: list[str], say: Any = print) -> Registry:
         config = transformers.AutoConfig.from_pretrained(run.model_dir)
         processor = task.load_processor(run.recipe, path=str(run.model_dir))
         reg.served[name] = Served(name=name, task=task.name, recipe=run.recipe, processor=processor,
-                                  info=task.info_from_config(config), group=group, peft_name=peft_name, ref=str(ref))
+                                  info=task.info_from_config(config), group=group, peft_name=peft_name, ref=str(ref),
+                                  folder=str(run.model_dir))
         base = f" on {group.base_name}" if group.base_name else ""
         say(f"serve: {name}: {task.name} {run.recipe.adapter.method} adapter{base} ({ref})")
     for group in reg.groups:  # the bare bases, under names no adapter took
         if group.base_name and group.base_name not in reg.served:
             first = reg.served[group.adapters[0]]
             reg.served[group.base_name] = Served(name=group.base_name, task=first.task, recipe=first.recipe, processor=first.processor,
-                                                 info=first.info, group=group, peft_name=None, ref=group.base_name)
+                                                 info=first.info, group=group, peft_name=None, ref=group.base_name,
+                                                 folder=group.base_ref)
     return reg
