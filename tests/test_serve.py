@@ -360,3 +360,29 @@ def test_a_merged_adapter_folder_serves_beside_its_sources(chat_adapters: dict[s
         for prompt in PROMPTS[:2]:
             got = client.post("/v1/completions", json={"model": "mix", "prompt": prompt}).json()
             assert got["choices"][0]["text"] == predict(merged, [prompt])[0]["generated_text"]
+
+
+def test_classify_takes_image_files_as_predict_does(tiny_vit: str, image_folder: str, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from hfadapt import Recipe, train
+    from hfadapt.serving.app import build_app
+
+    run = train(Recipe.from_dict({
+        "name": "img", "task": "image-classification", "model": {"name_or_path": tiny_vit},
+        "data": {"dataset": image_folder}, "adapter": {"method": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
+        "train": {"max_steps": 2, "batch_size": 8, "learning_rate": 2e-2, "log_with": []},
+        "output": {"dir": str(tmp_path / "img")},
+    })).output_dir
+    images = sorted((Path(image_folder) / "validation" / "red").glob("*.png"))[:2] + sorted((Path(image_folder) / "validation" / "blue").glob("*.png"))[:1]
+    with TestClient(build_app([f"img={run}"], say=lambda _: None)) as client:
+        got = client.post("/v1/classify", data={"model": "img"}, files=[("file", (p.name, p.read_bytes(), "image/png")) for p in images])
+        assert got.status_code == 200, got.text
+        want = predict(run, [str(p) for p in images])
+        assert [r["input"] for r in got.json()["data"]] == [p.name for p in images]
+        for row, ref in zip(got.json()["data"], want):
+            assert row["label"] == ref["label"] and row["scores"] == pytest.approx(ref["scores"], abs=1e-6)
+        text = client.post("/v1/classify", json={"model": "img", "input": "a red image"})
+        assert text.status_code == 400 and "multipart" in text.json()["error"]["message"]
+        broken = client.post("/v1/classify", data={"model": "img"}, files=[("file", ("x.png", b"not an image", "image/png"))])
+        assert broken.status_code == 400 and broken.json()["error"]["message"]
