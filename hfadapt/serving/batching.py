@@ -307,14 +307,19 @@ class Batcher:
         if streamed:
             kwargs.update(streamer=Feed(), stopping_criteria=StoppingCriteriaList([Done()]))
         ctx: Any = nullcontext()
-        if group.peft and group.mixable and p.num_beams == 1:
+        if len({j.served.name for j in jobs}) > 1:  # _group_key lets only mixable adapters share a batch
             kwargs["adapter_names"] = [j.served.peft_name or BASE_ROWS for j in jobs]
-        else:
+        else:  # one adapter: peft's plain forward, cheaper than the mixed one
             ctx = _adapter(first)
         if p.do_sample and p.seed is not None:
             torch.manual_seed(p.seed)
-        with ctx, torch.no_grad():
-            out = model.generate(**batch, **kwargs)
+        try:
+            with ctx, torch.no_grad():
+                out = model.generate(**batch, **kwargs)
+        except Exception:
+            if "adapter_names" in kwargs:
+                _drop_adapter_name_hooks(model)
+            raise
         if not streamed:
             new = out[:, 1:] if seq2seq else out[:, width:]  # seq2seq: after the decoder start token
             for row, tokens in zip(rows, new.tolist()):
@@ -327,6 +332,21 @@ class Batcher:
             if self.on_tokens:
                 self.on_tokens(row.job.served.name, len(row.ids))
             row.finish()
+
+
+def _drop_adapter_name_hooks(model: Any) -> None:
+    """peft removes the pre-forward hooks that carry `adapter_names` after generate, but not when generate
+    raised: the next forward would still get the failed batch's names. Remove them."""
+    import functools
+
+    from peft.tuners.lora import model as lora_model
+
+    hook = getattr(lora_model, "_adapter_names_pre_forward_hook", None)
+    for module in model.modules():
+        for key, fn in list(module._forward_pre_hooks.items()):
+            if isinstance(fn, functools.partial) and fn.func is hook:
+                del module._forward_pre_hooks[key]
+                module._forward_pre_hooks_with_kwargs.pop(key, None)
 
 
 def _adapter(served: Served) -> Any:
