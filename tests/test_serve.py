@@ -290,9 +290,9 @@ def test_sigterm_drains_requests_in_flight_and_logs_one_line_each(chat_adapters:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "HFADAPT_API_KEY": KEY, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    # --max-wait-ms 1500: the requests sit in the batch worker's queue when SIGTERM comes
+    # --max-wait-ms 3000: the requests sit in the batch worker's queue when SIGTERM comes
     cmd = [sys.executable, "-m", "hfadapt", "serve", f"colors={chat_adapters['colors']}", f"numbers={chat_adapters['numbers']}",
-           "--port", str(port), "--max-wait-ms", "1500"]
+           "--port", str(port), "--max-wait-ms", "3000"]
     out, err = tmp_path / "out.txt", tmp_path / "err.txt"
     with open(out, "w") as o, open(err, "w") as e:
         proc = subprocess.Popen(cmd, stdout=o, stderr=e, env=env)
@@ -301,8 +301,12 @@ def test_sigterm_drains_requests_in_flight_and_logs_one_line_each(chat_adapters:
             client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=60)
             with ThreadPoolExecutor(6) as pool:
                 futures = [pool.submit(_chat, client, ("colors", "numbers")[i % 2], PROMPTS[i % 4]) for i in range(6)]
-                time.sleep(0.5)
+                time.sleep(1.0)
                 proc.send_signal(signal.SIGTERM)
+                time.sleep(0.3)
+                with pytest.raises(httpx.HTTPError):  # no new requests taken
+                    httpx.get(f"{url}/health", timeout=2)
+                assert not any(f.done() for f in futures)  # still in flight
                 answers = [f.result() for f in futures]
             assert all(a.choices[0].message.content for a in answers)
             assert proc.wait(60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has drained
