@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import tempfile
 import time
 import uuid
@@ -482,20 +481,21 @@ def check_engine(engine: str) -> None:
 
 
 def serve(adapters: list[str], host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, max_batch_size: int = 32,
-          max_wait_ms: float = 10.0, max_body_mb: float = MAX_BODY_MB, max_tokens: int = MAX_TOKENS, engine: str = "hf") -> None:
-    """Load `adapters` and serve them until SIGINT/SIGTERM (then stop taking requests and finish those in flight)."""
+          max_wait_ms: float = 10.0, max_body_mb: float = MAX_BODY_MB, max_tokens: int = MAX_TOKENS, engine: str = "hf",
+          verbose: bool = False) -> None:
+    """Load `adapters` and serve them until SIGINT/SIGTERM (then stop taking requests and finish those in flight).
+    `verbose` adds uvicorn's own info lines to the access log."""
     import uvicorn
 
     check_engine(engine)  # before anything loads
     app = build_app(adapters, api_key=api_key, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                     max_body_mb=max_body_mb, max_tokens=max_tokens, engine=engine)
     print(f"serve: listening on http://{host}:{port} (OpenAI-compatible API under /v1)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_config=_log_config(), timeout_graceful_shutdown=None)
+    uvicorn.run(app, host=host, port=port, log_config=_log_config(verbose), timeout_graceful_shutdown=None)
 
 
-def _log_config() -> dict:
+def _log_config(verbose: bool) -> dict:
     """Uvicorn's access log (one line per request: client, method, path, status) and its warnings only."""
-    verbose = os.environ.get("HFADAPT_SERVE_VERBOSE")
     return {
         "version": 1, "disable_existing_loggers": False,
         "formatters": {"access": {"()": "uvicorn.logging.AccessFormatter", "fmt": '%(client_addr)s "%(request_line)s" %(status_code)s', "use_colors": False},

@@ -27,4 +27,5 @@ def run(args: argparse.Namespace) -> None:
     from hfadapt.serving.app import serve
 
     serve(args.adapters, host=args.host, port=args.port, api_key=args.api_key, max_batch_size=args.max_batch_size,
-          max_wait_ms=args.max_wait_ms, max_body_mb=args.max_body_mb, max_tokens=args.max_tokens, engine=args.engine)
+          max_wait_ms=args.max_wait_ms, max_body_mb=args.max_body_mb, max_tokens=args.max_tokens, engine=args.engine,
+          verbose=getattr(args, "verbose", False))
