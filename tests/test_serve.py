@@ -298,6 +298,9 @@ def test_sigterm_drains_requests_in_flight_and_logs_one_line_each(chat_adapters:
         proc = subprocess.Popen(cmd, stdout=o, stderr=e, env=env)
         try:
             _wait_healthy(url, proc)
+            for key in (None, KEY[:-1]):  # no key, a wrong one (the key's prefix): 401, logged without the key
+                headers = {"Authorization": f"Bearer {key}"} if key else {}
+                assert httpx.get(f"{url}/v1/models", headers=headers).status_code == 401
             client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=60)
             with ThreadPoolExecutor(6) as pool:
                 futures = [pool.submit(_chat, client, ("colors", "numbers")[i % 2], PROMPTS[i % 4]) for i in range(6)]
@@ -319,6 +322,8 @@ def test_sigterm_drains_requests_in_flight_and_logs_one_line_each(chat_adapters:
         line for line in stdout.splitlines() if line.startswith("serve: colors") or line.startswith("serve: numbers")]
     access = [line for line in stdout.splitlines() if '"POST /v1/chat/completions' in line]
     assert len(access) == 6 and all(line.endswith(" 200 OK") for line in access), stdout
+    assert [line.split('"')[1:] for line in stdout.splitlines() if "/v1/models" in line] == [["GET /v1/models HTTP/1.1", " 401 Unauthorized"]] * 2
+    assert KEY[:-1] not in stdout + stderr
     assert "Traceback" not in stderr, stderr
 
 
