@@ -54,6 +54,7 @@ class Job:
     stream: Callable[[str | None], None] | None = None  # called from the worker: each text delta, then None
     future: Future = field(default_factory=Future)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    sent: str = ""  # the text streamed so far: a batch run again request by request goes on from it
 
     @property
     def generative(self) -> bool:
@@ -69,7 +70,6 @@ class Row:
         self.done = False
         self.finished = False  # its answer was handed over
         self.reason = "length"
-        self.sent = ""
         self.hold = max((len(s) for s in job.params.stop), default=1) - 1  # a stop sequence may be coming
 
     def push(self, token: int) -> None:
@@ -103,11 +103,12 @@ class Row:
         if not final:
             text = text.rstrip("\ufffd")
             if self.hold and not self.done:
-                text = text[: max(len(self.sent), len(text) - self.hold)]
-        if not text.startswith(self.sent) or len(text) <= len(self.sent):
+                text = text[: max(len(self.job.sent), len(text) - self.hold)]
+        sent = self.job.sent
+        if not text.startswith(sent) or len(text) <= len(sent):
             return ""
-        new, self.sent = text[len(self.sent):], text
-        return new
+        self.job.sent = text
+        return text[len(sent):]
 
     def finish(self) -> None:
         if self.finished:
