@@ -4,6 +4,7 @@ fail alone, the API key is checked and never echoed, SIGTERM drains what is in f
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -395,3 +396,43 @@ def test_classify_takes_image_files_as_predict_does(tiny_vit: str, image_folder:
         assert text.status_code == 400 and "multipart" in text.json()["error"]["message"]
         broken = client.post("/v1/classify", data={"model": "img"}, files=[("file", ("x.png", b"not an image", "image/png"))])
         assert broken.status_code == 400 and broken.json()["error"]["message"]
+
+
+@pytest.mark.slow
+def test_seq2seq_completions_equal_predict(tmp_path: Path) -> None:
+    """The encoder-decoder path: right-padded sources in one generate, answers and streams as predict's."""
+    import torch
+    from fastapi.testclient import TestClient
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    from hfadapt import Recipe, train
+    from hfadapt.serving.app import build_app
+    from tests.conftest import write_jsonl
+    from tests.test_seq2seq import WORDS, rows
+
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    config = T5Config(vocab_size=len(WORDS), d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2, num_decoder_layers=2,
+                      relative_attention_num_buckets=8, dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(config).save_pretrained(tmp_path / "t5")
+    tok.save_pretrained(tmp_path / "t5")
+    run = train(Recipe.from_dict({
+        "name": "s2s", "task": "seq2seq", "model": {"name_or_path": str(tmp_path / "t5")},
+        "data": {"train_files": [str(write_jsonl(tmp_path / "train.jsonl", rows(64, 0)))], "validation_split": None, "max_length": 16},
+        "adapter": {"method": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
+        "train": {"max_steps": 30, "batch_size": 8, "learning_rate": 1e-2, "log_with": []},
+        "generation": {"max_new_tokens": 4}, "output": {"dir": str(tmp_path / "run")},
+    })).output_dir
+    sources = [r["text"] for r in rows(6, 3)]
+    want = [p["generated_text"] for p in predict(run, sources)]
+    assert any(want)
+    with TestClient(build_app([f"s2s={run}"], say=lambda _: None)) as client:
+        got = client.post("/v1/completions", json={"model": "s2s", "prompt": sources}).json()  # one batch, right-padded
+        assert [c["text"] for c in got["choices"]] == want
+        events = client.post("/v1/completions", json={"model": "s2s", "prompt": sources[0], "stream": True}).text.split("\n\n")
+        chunks = [json.loads(e[6:]) for e in events if e.startswith("data: {")]
+        assert "".join(c["choices"][0]["text"] for c in chunks) == want[0]
