@@ -13,7 +13,7 @@ from hfadapt import tasks as _tasks  # noqa: F401  (installs task discovery for 
 __all__ = [
     "Recipe", "load_recipe", "HfadaptError", "train", "predict", "evaluate_run", "list_targets", "push", "merge",
     "export",
-    "TrainResult", "__version__",
+    "TrainResult", "serve", "build_app", "__version__",
 ]
 __version__ = "0.1.0"
 
@@ -30,6 +30,8 @@ _LAZY = {
     "push": ("hfadapt.publishing.hub", "push"),
     "merge": ("hfadapt.inference.merge", "merge"),
     "export": ("hfadapt.inference.export", "export"),
+    "serve": ("hfadapt.serving.app", "serve"),
+    "build_app": ("hfadapt.serving.app", "build_app"),
 }
 
 

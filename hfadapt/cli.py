@@ -100,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     _ui_parser(sub, common)
+    from hfadapt.serving import command as serve_command
+
+    serve_command.add_parser(sub, common)
+
     sub.add_parser("recipes", parents=[common], help="list the shipped recipes")
     sub.add_parser("schema", parents=[common], help="print the recipe JSON Schema")
     return p
@@ -312,10 +316,16 @@ def _targets(args: argparse.Namespace) -> None:
     print(format_report(list_targets(args.model, task=args.task, r=args.r, revision=args.revision, trust_remote_code=args.trust_remote_code)))
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from hfadapt.serving.command import run
+
+    run(args)
+
+
 COMMANDS = {
     "validate": _validate, "recipes": _recipes, "schema": _schema, "train": _train, "eval": _eval,
     "predict": _predict, "push": _push, "merge": _merge, "plan": _plan, "report": _report, "runs": _runs,
-    "targets": _targets, "export": _export, "ui": _ui,
+    "targets": _targets, "export": _export, "ui": _ui, "serve": _serve,
 }
 
 

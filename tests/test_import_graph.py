@@ -26,6 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "inference": {"core", "metrics", "modeling", "data", "rundir", "tasks", "publishing", "training"},
     "insight": {"core", "metrics", "modeling", "data", "rundir", "tasks", "publishing", "training", "inference"},
     "ui": {"core", "metrics", "modeling", "data", "rundir", "tasks", "publishing", "training", "inference", "insight"},
+    "serving": {"core", "metrics", "modeling", "data", "rundir", "tasks", "publishing", "training", "inference"},
 }
 TOP = {"hfadapt", "hfadapt.cli", "hfadapt.__main__"}  # the public API and the command line: may import anything
 

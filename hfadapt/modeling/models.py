@@ -179,13 +179,16 @@ def check_base_model(base_model: str) -> str:
 
 
 def load_run_model(
-    run: RunDir, task: Task, base_model: str | None = None, ref: str | Path | None = None
+    run: RunDir, task: Task, base_model: str | None = None, ref: str | Path | None = None,
+    adapter_name: str = "default", safetensors_only: bool = False,
 ) -> PreTrainedModel | PeftModel:
     """The fine-tuned model of a finished run: base + adapter (peft) or the saved full model.
 
     `base_model` (a local folder or Hub id) replaces the base the adapter config names: a pulled adapter
     trained on a local base names a placeholder there (see unpublished_base). `ref` is how messages
-    name the run (the user's run directory or Hub id; its folder by default).
+    name the run (the user's run directory or Hub id; its folder by default). `adapter_name` is the
+    name the adapter gets in the peft model (serve loads several); `safetensors_only` refuses pickle
+    weights of the base (serve).
     """
     import transformers
 
@@ -197,7 +200,8 @@ def load_run_model(
         raise HfadaptError(f"{BASE_MODEL_FLAG}: {ref} holds a standalone model (adapter.method={recipe.adapter.method}); it loads without a base model")
     auto = auto_model_class(task, transformers.AutoConfig.from_pretrained(run.model_dir) if task.auto_class_from_config else None)
     if not is_peft(recipe.adapter.method):
-        return auto.from_pretrained(run.model_dir, dtype=DTYPES[recipe.model.dtype], **NO_HUB_KERNELS)
+        return auto.from_pretrained(run.model_dir, dtype=DTYPES[recipe.model.dtype], **NO_HUB_KERNELS,
+                                    **({"use_safetensors": True} if safetensors_only else {}))
     from peft import PeftConfig, PeftModel
 
     peft_config = PeftConfig.from_pretrained(str(run.model_dir))
@@ -220,11 +224,12 @@ def load_run_model(
             # the run's head (other classes than the base's) comes from the adapter's modules_to_save
             ignore_mismatched_sizes=True,
             **NO_HUB_KERNELS,
+            **({"use_safetensors": True} if safetensors_only else {}),
         )
     except Exception as e:  # noqa: BLE001
         where = f"given with {BASE_MODEL_FLAG}" if base_model is not None else f"of {run.model_dir}"
         raise HfadaptError(f"cannot load the base model '{base_ref}' {where}: {first_line(e)}") from e
-    return PeftModel.from_pretrained(base, str(run.model_dir))
+    return PeftModel.from_pretrained(base, str(run.model_dir), adapter_name=adapter_name)
 
 
 # ---- model.adapter: starting from a trained adapter --------------------------------------------------
