@@ -60,7 +60,8 @@ def _text_config(vocab: int, **extra: Any) -> dict[str, Any]:
     return {
         "vocab_size": vocab, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024,
-        "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 1, "tie_word_embeddings": False, **extra,
+        "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 1, "tie_word_embeddings": False,
+        "initializer_range": 0.2, **extra,  # larger random features than 0.02: a tiny random base learns in a few steps
     }
 
 
@@ -77,8 +78,9 @@ def build(family: str, root: Path) -> str:
 
         config = Idefics3Config(
             vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                           "image_size": 28, "patch_size": 14},
+                           "image_size": 28, "patch_size": 14, "initializer_range": 0.2},
             text_config={"model_type": "llama", **_text_config(n)}, image_token_id=image_id, scale_factor=2, pad_token_id=0,
+            initializer_range=0.2,
         )
         model = Idefics3ForConditionalGeneration(config)
         ip = Idefics3ImageProcessor(size={"longest_edge": 56}, max_image_size={"longest_edge": 28}, do_image_splitting=False)
@@ -92,7 +94,7 @@ def build(family: str, root: Path) -> str:
                            "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3},
             text_config=_text_config(n, rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]}, model_type="qwen2_vl_text"),
             image_token_id=image_id, video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
-            vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"), pad_token_id=0,
+            vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"), pad_token_id=0, initializer_range=0.2,
         )
         model = Qwen2VLForConditionalGeneration(config)
         ip = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=56 * 56, patch_size=14, merge_size=2, temporal_patch_size=2)
@@ -104,7 +106,7 @@ def build(family: str, root: Path) -> str:
 
         config = LlavaConfig(
             vision_config={"model_type": "clip_vision_model", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
-                           "num_attention_heads": 2, "image_size": 28, "patch_size": 14, "projection_dim": 16},
+                           "num_attention_heads": 2, "image_size": 28, "patch_size": 14, "projection_dim": 16, "initializer_range": 0.2},
             text_config={"model_type": "llama", **_text_config(n)}, image_token_id=image_id, vision_feature_layer=-1,
             vision_feature_select_strategy="default", pad_token_id=0,
         )

@@ -373,14 +373,17 @@ def apply_image_settings(ip: Any, d: VisionLanguageData) -> None:
         if d.do_image_splitting is not None:
             ip.do_image_splitting = d.do_image_splitting
     if d.min_pixels is not None or d.max_pixels is not None:
-        if not hasattr(ip, "min_pixels"):
+        if not hasattr(ip, "merge_size"):  # Qwen2-VL's processors: size is {shortest_edge: min pixels, longest_edge: max pixels}
             field = "data.min_pixels" if d.min_pixels is not None else "data.max_pixels"
             raise HfadaptError(f"{field}: {name} does not resize by pixel count (Qwen2-VL does); remove it")
-        lo = d.min_pixels if d.min_pixels is not None else ip.min_pixels
-        hi = d.max_pixels if d.max_pixels is not None else ip.max_pixels
+        size = dict(getattr(ip, "size", None) or {})
+        lo = d.min_pixels if d.min_pixels is not None else size.get("shortest_edge", getattr(ip, "min_pixels", 0))
+        hi = d.max_pixels if d.max_pixels is not None else size.get("longest_edge", getattr(ip, "max_pixels", 0))
         if lo > hi:
             raise HfadaptError(f"data.min_pixels: {lo} is more than data.max_pixels {hi}")
-        ip.min_pixels, ip.max_pixels = lo, hi
+        for attr, value in (("min_pixels", lo), ("max_pixels", hi)):
+            if hasattr(ip, attr):
+                setattr(ip, attr, value)
         ip.size = {"shortest_edge": lo, "longest_edge": hi}
 
 
