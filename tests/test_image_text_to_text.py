@@ -247,3 +247,14 @@ def test_image_settings_reach_the_processor(tmp_path, tiny_idefics3, tiny_qwen2_
     assert ip.size["longest_edge"] == 28 * 28 * 4
     with pytest.raises(HfadaptError, match=r"^data.max_pixels: Idefics3ImageProcessor.* does not resize by pixel count"):
         task.load_processor(vlm_recipe(tmp_path, tiny_idefics3, {"train_files": ["x.jsonl"], "max_pixels": 1000}))
+
+
+def test_targets_lists_each_tower(tiny_qwen2_vl):
+    from hfadapt.insight.targets import format_report, list_targets
+
+    rep = list_targets(tiny_qwen2_vl, task="image-text-to-text", r=8)
+    towers = {(row.tower, row.name) for row in rep.rows}
+    assert ("language", "q_proj") in towers and ("vision", "qkv") in towers and ("other", "lm_head") in towers
+    text = format_report(rep)
+    assert "language model:" in text and "vision tower:" in text
+    assert "model.train_projector: true trains model.visual.merger fully" in text
