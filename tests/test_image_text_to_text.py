@@ -18,12 +18,13 @@ import torch
 from hfadapt import HfadaptError, Recipe, predict, train
 from tests.vlm_fixtures import image, write_colour_set
 
-FAMILY_FIXTURES = {"idefics3": "tiny_idefics3", "qwen2_vl": "tiny_qwen2_vl", "llava": "tiny_llava"}
+FAMILY_FIXTURES = {"idefics3": "tiny_idefics3", "qwen2_vl": "tiny_qwen2_vl", "llava": "tiny_llava", "gemma3": "tiny_gemma3"}
 # what the processor puts where the template wrote one image part (32x32 images)
 EXPANDED = {
     "idefics3": ["<fake_token_around_image>", "<global-img>", "<image>", "<fake_token_around_image>"],  # image_seq_len 1
     "qwen2_vl": ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"],  # 28x28 after resize: 4 patches, merged 2x2
     "llava": ["<image>"] * 4,  # 2x2 patches of 14 px (the CLS token dropped: vision_feature_select_strategy default)
+    "gemma3": ["<start_of_image>", "<image_soft_token>", "<end_of_image>"],  # mm_tokens_per_image 1
 }
 
 
@@ -150,7 +151,7 @@ def test_default_lora_adapts_the_language_model_only(tmp_path, tiny_llava):
 
 
 # ---- training, generation, reload, resume ---------------------------------------------------------------
-@pytest.mark.parametrize("family", ["idefics3", "qwen2_vl"])
+@pytest.mark.parametrize("family", list(FAMILY_FIXTURES))
 def test_trains_generates_and_reloads_with_plain_peft(family, tmp_path, request, colour_chat):
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText

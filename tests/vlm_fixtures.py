@@ -7,7 +7,8 @@ simple chat template, which renders image parts as the family's placeholder:
     <user> <image> what colour <eos> <assistant> red <eos>
 
 The processor then expands the placeholder into the family's image tokens (Idefics3: a global-image
-block of image_seq_len tokens; Qwen2-VL: one <|image_pad|> per merged patch; LLaVA: one per patch).
+block of image_seq_len tokens; Qwen2-VL: one <|image_pad|> per merged patch; LLaVA: one per patch;
+Gemma 3: mm_tokens_per_image soft tokens between <start_of_image> and <end_of_image>).
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ FAMILIES: dict[str, tuple[str, list[str]]] = {
                              *[f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]]),
     "qwen2_vl": ("<|vision_start|><|image_pad|><|vision_end|>", ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>"]),
     "llava": ("<image>", ["<image>"]),
+    "gemma3": ("<start_of_image>", ["<start_of_image>", "<image_soft_token>", "<end_of_image>"]),
 }
+# Gemma3Processor finds its image tokens as named attributes of the tokenizer
+NAMED_TOKENS = {"gemma3": {"boi_token": "<start_of_image>", "image_token": "<image_soft_token>", "eoi_token": "<end_of_image>"}}
 
 
 def chat_template(placeholder: str) -> str:
@@ -51,6 +55,7 @@ def tokenizer(family: str) -> Any:
     tok = PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>",
         additional_special_tokens=ROLES + extra, model_max_length=512,
+        **({"extra_special_tokens": NAMED_TOKENS[family]} if family in NAMED_TOKENS else {}),
     )
     tok.chat_template = chat_template(placeholder)
     return tok
@@ -71,7 +76,7 @@ def build(family: str, root: Path) -> str:
 
     tok = tokenizer(family)
     n = len(tok)
-    image_id = tok.convert_tokens_to_ids("<|image_pad|>" if family == "qwen2_vl" else "<image>")
+    image_id = tok.convert_tokens_to_ids({"qwen2_vl": "<|image_pad|>", "gemma3": "<image_soft_token>"}.get(family, "<image>"))
     torch.manual_seed(0)
     if family == "idefics3":
         from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor
@@ -114,6 +119,22 @@ def build(family: str, root: Path) -> str:
         ip = CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
         processor = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
                                    num_additional_image_tokens=1, chat_template=tok.chat_template)
+    elif family == "gemma3":
+        from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessor, Gemma3Processor
+
+        config = Gemma3Config(
+            vision_config={"model_type": "siglip_vision_model", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                           "num_attention_heads": 2, "image_size": 28, "patch_size": 14},
+            text_config={"model_type": "gemma3_text", **_text_config(n), "head_dim": 8, "query_pre_attn_scalar": 8, "sliding_window": 16,
+                         "layer_types": ["sliding_attention", "full_attention"]},
+            mm_tokens_per_image=1, boi_token_index=tok.convert_tokens_to_ids("<start_of_image>"),
+            eoi_token_index=tok.convert_tokens_to_ids("<end_of_image>"), image_token_index=image_id, initializer_range=0.2,
+            tie_word_embeddings=False,
+        )
+        model = Gemma3ForConditionalGeneration(config)
+        ip = Gemma3ImageProcessor(size={"height": 28, "width": 28})
+        # 2x2 patches of 14 px average-pooled to mm_tokens_per_image = 1 soft token
+        processor = Gemma3Processor(image_processor=ip, tokenizer=tok, image_seq_length=1, chat_template=tok.chat_template)
     else:
         raise ValueError(family)
     model.generation_config.pad_token_id = 0
@@ -163,6 +184,11 @@ def tiny_qwen2_vl(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> str:
     return build("llava", tmp_path_factory.mktemp("tiny-llava"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build("gemma3", tmp_path_factory.mktemp("tiny-gemma3"))
 
 
 @pytest.fixture(scope="session")

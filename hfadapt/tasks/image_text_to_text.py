@@ -537,12 +537,20 @@ def encode_example(processor: ProcessorMixin, messages: list[dict[str, Any]], im
     return ids, labels, full
 
 
-def count_image_tokens(processor: ProcessorMixin, ids: list[int]) -> int:
-    image_id = getattr(processor, "image_token_id", None)
-    if image_id is None:
+def image_token_ids(processor: ProcessorMixin) -> set[int]:
+    """The ids the processor marks as image features (its `image_token_ids`: Gemma 3's image_token_id is the
+    begin-of-image token, its soft tokens are listed there), else its image token."""
+    ids = {i for i in (getattr(processor, "image_token_ids", None) or []) if i is not None}
+    if not ids:
         token = getattr(processor, "image_token", None)
-        image_id = processor.tokenizer.convert_tokens_to_ids(token) if token else None
-    return sum(1 for t in ids if t == image_id) if image_id is not None else 0
+        if token:
+            ids = {processor.tokenizer.convert_tokens_to_ids(token)}
+    return ids
+
+
+def count_image_tokens(processor: ProcessorMixin, ids: list[int]) -> int:
+    image_ids = image_token_ids(processor)
+    return sum(1 for t in ids if t in image_ids)
 
 
 def generate_kwargs(recipe: Recipe, tok: Any) -> dict[str, Any]:
