@@ -161,16 +161,20 @@ def test_trains_generates_and_reloads_with_plain_peft(family, tmp_path, request,
     from hfadapt.tasks import TASKS
 
     model = request.getfixturevalue(FAMILY_FIXTURES[family])
+    # lr 2e-2: at 5e-2 Qwen2-VL's loss spiked and some seeds ended mixing up red and yellow; 2e-2 reads all four colours
+    # for every family and seeds 0-3 (checked by hand)
     recipe = vlm_recipe(tmp_path, model, {"train_files": [colour_chat], "validation_files": [colour_chat]},
-                        model={"train_projector": True}, train={"max_steps": 40, "logging_steps": 5})
+                        model={"train_projector": True}, train={"max_steps": 40, "logging_steps": 5, "learning_rate": 2e-2})
     result = train(recipe)
     first, last = result.losses[0], result.losses[-1]
     assert last < 0.5 * first  # it learns the tiny set
     images = Path(colour_chat).parent / "images"
-    answers = predict(result.output_dir, [str(images / "red.png"), "what colour", str(images / "blue.png"), "what colour"])
-    assert all(a["generated_text"] in ("red", "green", "blue", "yellow") for a in answers)  # a trained answer, nothing else
-    if family == "idefics3":  # learns to read the colour itself
-        assert [a["generated_text"] for a in answers] == ["red", "blue"] and result.metrics["eval/exact_match"] == 1.0
+    colours = ["red", "green", "blue", "yellow"]
+    answers = predict(result.output_dir, [x for c in colours for x in (str(images / f"{c}.png"), "what colour")])
+    # it reads the colour of each image and stops after the word: the cached decoding steps (Qwen2-VL's rope deltas,
+    # Gemma 3's image mask) agree with training
+    assert [a["generated_text"] for a in answers] == colours
+    assert result.metrics["eval/exact_match"] == 1.0
 
     run = RunDir.open(result.output_dir)
     ours, processor, _ = load_model_and_processor(run)

@@ -96,7 +96,7 @@ def build(family: str, root: Path) -> str:
 
         config = Qwen2VLConfig(
             vision_config={"depth": 1, "embed_dim": 16, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2,
-                           "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3},
+                           "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3, "initializer_range": 0.2},
             text_config=_text_config(n, rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]}, model_type="qwen2_vl_text"),
             image_token_id=image_id, video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
             vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"), pad_token_id=0, initializer_range=0.2,
