@@ -263,3 +263,17 @@ def test_targets_lists_each_tower(tiny_qwen2_vl):
     text = format_report(rep)
     assert "language model:" in text and "vision tower:" in text
     assert "model.train_projector: true trains model.visual.merger fully" in text
+
+
+def test_plan_counts_image_tokens_per_image_from_the_image_settings(tmp_path, tiny_idefics3, tiny_qwen2_vl):
+    from hfadapt.training.plan import plan_recipe
+
+    def sequence(model: str, **data: Any) -> str:
+        return plan_recipe(vlm_recipe(tmp_path, model, {"train_files": ["x.jsonl"], **data})).sequence
+
+    assert "up to 1 image tokens per image" in sequence(tiny_idefics3)  # one 28-px tile of image_seq_len 1
+    # resized to 56 px and cut into 28-px tiles: 2x2 tiles plus the global view
+    assert "up to 5 image tokens per image under the recipe's image settings: at most 12 image(s) per example" in sequence(
+        tiny_idefics3, max_image_size=56, do_image_splitting=True)
+    assert "up to 4 image tokens per image" in sequence(tiny_qwen2_vl)  # 56x56 max pixels: 4x4 patches merged 2x2
+    assert "up to 16 image tokens per image" in sequence(tiny_qwen2_vl, max_pixels=112 * 112)

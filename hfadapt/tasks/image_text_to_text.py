@@ -230,12 +230,18 @@ class ImageTextToText(Task):
         return {"tokens": mask.sum()} if mask is not None else {}
 
     def plan_batch(self, recipe: Recipe, config: PretrainedConfig, batch_size: int) -> tuple[dict[str, Any], str] | None:
-        """Text tokens only: a meta-device vision pass needs the processor's pixel layout, which the plan has not
-        loaded. The activations of data.max_length tokens through the language model."""
+        """The activations of data.max_length tokens (image tokens among them) through the language model, and
+        the image tokens one image takes at most under the recipe's image settings, counted by the processor
+        itself on a blank image of the largest size it keeps. The vision encoder is not traced: its forward
+        reads pixel masks and grids by value, which meta tensors do not have."""
         from hfadapt.modeling.meta import meta_labels, meta_tokens
 
         n = recipe.data.max_length
-        return {"input_ids": meta_tokens(batch_size, n), "labels": meta_labels(batch_size, n), "use_cache": False}, f"{n} tokens (language model; images left out)"
+        per_image = max_image_tokens(self.load_processor(recipe))
+        fit = f"at most {n // per_image} image(s) per example" if per_image else "no image fits"
+        note = (f"{n} tokens (language model; up to {per_image} image tokens per image under the recipe's image settings: "
+                f"{fit}; vision encoder not traced)")
+        return {"input_ids": meta_tokens(batch_size, n), "labels": meta_labels(batch_size, n), "use_cache": False}, note
 
     def encode_inputs(self, items: list[str], processor: ProcessorMixin, recipe: Recipe) -> dict[str, Any]:
         """`IMAGE<TAB>QUESTION` inputs -> one left-padded batch ready for generate()."""
@@ -546,6 +552,22 @@ def image_token_ids(processor: ProcessorMixin) -> set[int]:
         if token:
             ids = {processor.tokenizer.convert_tokens_to_ids(token)}
     return ids
+
+
+def max_image_tokens(processor: ProcessorMixin) -> int:
+    """Image tokens the processor gives one image of the largest size it keeps (Idefics3: size's longest edge,
+    tiled; Qwen2-VL: max_pixels; fixed-size families: any size)."""
+    from PIL import Image
+
+    ip = processor.image_processor
+    size = dict(getattr(ip, "size", None) or {})
+    if hasattr(ip, "merge_size"):  # Qwen2-VL: size is a pixel range
+        edge = int(math.sqrt(size.get("longest_edge") or getattr(ip, "max_pixels", 0) or 448 * 448))
+    else:
+        edge = max([v for k, v in size.items() if isinstance(v, int) and k != "shortest_edge"] + [size.get("shortest_edge", 0), 224])
+    text = render(processor, [{"role": "user", "content": [{"type": "image"}]}], False, "the plan's example")
+    ids = run_processor(processor, [text], [[Image.new("RGB", (edge, edge))]], "right")["input_ids"][0].tolist()
+    return count_image_tokens(processor, ids)
 
 
 def count_image_tokens(processor: ProcessorMixin, ids: list[int]) -> int:
