@@ -97,6 +97,7 @@ class ImageTextToText(Task):
     extra_result_keys = ("perplexity",)
     restores_eval_order = True
     paired_inputs = True
+    pads_token_rows = True  # train.group_by_length defaults on: rows are text plus image tokens, padded per batch
 
     # ---- recipe --------------------------------------------------------------------------------
     def check(self, recipe: Recipe) -> list[str]:
