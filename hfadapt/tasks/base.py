@@ -113,6 +113,9 @@ class Task:
     """True where training compares the adapter with a frozen reference (preference): a run that starts from
     a trained adapter (model.adapter) then also loads it frozen, as the adapter named "reference"
     (modeling/adapters.py continue_adapter). False: the starting adapter is only trained further."""
+    pads_token_rows: bool = False
+    """True where a task of another modality than text trains on padded token rows (image-text-to-text: text
+    plus image tokens): train.group_by_length then defaults on as for text (data/grouping.py)."""
     paired_inputs: bool = False
     """True where one input of `hfadapt predict` is a file and a text (image-text-to-text: an image and its
     question): `predict RUN a.png "q1" b.png "q2"` gives two inputs, "a.png\tq1" and "b.png\tq2"
