@@ -3,7 +3,7 @@ VLM collator, on a tiny Idefics3 on the CPU. Examples per second and the share o
 
 Run by hand (not a test):
 
-    python benchmarks/bench_vlm.py [--examples 96] [--batch-size 8] [--threads 2] [--reps 1]
+    python benchmarks/bench_vlm.py [--examples 384] [--batch-size 8] [--threads 1] [--reps 3]
 
 Both variants use the same tiny random Idefics3 (tests/vlm_fixtures.py, image splitting on so an image
 takes 1 or 5 image tokens by its size), the same LoRA (r=8 on every linear layer of the language model),
@@ -11,9 +11,10 @@ AdamW at the same learning rate, one epoch at the same batch size, over the same
 have 1 to 24 words and whose images are small or large: lengths vary widely.
   * hfadapt: `train(recipe)` with the task's defaults (train.group_by_length on: batches of similar text
     plus image tokens, in shuffled order), no evaluation; examples/s is metrics.json's perf/samples_per_s.
-  * hand-written: TRL's documented VLM collator (apply_chat_template per example, processor(text, images,
-    padding=True), labels = input_ids with pad and image tokens set to -100), a shuffled DataLoader, and a
-    plain forward/backward/step loop; examples/s over the same epoch (first batch included, as hfadapt's).
+  * hand-written: the rows as a datasets split with an Image column (decoded on access, as TRL's sft_vlm
+    example loads them), TRL's documented VLM collator (apply_chat_template per example, processor(text,
+    images, padding=True), labels = input_ids with pad and image tokens set to -100), a shuffled DataLoader,
+    and a plain forward/backward/step loop; examples/s over the same epoch (first batch included, as hfadapt's).
 The real-token share is real tokens / (rows x padded length) over the epoch's batches, read off the
 attention masks the model receives.
 """
@@ -87,9 +88,9 @@ def run_hfadapt(root: Path, model: str, data: Path, batch_size: int, n: int, rep
 
 
 def run_trl_pattern(model_path: str, data: Path, batch_size: int, rep: int) -> dict[str, float]:
+    import datasets
     import torch
     from peft import LoraConfig, get_peft_model
-    from PIL import Image
     from torch.utils.data import DataLoader
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -98,14 +99,16 @@ def run_trl_pattern(model_path: str, data: Path, batch_size: int, rep: int) -> d
     processor = AutoProcessor.from_pretrained(model_path)
     processor.image_processor.size = {"longest_edge": 56}
     processor.image_processor.do_image_splitting = True
+    # as TRL's example reads its data: a datasets split whose Image column decodes on access
     rows = [json.loads(x) for x in data.read_text().splitlines()]
     for r in rows:
-        r["images"] = [Image.open(data.parent / p).convert("RGB") for p in r["images"]]
+        r["images"] = [str(data.parent / p) for p in r["images"]]
+    rows = datasets.Dataset.from_list(rows).cast_column("images", datasets.List(datasets.Image()))
     image_token_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
 
     def collate_fn(examples):  # TRL's documented VLM collator (sft_vlm example)
         texts = [processor.apply_chat_template(e["messages"], tokenize=False) for e in examples]
-        images = [e["images"] for e in examples]
+        images = [[im.convert("RGB") for im in e["images"]] for e in examples]
         batch = processor(text=texts, images=images, return_tensors="pt", padding=True)
         labels = batch["input_ids"].clone()
         labels[labels == processor.tokenizer.pad_token_id] = -100
@@ -133,10 +136,10 @@ def run_trl_pattern(model_path: str, data: Path, batch_size: int, rep: int) -> d
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--examples", type=int, default=96)
+    ap.add_argument("--examples", type=int, default=384)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
 
     def bench(root: Path) -> int:
