@@ -35,6 +35,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from tests.hub_server import hub_server  # noqa: E402,F401  (fixture; imported after the variables above)
 from tests.audio_fixtures import sound_folder, tiny_wav2vec2, tiny_whisper, tone_speech  # noqa: E402,F401  (fixtures)
+from tests.vlm_fixtures import colour_chat, tiny_gemma3, tiny_idefics3, tiny_llava, tiny_qwen2_vl  # noqa: E402,F401  (fixtures)
 
 import torch  # noqa: E402
 

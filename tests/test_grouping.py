@@ -102,13 +102,15 @@ def test_group_by_length_refused_where_rows_have_no_tokens():
     from hfadapt.data.grouping import wants_grouping
 
     recipe = SimpleNamespace(train=SimpleNamespace(group_by_length=True), data=SimpleNamespace(streaming=False))
-    task = SimpleNamespace(name="image-classification", modality="image")
+    task = SimpleNamespace(name="image-classification", modality="image", pads_token_rows=False)
     with pytest.raises(HfadaptError, match="group_by_length"):
         wants_grouping(recipe, task, SimpleNamespace(column_names=["pixel_values", "labels"]))
     recipe.train.group_by_length = None
     assert wants_grouping(recipe, task, SimpleNamespace(column_names=["pixel_values"]))[0] is False
-    text = SimpleNamespace(name="text-classification", modality="text")
+    text = SimpleNamespace(name="text-classification", modality="text", pads_token_rows=False)
     assert wants_grouping(recipe, text, SimpleNamespace(column_names=["input_ids", "labels"]))[0] is True
+    vlm = SimpleNamespace(name="image-text-to-text", modality="image", pads_token_rows=True)  # text plus image tokens
+    assert wants_grouping(recipe, vlm, SimpleNamespace(column_names=["input_ids", "labels", "images"]))[0] is True
     recipe.data.packing = True
     assert wants_grouping(recipe, text, SimpleNamespace(column_names=["input_ids", "labels"]))[0] is False
 

@@ -52,8 +52,8 @@ def _close(got: dict, expected: dict) -> None:
 
 def test_available_metrics() -> None:
     assert metrics.available() == [
-        "accuracy", "bleu", "cer", "chrf", "f1", "matthews_correlation", "mse", "pearsonr", "precision", "recall", "rouge",
-        "seqeval", "spearmanr", "squad", "squad_v2", "wer",
+        "accuracy", "anls", "bleu", "cer", "chrf", "exact_match", "f1", "matthews_correlation", "mse", "pearsonr", "precision",
+        "recall", "rouge", "seqeval", "spearmanr", "squad", "squad_v2", "wer",
     ]
 
 
@@ -193,7 +193,7 @@ def test_unknown_metric_raises_with_suggestion() -> None:
     assert "eval.metrics" in msg
     assert "unknown metric 'acuracy'" in msg
     assert "did you mean 'accuracy'" in msg
-    assert "known: accuracy, bleu, cer, chrf, f1" in msg
+    assert "known: accuracy, anls, bleu, cer, chrf, exact_match, f1" in msg
     with pytest.raises(HfadaptError, match="did you mean 'spearmanr'"):
         metrics.compute(["spearman"], [1.0, 2.0], [1.0, 2.0])
 
@@ -204,3 +204,13 @@ def test_every_metric_module_is_declared_once() -> None:
     assert folders == metrics.available()
     assert metrics.lower_is_better("mse") and metrics.lower_is_better("loss") and metrics.lower_is_better("perplexity")
     assert not metrics.lower_is_better("accuracy") and not metrics.lower_is_better("f1_macro")
+
+
+def test_exact_match_and_anls_score_generated_answers() -> None:
+    from hfadapt import metrics
+
+    em = metrics.compute(["exact_match"], ["The Red.", "blue", "12"], [["red", "crimson"], ["green"], ["12"]])
+    assert em == {"exact_match": pytest.approx(2 / 3)}
+    # ANLS: 1 - 1/4 edits for "1985" vs "1986"; "abc" vs "xyz" is below the 0.5 threshold: 0
+    anls = metrics.compute(["anls"], ["1985", "abc", "Total"], [["1986"], ["xyz"], ["total", "sum"]])
+    assert anls == {"anls": pytest.approx((0.75 + 0.0 + 1.0) / 3)}

@@ -104,6 +104,18 @@ def _first_utterances(request: Any) -> list[str]:
     return [str(clips / "0.wav"), str(clips / "5.wav")]
 
 
+def _image_text_to_text(tmp: Path, request: Any) -> dict[str, Any]:
+    from tests.vlm_fixtures import write_colour_set
+
+    return {"train_files": [str(write_colour_set(tmp / "vlm", n=8))], "max_length": 32}
+
+
+def _image_questions(request: Any) -> list[str]:
+
+    folder = Path(request.getfixturevalue("colour_chat")).parent / "images"
+    return [f"{folder / 'red.png'}\twhat colour", f"{folder / 'blue.png'}\twhat colour"]
+
+
 CASES: dict[str, Case] = {
     "text-classification": Case("tiny_bert", _text_classification, lambda r: ["the film was good", "the plot was dull"]),
     "token-classification": Case("tiny_bert", _token_classification, lambda r: ["the film was good", "the plot was dull"]),
@@ -115,6 +127,7 @@ CASES: dict[str, Case] = {
     "image-classification": Case("tiny_vit", _image_classification, _first_image),
     "audio-classification": Case("tiny_wav2vec2", _audio_classification, _first_sounds),
     "speech-recognition": Case("tiny_whisper", _speech_recognition, _first_utterances),
+    "image-text-to-text": Case("tiny_idefics3", _image_text_to_text, _image_questions),
 }
 
 

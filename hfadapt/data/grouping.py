@@ -95,7 +95,7 @@ def wants_grouping(recipe: Recipe, task: Task, train: Split) -> tuple[bool, str]
 
             raise HfadaptError(f"train.group_by_length: {task.name} training rows have no input_ids to group by; set train.group_by_length=false")
         return bool(asked), "set in the recipe"
-    if task.modality != "text" or not has_ids:
+    if (task.modality != "text" and not task.pads_token_rows) or not has_ids:
         return False, "not a padded text task"
     if getattr(recipe.data, "packing", False):
         return False, "packed"

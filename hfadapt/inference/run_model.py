@@ -71,6 +71,9 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 16, genera
         model, processor, info = load_model_and_processor(run, base_model=base_model, ref=run_dir)
     from hfadapt.data.grouping import in_input_order, longest_first
 
+    if get_task(recipe.task).paired_inputs:
+        inputs = pair_inputs(inputs)
+
     # Text inputs longest first (characters: a free proxy for tokens), so each chunk pads (and
     # generates) about as long as its own rows; the results come back in input order.
     order = None
@@ -83,6 +86,19 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 16, genera
         for item, pred in zip(chunk, get_task(recipe.task).predict(model, processor, chunk, recipe, info)):
             out.append({"input": item, **pred})
     return in_input_order(order, out)
+
+
+def pair_inputs(inputs: list[str]) -> list[str]:
+    """`FILE TEXT FILE TEXT ...` -> ["FILE\tTEXT", ...] for tasks whose input is a file and a text
+    (Task.paired_inputs); inputs already written FILE<TAB>TEXT stay as they are."""
+    if all("\t" in x for x in inputs):
+        return list(inputs)
+    if any("\t" in x for x in inputs) or len(inputs) % 2:
+        raise HfadaptError(
+            f"predict: give each input as an image and its question (IMAGE QUESTION [IMAGE QUESTION ...]) or as "
+            f"IMAGE<TAB>QUESTION; got {len(inputs)} strings"
+        )
+    return [f"{inputs[i]}\t{inputs[i + 1]}" for i in range(0, len(inputs), 2)]
 
 
 def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list[str] | None = None,

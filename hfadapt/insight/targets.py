@@ -17,6 +17,7 @@ class TargetRow:
     shapes: tuple[tuple[int, int], ...]
     lora_params: int  # trainable parameters LoRA of rank r adds on all of them
     kind: str = "linear"  # or "conv KxK" (timm ConvNets)
+    tower: str = ""  # vision-language models: "language", "vision", "projector" or "other"; "" otherwise
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class TargetReport:
     timm_family: str | None = None  # "transformer" or "convnet" for timm backbones
     timm_default: tuple[str, ...] | None = None  # hfadapt's default targets for that family
     timm_default_params: int = 0
+    projector: str = ""  # vision-language models: the projector's module (model.train_projector trains it fully)
 
     def params_for(self, names: list[str]) -> int:
         return sum(row.lora_params for row in self.rows if row.name in names)
@@ -69,8 +71,51 @@ def list_targets(model: str, task: str | None = None, r: int = 8, revision: str 
     )
     if timm_models.is_timm(config):
         return _timm_report(model, skeleton, heads, r)
+    from hfadapt.modeling.towers import find_towers
+
+    towers = find_towers(skeleton)
+    if towers.language and towers.vision:
+        return _tower_report(model, config.model_type, skeleton, towers, tuple(heads), r)
     default = peft_default_targets(config.model_type)
     return TargetReport(model, config.model_type, rows, tuple(default) if default else None, tuple(heads), r)
+
+
+def _tower_report(model: str, model_type: str, skeleton: object, towers: object, heads: tuple[str, ...], r: int) -> TargetReport:
+    """A vision-language model's linear layers per tower: the same leaf name (q_proj, fc1) recurs in both."""
+    import torch.nn as nn
+
+    found: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for name, module in skeleton.named_modules():  # type: ignore[attr-defined]
+        if isinstance(module, nn.Linear) and not any(name == h or name.startswith(h + ".") for h in heads):
+            found.setdefault((towers.tower_of(name), name.rsplit(".", 1)[-1]), []).append((module.in_features, module.out_features))  # type: ignore[attr-defined]
+    order = {"language": 0, "vision": 1, "projector": 2, "other": 3}
+    rows = tuple(
+        TargetRow(leaf, len(shapes), tuple(sorted(set(shapes))), sum(r * (i + o) for i, o in shapes), tower=tower)
+        for (tower, leaf), shapes in sorted(found.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))
+    )
+    return TargetReport(model, model_type, rows, None, heads, r, projector=towers.projector)  # type: ignore[attr-defined]
+
+
+def _format_towers(rep: TargetReport) -> str:
+    lines = [f"{rep.model} ({rep.model_type}, vision-language); LoRA rank r={rep.r}"]
+    width = max([len(r.name) for r in rep.rows] + [6])
+    for tower in ("language", "vision", "projector", "other"):
+        rows = [r for r in rep.rows if r.tower == tower]
+        if not rows:
+            continue
+        lines += ["", f"{tower} {'model' if tower == 'language' else 'tower' if tower == 'vision' else 'layers' if tower == 'other' else ''}".rstrip() + ":"]
+        lines.append(f"  {'module':<{width}}  {'count':>5}  {'in x out':<22}  {'LoRA params':>12}")
+        for row in rows:
+            shapes = ", ".join(f"{i}x{o}" for i, o in row.shapes)
+            shapes = shapes if len(shapes) <= 22 else shapes[:19] + "..."
+            lines.append(f"  {row.name:<{width}}  {row.count:>5}  {shapes:<22}  {row.lora_params:>12,}")
+    language = sum(r.lora_params for r in rep.rows if r.tower == "language")
+    vision = sum(r.lora_params for r in rep.rows if r.tower == "vision")
+    lines += ["", f"hfadapt default (image-text-to-text): the language model's linear layers: {language:,} LoRA params",
+              f"model.adapt_vision: true adds the vision tower's: {vision:,} LoRA params"]
+    if rep.projector:
+        lines.append(f"model.train_projector: true trains {rep.projector} fully (modules_to_save)")
+    return "\n".join(lines)
 
 
 def _timm_report(model: str, skeleton: object, heads: list[str], r: int) -> TargetReport:
@@ -113,6 +158,8 @@ def _timm_report(model: str, skeleton: object, heads: list[str], r: int) -> Targ
 
 
 def format_report(rep: TargetReport) -> str:
+    if any(row.tower for row in rep.rows):
+        return _format_towers(rep)
     lines = [f"{rep.model} ({rep.model_type}); LoRA rank r={rep.r}", ""]
     width = max([len(r.name) for r in rep.rows] + [6])
     lines.append(f"{'module':<{width}}  {'kind':<9}  {'count':>5}  {'in x out':<22}  {'LoRA params':>12}")

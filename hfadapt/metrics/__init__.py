@@ -48,6 +48,8 @@ _register("seqeval", ("precision", "recall", "f1", "accuracy"))
 _register("squad", ("exact_match", "f1"))
 _register("wer", ("wer", "wer_normalized"), lower_is_better=True)  # *_normalized: with data.text_normalizer
 _register("cer", ("cer", "cer_normalized"), lower_is_better=True)
+_register("exact_match")  # generated answers (image-text-to-text), SQuAD-normalised
+_register("anls")  # document VQA (DocVQA): normalised Levenshtein similarity
 _register("squad_v2", ("exact_match", "f1", "HasAns_exact_match", "HasAns_f1", "NoAns_exact_match"))
 
 

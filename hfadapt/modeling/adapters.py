@@ -440,7 +440,8 @@ def apply_adapter(
         # modules_to_save (qa_outputs is one of HEAD_NAMES) as the typed wrapper would.
         task_type = None
     given = a.target_modules if isinstance(a, TargetedAdapterSection) else None  # prefix/prompt: none
-    targets = given if given is not None else default_targets(model, method)
+    task_targets, task_saved = task.adapter_targets(model, recipe)
+    targets = given if given is not None else (task_targets if task_targets is not None and method.peft_type else default_targets(model, method))
     if targets == "all-linear" and task.fresh_heads:
         # peft's all-linear would also wrap a head it can't recognise as the output layer (CTC's lm_head)
         targets = sorted(linear_module_names(model, exclude=heads))
@@ -456,7 +457,7 @@ def apply_adapter(
             feedforward = list(ff_map[model_type])
         else:
             feedforward = []
-    modules_to_save = a.modules_to_save if a.modules_to_save is not None else (heads or None)
+    modules_to_save = a.modules_to_save if a.modules_to_save is not None else ([*heads, *task_saved] or None)
     from hfadapt.modeling.timm_models import is_convnet
 
     # Dropout on a conv LoRA drops the whole input feature map of every adapted conv (time and memory for

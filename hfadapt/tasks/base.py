@@ -113,6 +113,13 @@ class Task:
     """True where training compares the adapter with a frozen reference (preference): a run that starts from
     a trained adapter (model.adapter) then also loads it frozen, as the adapter named "reference"
     (modeling/adapters.py continue_adapter). False: the starting adapter is only trained further."""
+    pads_token_rows: bool = False
+    """True where a task of another modality than text trains on padded token rows (image-text-to-text: text
+    plus image tokens): train.group_by_length then defaults on as for text (data/grouping.py)."""
+    paired_inputs: bool = False
+    """True where one input of `hfadapt predict` is a file and a text (image-text-to-text: an image and its
+    question): `predict RUN a.png "q1" b.png "q2"` gives two inputs, "a.png\tq1" and "b.png\tq2"
+    (inference/run_model.py pairs them). False: every string is one input."""
     auto_class_from_config: bool = False
     """True where the model head depends on the base model's config (auto_class_for reads it): the core
     then loads the config before it picks the Auto* class. False: `auto_class` always."""
@@ -169,6 +176,14 @@ class Task:
     def configure_model(self, model: PreTrainedModel, recipe: Recipe) -> None:
         """Adjust the freshly loaded base model before quantization and the adapter (image-classification:
         a loss for soft targets). Called by modeling/models.py on every base-model load. Default: nothing."""
+
+    def adapter_targets(self, model: PreTrainedModel, recipe: Recipe) -> tuple[list[str] | str | None, list[str]]:
+        """The task's default adapter target modules (peft target_modules: names or a regex; None: the
+        architecture's default, modeling/adapters.py default_targets) and modules it trains fully besides the
+        head (modules_to_save), for a recipe that gives neither adapter.target_modules nor adapter.modules_to_save
+        (image-text-to-text: the language model's layers, the projector with model.train_projector). Called when
+        the adapter is applied (training, plan). Default: (None, [])."""
+        return None, []
 
     def prepare_model(self, model: PreTrainedModel, recipe: Recipe) -> None:
         """Adjust the base model after the adapter is applied, before training (audio: freeze the feature
