@@ -125,6 +125,7 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Callable[[Traine
         session.accelerator, session.model, session.optimizer, session.scheduler,
         session.make_train_loader, session.validate, run, on_step_end, meter, session.compiled,
         training_loss=lambda model, batch: task.training_loss(model, batch, recipe),
+        rollout=(lambda model, batch, step: task.rollout(model, batch, recipe, step)) if type(task).rollout is not Task.rollout else None,
         default_best_metric=task.default_best_metric,
     )
     with recorded(run.path, session.state, is_main=session.accelerator.is_main_process):
@@ -146,7 +147,8 @@ def _setup(recipe: Recipe, task: Task, run: RunDir, checkpoint: Path | None) -> 
     if recipe.data.streaming:  # one endless "epoch"; checks guarantee train.max_steps
         steps_per_epoch = total_steps = recipe.train.max_steps
     else:
-        steps_per_epoch = math.ceil(len(make_train_loader(0)) / recipe.train.gradient_accumulation_steps)
+        updates = task.updates_per_batch(recipe)  # online-rl: rl.num_iterations updates per generation
+        steps_per_epoch = math.ceil(len(make_train_loader(0)) * updates / recipe.train.gradient_accumulation_steps)
         total_steps = recipe.train.max_steps or recipe.train.epochs * steps_per_epoch
     model, trainable, total, liger = _setup_model(recipe, task, run, splits, accelerator, total_steps, start)
     optimizer, scheduler = _setup_optimizer(recipe, model, total_steps, accelerator.device)
