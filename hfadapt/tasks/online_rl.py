@@ -499,7 +499,7 @@ def policy_loss(logps: Tensor, old: Tensor | None, ref: Tensor | None, advantage
                 eps_low: float, eps_high: float, beta: float, max_completion_length: int, num_items: Tensor,
                 num_processes: int) -> tuple[Tensor, dict[str, Tensor]]:
     """TRL GRPOTrainer's loss of one micro-batch (before gradient accumulation's division) and its figures:
-    the clipped surrogate -min(r A, clip(r) A) per token, + beta * k3 KL, normalised by loss_type."""
+    the clipped surrogate -min(r A, clip(r) A) per token, + beta * r * k3 KL, normalised by loss_type."""
     import torch
 
     mask = mask.to(logps.dtype)
@@ -512,7 +512,7 @@ def policy_loss(logps: Tensor, old: Tensor | None, ref: Tensor | None, advantage
     if beta != 0.0:
         assert ref is not None
         kl = torch.exp(ref - logps) - (ref - logps) - 1
-        per_token = per_token + beta * kl
+        per_token = per_token + beta * kl * coef_1  # importance-corrected, as TRL's default use_bias_correction_kl
         figures["kl"] = ((kl * mask).sum() / mask.sum().clamp(min=1.0)).detach()
     if loss_type == "grpo":
         loss = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
