@@ -115,3 +115,119 @@ def test_rloo_advantage_is_reward_minus_mean_of_the_others() -> None:
     r = torch.tensor([1.0, 0.0, 0.0, 3.0, 1.0, 1.0])
     adv, _ = compute_advantages(r, 3, "rloo", "none")
     assert torch.allclose(adv, torch.tensor([1.0, -0.5, -0.5, 2.0, -1.0, -1.0]))
+
+
+# ---- learning -------------------------------------------------------------------------------------------
+def _learn(tmp: Path, llama: str, reward: dict[str, Any]) -> list[float]:
+    recipe = rl_recipe(tmp, llama, {"temperature": 0.7, "rewards": [reward]}, max_steps=40, batch_size=8, scheduler="constant")
+    result = train(recipe)
+    return [h["train/reward"] for h in result.state.log_history if "train/reward" in h]
+
+
+def test_learns_to_start_with_a_token_from_a_reward_function(llama: str, tmp_path: Path) -> None:
+    """Reward 1 when the completion starts with 'red' (a function in a file next to the recipe): from about
+    chance (1 in 29 tokens) to over 0.9 within 40 steps."""
+    (tmp_path / "my_rewards.py").write_text("def starts_red(completion, answer):\n    return float(completion.split()[:1] == [answer])\n")
+    curve = _learn(tmp_path, llama, {"type": "function", "function": "my_rewards.py:starts_red"})
+    assert curve[0] < 0.2 and sum(curve[-10:]) / 10 > 0.9, curve
+    import json
+
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    assert len(info["reward_functions"]["my_rewards.py:starts_red"]) == 64  # its sha256
+    rows = [json.loads(line) for line in (tmp_path / "run" / "completions.jsonl").read_text().splitlines()]
+    assert {r["step"] for r in rows} == set(range(1, 41)) and len(rows) % 8 == 0  # every step, whole groups
+    assert {"prompt", "completion", "reward", "rewards", "advantage"} <= set(rows[0])
+
+
+def test_learns_a_format_regex(llama: str, tmp_path: Path) -> None:
+    curve = _learn(tmp_path, llama, {"type": "format", "pattern": ".*\\bgreen\\b.*"})
+    assert curve[0] < 0.4 and sum(curve[-10:]) / 10 > 0.9, curve
+
+
+# ---- bad inputs, one line each ------------------------------------------------------------------------------
+def _fails(tmp: Path, llama: str, rl: dict[str, Any], rows: list[dict[str, Any]] | None = None) -> str:
+    with pytest.raises(HfadaptError) as info:
+        train(rl_recipe(tmp, llama, rl, rows))
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_reward_function_file_missing(llama: str, tmp_path: Path) -> None:
+    msg = _fails(tmp_path, llama, {"rewards": [{"type": "function", "function": "nope.py:score"}]})
+    assert "nope.py" in msg and "no file" in msg
+
+
+def test_reward_function_name_missing_or_wrong_signature(llama: str, tmp_path: Path) -> None:
+    (tmp_path / "r.py").write_text("def other(c):\n    return 0.0\n\ndef bad(*, completion):\n    return 0.0\n")
+    assert "no function 'score'" in _fails(tmp_path, llama, {"rewards": [{"type": "function", "function": "r.py:score"}]})
+    assert "wrong signature" in _fails(tmp_path, llama, {"rewards": [{"type": "function", "function": "r.py:bad"}]})
+
+
+def test_reward_function_raising_names_row_and_completion(llama: str, tmp_path: Path) -> None:
+    (tmp_path / "r.py").write_text("def score(completion, answer):\n    if completion.startswith('blue'):\n        raise ValueError('no blue')\n    return 0.0\n")
+    msg = _fails(tmp_path, llama, {"temperature": 2.0, "rewards": [{"type": "function", "function": "r.py:score"}]})
+    assert "train row" in msg and "completion" in msg and "ValueError: no blue" in msg
+
+
+def test_num_generations_below_two(llama: str, tmp_path: Path) -> None:
+    with pytest.raises(HfadaptError, match="rl.num_generations"):
+        rl_recipe(tmp_path, llama, {"num_generations": 1, "rewards": [STARTS_RED]})
+
+
+def test_reward_column_missing(llama: str, tmp_path: Path) -> None:
+    msg = _fails(tmp_path, llama, {"rewards": [{"type": "exact_match", "column": "solution"}]})
+    assert "rl.rewards[0].column" in msg and "'solution'" in msg
+
+
+def test_vllm_refused_in_one_line(llama: str, tmp_path: Path) -> None:
+    with pytest.raises(HfadaptError, match="rl.generation_engine"):
+        rl_recipe(tmp_path, llama, {"generation_engine": "vllm", "rewards": [STARTS_RED]})
+
+
+def test_hub_recipe_may_not_run_reward_code(llama: str, tmp_path: Path) -> None:
+    (tmp_path / "r.py").write_text("def score(completion):\n    return 0.0\n")
+    msg = _fails(tmp_path, llama, {"trust_reward_code": False, "rewards": [{"type": "function", "function": "r.py:score"}]})
+    assert "rl.trust_reward_code" in msg
+
+
+# ---- built-in rewards ------------------------------------------------------------------------------------------
+def test_answer_extraction() -> None:
+    from hfadapt.tasks.rewards import _math_equal, _reference, extract_answer
+
+    assert extract_answer("so it is 1,234 apples, then 42.", "last_number") == "42"
+    assert extract_answer("x = \\boxed{\\frac{1}{2}} done", "boxed") == "\\frac{1}{2}"
+    assert _reference("Natalia sold 48/2 = 24 clips.\n#### 72", "last_number") == "72"
+    assert _math_equal("the answer is \\boxed{0.5}", "\\frac{1}{2}") == 1.0
+    assert _math_equal("the answer is \\boxed{3}", "2") == 0.0
+
+
+def test_sampling_is_seeded_per_completion(llama: str) -> None:
+    """A completion's tokens depend on (seed, step, row, index), not on the batch that drew it."""
+    from transformers import AutoModelForCausalLM, LogitsProcessorList
+
+    from hfadapt.tasks.online_rl import SeededSampler
+
+    model = AutoModelForCausalLM.from_pretrained(llama).eval()
+    ids = torch.tensor([[17, 18, 19], [17, 18, 19], [17, 18, 19]])
+    def run(seeds: list[int], rows: Any) -> Any:
+        return model.generate(input_ids=rows, attention_mask=torch.ones_like(rows), do_sample=False, max_new_tokens=6,
+                              logits_processor=LogitsProcessorList([SeededSampler(seeds, 1.0, 1.0)]), pad_token_id=0)
+    both, alone = run([5, 6, 7], ids), run([6], ids[:1])
+    assert torch.equal(alone[0], both[1, : alone.shape[1]]) and not torch.equal(both[0], both[1])
+
+
+# ---- guarantees -------------------------------------------------------------------------------------------------
+def test_resume_after_a_kill_is_exact(llama: str, tmp_path: Path) -> None:
+    """Killed after step 2 of 4 and resumed: the same losses, figures, completions and adapter, bit for bit (the
+    sampling of each completion is seeded from the step, row and index, both in the checkpointed state)."""
+    from tests.pairs_fixtures import resumed_equals_uninterrupted
+
+    def recipe(name: str) -> Recipe:
+        (tmp_path / name).mkdir(exist_ok=True)
+        return rl_recipe(tmp_path / name, llama, {"num_iterations": 2, "rewards": [STARTS_RED, {"type": "length", "target": 2}]}, max_steps=6, save_steps=2,
+                         batch_size=4)
+
+    full, resumed = resumed_equals_uninterrupted(recipe, kill_at=2)
+    read = lambda r: [line for line in (r.output_dir / "completions.jsonl").read_text().splitlines()]  # noqa: E731
+    assert read(full)[-8:] == read(resumed)[-8:]

@@ -555,7 +555,7 @@ def _finish(recipe: Recipe, run: RunDir, session: Session, state: TrainerState, 
             accelerator, liger_kernel=session.liger is not None,
             num_workers=run_workers(recipe, TASKS.get(recipe.task), accelerator),
         )
-        write_json_atomic(run.info_file, run_info.to_json())
+        write_json_atomic(run.info_file, replace(run_info, reward_functions=_reward_function_hashes(recipe)).to_json())
         state.save(run.state_file)
         print(summary_line(final.perf))
         if session.compiled is not None:
@@ -570,6 +570,16 @@ def _finish(recipe: Recipe, run: RunDir, session: Session, state: TrainerState, 
         push(run.path, recipe.hub.repo_id, private=recipe.hub.private, revision=recipe.hub.revision,
              commit_message=recipe.hub.commit_message)
     return TrainResult(run.path, final.to_json(), state)
+
+
+def _reward_function_hashes(recipe: Recipe) -> dict[str, str]:
+    """online-rl's `function` rewards (code the run executed): 'file.py:name' -> the file's sha256."""
+    rl = getattr(recipe, "rl", None)
+    if rl is None:
+        return {}
+    from hfadapt.tasks.rewards import function_file, sha256_file
+
+    return {s.function: sha256_file(function_file(s, recipe)[0]) for s in rl.rewards if s.type == "function"}
 
 
 def _gathered_weights(accelerator: Accelerator, model: torch.nn.Module) -> dict[str, Any] | None:
