@@ -250,6 +250,8 @@ def load_reward_model(s: Scorer, device: Any) -> None:
 
     where = f"rl.rewards: reward_model '{s.spec.model}'"
     path = Path(s.spec.model)
+    if (path / "adapter" / "adapter_config.json").is_file():  # a reward-model run directory: its saved adapter
+        path = path / "adapter"
     try:
         if (path / "adapter_config.json").is_file():
             from peft import AutoPeftModelForSequenceClassification
@@ -257,7 +259,7 @@ def load_reward_model(s: Scorer, device: Any) -> None:
             model = AutoPeftModelForSequenceClassification.from_pretrained(str(path))
         else:
             model = AutoModelForSequenceClassification.from_pretrained(s.spec.model)
-        tok = AutoTokenizer.from_pretrained(s.spec.model)
+        tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else s.spec.model)
     except Exception as e:  # noqa: BLE001 - a path or Hub id of the user's: one line
         raise HfadaptError(f"{where}: cannot load it: {type(e).__name__}: {first_line(e)}") from e
     if tok.pad_token is None:
