@@ -219,8 +219,9 @@ def test_sampling_is_seeded_per_completion(llama: str) -> None:
 
 # ---- guarantees -------------------------------------------------------------------------------------------------
 def test_resume_after_a_kill_is_exact(llama: str, tmp_path: Path) -> None:
-    """Killed after step 2 of 4 and resumed: the same losses, figures, completions and adapter, bit for bit (the
-    sampling of each completion is seeded from the step, row and index, both in the checkpointed state)."""
+    """Killed after step 3 of 6 (the checkpoint is at 2, the generation for steps 3-4 already logged) and resumed:
+    the same losses, figures, completions and adapter, bit for bit (the sampling of each completion is seeded from
+    the step, row and index, both in the checkpointed state), and completions.jsonl holds each step once."""
     from tests.pairs_fixtures import resumed_equals_uninterrupted
 
     def recipe(name: str) -> Recipe:
@@ -228,6 +229,16 @@ def test_resume_after_a_kill_is_exact(llama: str, tmp_path: Path) -> None:
         return rl_recipe(tmp_path / name, llama, {"num_iterations": 2, "rewards": [STARTS_RED, {"type": "length", "target": 2}]}, max_steps=6, save_steps=2,
                          batch_size=4)
 
-    full, resumed = resumed_equals_uninterrupted(recipe, kill_at=2)
-    read = lambda r: [line for line in (r.output_dir / "completions.jsonl").read_text().splitlines()]  # noqa: E731
-    assert read(full)[-8:] == read(resumed)[-8:]
+    full, resumed = resumed_equals_uninterrupted(recipe, kill_at=3)
+    read = lambda r: (r.output_dir / "completions.jsonl").read_text().splitlines()  # noqa: E731
+    assert read(full) == read(resumed) and len(read(full)) == 3 * 4 * 8  # 3 generations of 4 prompts x 8
+
+
+def test_resume_drops_step_log_rows_past_the_checkpoint(tmp_path: Path) -> None:
+    from hfadapt.rundir.layout import RunDir
+
+    (tmp_path / "completions.jsonl").write_text('{"step": 1, "a": 0}\n{"step": 2}\n{"step": 3}\n{"step": 4, "comp')
+    RunDir(tmp_path).drop_rows_after("completions.jsonl", 2)
+    assert (tmp_path / "completions.jsonl").read_text() == '{"step": 1, "a": 0}\n{"step": 2}\n'
+    RunDir(tmp_path).drop_rows_after("absent.jsonl", 2)  # nothing logged yet: nothing to do
+    assert not (tmp_path / "absent.jsonl").exists()

@@ -116,6 +116,10 @@ class Task:
     auto_class_from_config: bool = False
     """True where the model head depends on the base model's config (auto_class_for reads it): the core
     then loads the config before it picks the Auto* class. False: `auto_class` always."""
+    step_logs: tuple[str, ...] = ()
+    """Run-directory files of JSON lines, one "step" each, the task appends to while training (online-rl:
+    completions.jsonl): on --resume the rows past the checkpoint's step are dropped, as the resumed session
+    writes those steps again. Default: none."""
     recipe_sections: dict[str, type[Section]] = {}
     """Top-level recipe sections the task owns besides data and model, by key (online-rl: {"rl": RLSection}):
     part of the task's recipe model, defaults filled in. Default: none."""

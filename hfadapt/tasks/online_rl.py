@@ -97,6 +97,7 @@ class OnlineRL(Task):
     card_example = "What is 12 * 7? Put the answer in \\boxed{}."
     extra_result_keys = ("reward", "completion_length")
     default_best_metric = "reward"
+    step_logs = (COMPLETIONS_FILE,)
 
     def __init__(self) -> None:
         self._scorers: dict[str, list[Scorer]] = {}

@@ -159,6 +159,9 @@ def _setup(recipe: Recipe, task: Task, run: RunDir, checkpoint: Path | None) -> 
     validate = _evaluator(recipe, task, run, splits, accelerator, model, "validation")
     test = _evaluator(recipe, task, run, splits, accelerator, model, "test")
     state = _setup_state(accelerator, run, checkpoint, total_steps)
+    if checkpoint is not None and accelerator.is_main_process:
+        for name in task.step_logs:
+            run.drop_rows_after(name, state.global_step)
     if accelerator.is_main_process:
         print(
             f"hfadapt: {recipe.task} | {recipe.model.name_or_path} | {recipe.adapter.method} | "
