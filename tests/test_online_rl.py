@@ -234,6 +234,38 @@ def test_resume_after_a_kill_is_exact(llama: str, tmp_path: Path) -> None:
     assert read(full) == read(resumed) and len(read(full)) == 3 * 4 * 8  # 3 generations of 4 prompts x 8
 
 
+def test_resume_from_the_runs_own_recipe_finds_the_reward_file(llama: str, tmp_path: Path) -> None:
+    """The reward file is copied into RUN/rewards/ when training starts: with the recipe's folder gone, resuming from
+    RUN/recipe.yaml and `hfadapt eval RUN` run it from there, and run_info records its hash."""
+    import hashlib
+    import json
+    import shutil
+
+    from hfadapt import evaluate_run, load_recipe
+
+    folder, run = tmp_path / "mine", tmp_path / "run"
+    folder.mkdir()
+    (folder / "r.py").write_text("def score(completion, answer):\n    return float(completion.startswith(answer))\n")
+    recipe = rl_recipe(tmp_path, llama, {"num_generations": 2, "rewards": [{"type": "function", "function": "r.py:score"}]},
+                       max_steps=3, save_steps=1, batch_size=2)
+    recipe = Recipe.from_dict(recipe.to_dict(), source=folder / "recipe.yaml")  # data and run outside the recipe's folder
+
+    class Killed(Exception):
+        pass
+
+    def kill(state: Any) -> None:
+        if state.global_step == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(recipe, callbacks=[kill])
+    shutil.rmtree(folder)
+    train(load_recipe(run / "recipe.yaml"), resume=True)
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["reward_functions"]["r.py:score"] == hashlib.sha256((run / "rewards" / "r.py").read_bytes()).hexdigest()
+    assert "validation/reward" in evaluate_run(run)
+
+
 def test_resume_drops_step_log_rows_past_the_checkpoint(tmp_path: Path) -> None:
     from hfadapt.rundir.layout import RunDir
 

@@ -168,6 +168,8 @@ class RunDir:
     best/                trainable weights of the best evaluation so far (+ best.json: its step and value)
     logs/                tracker output (TensorBoard)
     generations.jsonl    causal-lm: generation.prompts completed at each evaluation
+    completions.jsonl    online-rl: sampled completions with their rewards and advantages
+    rewards/             online-rl: copies of the reward function files (what RUN/recipe.yaml resolves)
     """
 
     def __init__(self, path: str | Path) -> None:

@@ -155,18 +155,56 @@ def _reference(value: Any, how: str) -> str:
 
 
 # ---- loading ---------------------------------------------------------------------------------------------
+KEPT_DIR = "rewards"  # RUN/rewards/<file>: the run's copy of each reward file (keep_reward_files)
+
+
 def function_file(spec: FunctionReward, recipe: Recipe) -> tuple[Path, str]:
-    """(the file, the function name) of a `function` reward; the file is relative to the recipe's folder."""
+    """(the file, the function name) of a `function` reward: relative to the recipe's folder; for the recipe a
+    run saved (RUN/recipe.yaml, or read from the run without a file), the run's own copy in RUN/rewards/."""
     where = f"rl.rewards: function '{spec.function}'"
     if ":" not in spec.function:
         raise HfadaptError(f"{where}: expected 'file.py:function_name'")
     file, name = spec.function.rsplit(":", 1)
     path = Path(file)
+    kept = _run_folder(recipe) / KEPT_DIR / path.name if _run_folder(recipe) is not None else None
+    if kept is not None and kept.is_file():
+        return kept, name
     if not path.is_absolute():
         path = (Path(recipe.source).resolve().parent if recipe.source else Path.cwd()) / path
     if not path.is_file():
         raise HfadaptError(f"{where}: no file {path}")
     return path, name
+
+
+def _run_folder(recipe: Recipe) -> Path | None:
+    """The run directory when `recipe` is the one it saved (its recipe.yaml, or a recipe with no file), else None."""
+    if recipe.source is None:
+        return recipe.output_dir
+    folder = Path(recipe.source).resolve().parent
+    return folder if folder == recipe.output_dir.resolve() else None
+
+
+def keep_reward_files(recipe: Recipe, run_dir: Path) -> None:
+    """Copy each `function` reward's file into RUN/rewards/, so that resuming from RUN/recipe.yaml and
+    `hfadapt eval RUN` find it without the recipe's folder. A copy already there (a resumed run) is kept:
+    it is the code the run started with."""
+    import shutil
+
+    if getattr(recipe, "rl", None) is None or not recipe.rl.trust_reward_code:
+        return
+    sources: dict[str, Path] = {}
+    for spec in recipe.rl.rewards:
+        if spec.type != "function":
+            continue
+        src = function_file(spec, recipe)[0].resolve()
+        other = sources.setdefault(src.name, src)
+        if other != src:
+            raise HfadaptError(f"rl.rewards: function '{spec.function}': two reward files named {src.name} ({other}, {src}); "
+                               "the run keeps a copy of each under rewards/<name>: rename one")
+        dst = run_dir / KEPT_DIR / src.name
+        if not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
 
 
 def sha256_file(path: Path) -> str:

@@ -116,6 +116,8 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Callable[[Traine
     checkpoint = _check_run_dir(run, recipe, resume)
     with _kept_unless_setup_fails(run, replace=recipe.output.overwrite and not resume, is_main=_process_state().is_main_process):
         session = _setup(recipe, task, run, checkpoint)
+        if session.accelerator.is_main_process:
+            _keep_reward_files(recipe, run)
     on_step_end = None
     hook = after_optimizer_step_hook(recipe.adapter.method)  # the method's own (AdaLoRA: its rank budget update)
     if hook is not None:
@@ -573,6 +575,15 @@ def _finish(recipe: Recipe, run: RunDir, session: Session, state: TrainerState, 
         push(run.path, recipe.hub.repo_id, private=recipe.hub.private, revision=recipe.hub.revision,
              commit_message=recipe.hub.commit_message)
     return TrainResult(run.path, final.to_json(), state)
+
+
+def _keep_reward_files(recipe: Recipe, run: RunDir) -> None:
+    """online-rl's `function` rewards: a copy in the run, found by its own recipe.yaml (resume, eval)."""
+    if getattr(recipe, "rl", None) is None:
+        return
+    from hfadapt.tasks.rewards import keep_reward_files
+
+    keep_reward_files(recipe, run.path)
 
 
 def _reward_function_hashes(recipe: Recipe) -> dict[str, str]:
