@@ -274,3 +274,26 @@ def test_resume_drops_step_log_rows_past_the_checkpoint(tmp_path: Path) -> None:
     assert (tmp_path / "completions.jsonl").read_text() == '{"step": 1, "a": 0}\n{"step": 2}\n'
     RunDir(tmp_path).drop_rows_after("absent.jsonl", 2)  # nothing logged yet: nothing to do
     assert not (tmp_path / "absent.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(llama: str, tmp_path: Path) -> None:
+    """Two gloo processes on CPU (each samples and scores its own prompts; advantages within a group, batch std
+    and dapo's token count across processes) against one process with the same global batch: per-step losses,
+    rewards and figures (KL and clip ratio of the second update of each generation included), the adapter, the
+    greedy evaluations, completions.jsonl and the prompt count agree.
+    Prompts of different lengths, so the two layouts pad differently."""
+    from tests.pairs_fixtures import GLOBAL_BATCH, STEPS, two_process_recipes, two_processes_equal_one
+
+    rng = random.Random(3)
+    rows = [{"prompt": "say " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 6))), "answer": "red"} for _ in range(64)]
+    data = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    rl = {"num_generations": 4, "max_completion_length": 4, "temperature": 0.9, "scale_rewards": "batch", "num_iterations": 2, "beta": 0.04,
+          "rewards": [STARTS_RED, {"type": "length", "target": 2, "weight": 0.5}]}
+    one, two = two_process_recipes(tmp_path, "online-rl", llama, data, {"max_prompt_length": 16}, sections={"rl": rl})
+    r1, r2 = two_processes_equal_one(tmp_path, one, two, figures="train/", units="prompts", loss_falls=False)
+    for run in (r1, r2):
+        assert run["perf"]["prompts"] == STEPS // 2 * GLOBAL_BATCH, run["perf"]  # 2 updates per generation
+    c1, c2 = ((tmp_path / f"run-{n}" / "completions.jsonl").read_text() for n in ("one", "two"))
+    assert c1 == c2 and c1.count("\n") == STEPS // 2 * GLOBAL_BATCH * 4
+    assert any(h.get("train/clip_ratio", 0) > 0 for h in r1["state"]["log_history"])  # the second update clips

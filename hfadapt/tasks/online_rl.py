@@ -227,7 +227,8 @@ class OnlineRL(Task):
                     with _peft_model(model).disable_adapter():
                         micro["ref_logps"] = token_logps(model, micro["input_ids"], micro["attention_mask"], micro["completion_ids"], rl.temperature)
         lengths = g["completion_mask"].sum(1).float()
-        stats = {"reward": rewards.mean(), "reward_std": rewards.std() if rewards.numel() > 1 else torch.zeros(()),
+        everything = _gather(rewards)  # the std of the whole batch, not a mean of each process's
+        stats = {"reward": rewards.mean(), "reward_std": everything.std() if everything.numel() > 1 else torch.zeros(()),
                  "frac_reward_zero_std": (std.view(-1, rl.num_generations)[:, 0].abs() < 1e-8).float().mean(),
                  "completion_length": lengths.mean(), "truncated_ratio": g["truncated"].float().mean()}
         for k, s in enumerate(scorers):
@@ -510,11 +511,13 @@ def policy_loss(logps: Tensor, old: Tensor | None, ref: Tensor | None, advantage
     coef_2 = torch.clamp(coef_1, 1 - eps_low, 1 + eps_high)
     per_token = -torch.min(coef_1 * adv, coef_2 * adv)
     figures: dict[str, Tensor] = {}
+    # token averages over the whole batch (every process's tokens): the loop then means over processes
+    per_process_tokens = (num_items.clamp(min=1.0) / num_processes).to(logps.dtype)
     if beta != 0.0:
         assert ref is not None
         kl = torch.exp(ref - logps) - (ref - logps) - 1
         per_token = per_token + beta * kl * coef_1  # importance-corrected, as TRL's default use_bias_correction_kl
-        figures["kl"] = ((kl * mask).sum() / mask.sum().clamp(min=1.0)).detach()
+        figures["kl"] = ((kl * mask).sum() / per_process_tokens).detach()
     if loss_type == "grpo":
         loss = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
     elif loss_type == "bnpo":
@@ -528,8 +531,7 @@ def policy_loss(logps: Tensor, old: Tensor | None, ref: Tensor | None, advantage
     with torch.no_grad():
         low = (coef_1 < 1 - eps_low) & (adv < 0)
         high = (coef_1 > 1 + eps_high) & (adv > 0)
-        n = mask.sum().clamp(min=1.0)
-        figures["clip_ratio"] = (((low | high).to(mask.dtype) * mask).sum() / n)
+        figures["clip_ratio"] = (((low | high).to(mask.dtype) * mask).sum() / per_process_tokens)
     return loss, figures
 
 
