@@ -321,22 +321,23 @@ class SeededSampler:
     top-p scaled logits; generate then takes the argmax): a row's tokens do not depend on the batch."""
 
     def __init__(self, seeds: list[int], temperature: float, top_p: float) -> None:
-        import torch
-
-        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.seeds, self.generators = seeds, None
         self.temperature, self.top_p = temperature, top_p
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         import torch
 
+        device = scores.device
+        if self.generators is None:  # on the logits' device: no noise of vocabulary size copied over each token
+            self.generators = [torch.Generator(device=device).manual_seed(s) for s in self.seeds]
         scores = scores.float() / self.temperature
         if self.top_p < 1.0:
             from transformers import TopPLogitsWarper
 
             scores = TopPLogitsWarper(self.top_p)(input_ids, scores)
-        u = torch.stack([torch.rand(scores.shape[-1], generator=g, dtype=torch.float64) for g in self.generators])
+        u = torch.stack([torch.rand(scores.shape[-1], generator=g, dtype=torch.float64, device=device) for g in self.generators])
         gumbel = -torch.log(-torch.log(u.clamp(min=1e-300)))
-        return scores + gumbel.to(device=scores.device, dtype=scores.dtype)
+        return scores + gumbel.to(dtype=scores.dtype)
 
 
 def sample(model: Module, batch: dict[str, Any], recipe: Recipe, step: int, n: int, greedy: bool = False) -> dict[str, Any]:
@@ -492,9 +493,25 @@ def token_logps(model: Module, input_ids: Tensor, attention_mask: Tensor, comple
     import torch
 
     c = completion_ids.shape[1]
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    keep = {"logits_to_keep": c + 1} if _keeps_logits(model) else {}  # the head over the completion only, as TRL
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **keep).logits
     logits = logits[:, -c - 1:-1, :].float() / temperature
     return torch.gather(torch.log_softmax(logits, -1), 2, completion_ids.unsqueeze(-1)).squeeze(-1)
+
+
+def _keeps_logits(model: Any) -> bool:
+    """Whether the causal LM inside `model` (peft-, DDP- or compile-wrapped) takes `logits_to_keep`."""
+    import inspect
+
+    m = _generating_model(model)
+    base = m.get_base_model() if hasattr(m, "get_base_model") else m
+    key = type(base)
+    if key not in _KEEPS_LOGITS:
+        _KEEPS_LOGITS[key] = "logits_to_keep" in inspect.signature(base.forward).parameters
+    return _KEEPS_LOGITS[key]
+
+
+_KEEPS_LOGITS: dict[type, bool] = {}
 
 
 def policy_loss(logps: Tensor, old: Tensor | None, ref: Tensor | None, advantages: Tensor, mask: Tensor, loss_type: str,
