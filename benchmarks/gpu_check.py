@@ -17,8 +17,11 @@ Sections (all by default; `--only SECTION` runs one):
   preference  benchmarks/bench_preference.py on CUDA (bf16, ~2 min): DPO pairs/s of hfadapt (defaults /
           without length grouping / data.reference=precomputed) against TRL DPOTrainer + PEFT (and its
           precompute_ref_log_probs). A measurement like speed: it fails only when a variant cannot run.
+  grpo    benchmarks/bench_grpo.py on CUDA (bf16, ~3 min): GRPO prompts/s and completion tokens/s of hfadapt's
+          online-rl against TRL GRPOTrainer + PEFT (with its default gradient checkpointing, and without).
+          A measurement like speed: it fails only when a variant cannot run.
 
-    python benchmarks/gpu_check.py [--only amp|launch|speed|preference]
+    python benchmarks/gpu_check.py [--only amp|launch|speed|preference|grpo]
 """
 
 from __future__ import annotations
@@ -244,7 +247,16 @@ def preference_section() -> bool:
                                   "--batch-size", "16", "--reps", "2"]) == 0
 
 
-SECTIONS = {"amp": amp_section, "launch": launch_section, "speed": speed_section, "preference": preference_section}
+def grpo_section() -> bool:
+    sys.path.insert(0, str(Path(__file__).parent))  # run as a script: its sibling is importable
+    import bench_grpo
+
+    return bench_grpo.main(["--device", "cuda", "--prompts", "512", "--steps", "20", "--warm-steps", "4", "--batch-size", "8",
+                            "--num-generations", "8", "--max-completion-length", "128", "--reps", "2"]) == 0
+
+
+SECTIONS = {"amp": amp_section, "launch": launch_section, "speed": speed_section, "preference": preference_section,
+            "grpo": grpo_section}
 
 
 def main() -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +29,7 @@ class Case:
     model: str  # fixture name of the tiny base model
     data: Callable[[Path, Any], dict[str, Any]]  # (tmp dir, request) -> the recipe's data section
     inputs: Callable[[Any], list[str]]  # request -> `hfadapt predict` inputs
+    sections: dict[str, Any] = field(default_factory=dict)  # the task's own recipe sections (online-rl: rl)
 
 
 def _sentences(n: int = 24) -> list[dict[str, Any]]:
@@ -65,6 +66,11 @@ def _causal_lm(tmp: Path, request: Any) -> dict[str, Any]:
 def _preference(tmp: Path, request: Any) -> dict[str, Any]:
     rows = [{"prompt": r["text"], "chosen": " good", "rejected": " dull"} for r in _sentences()]
     return {"train_files": [str(write_jsonl(tmp / "prefs.jsonl", rows))], "max_length": 24, "max_prompt_length": 16}
+
+
+def _online_rl(tmp: Path, request: Any) -> dict[str, Any]:
+    rows = [{"prompt": r["text"]} for r in _sentences()]
+    return {"train_files": [str(write_jsonl(tmp / "prompts.jsonl", rows))], "max_prompt_length": 16}
 
 
 def _seq2seq(tmp: Path, request: Any) -> dict[str, Any]:
@@ -124,6 +130,8 @@ CASES: dict[str, Case] = {
     "preference": Case("tiny_gpt2", _preference, lambda r: ["the film", "the plot was"]),
     "seq2seq": Case("tiny_seq2seq", _seq2seq, lambda r: ["the film was good", "the plot was dull"]),
     "reward-model": Case("tiny_gpt2", _reward_model, lambda r: ["the film was good", "the plot was dull"]),
+    "online-rl": Case("tiny_gpt2", _online_rl, lambda r: ["the film", "the plot was"], sections={"rl": {
+        "num_generations": 2, "max_completion_length": 3, "rewards": [{"type": "format", "pattern": ".*good.*", "match": "full"}]}}),
     "image-classification": Case("tiny_vit", _image_classification, _first_image),
     "audio-classification": Case("tiny_wav2vec2", _audio_classification, _first_sounds),
     "speech-recognition": Case("tiny_whisper", _speech_recognition, _first_utterances),
@@ -247,6 +255,7 @@ def test_task_trains_evaluates_predicts_saves_and_reloads_with_plain_peft(task_n
         "train": {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-2, "logging_steps": 1, "log_with": []},
         "generation": {"max_new_tokens": 3},
         "output": {"dir": str(tmp_path / "run")},
+        **case.sections,
     })
     result = train(recipe)
 

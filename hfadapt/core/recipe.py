@@ -346,7 +346,7 @@ class Recipe(Section):
 # ---- one adapter model per method, one recipe model per task ------------------------------------
 _ADAPTER_SECTIONS: dict[str, type[AdapterSection]] = {}
 _TASK_RECIPES: dict[str, type[Recipe]] = {}
-_TASK_SPECS: dict[str, tuple[type[DataSection], type[ModelSection], Callable[[Recipe], list[str]]]] = {}
+_TASK_SPECS: dict[str, tuple[type[DataSection], type[ModelSection], Callable[[Recipe], list[str]], dict[str, type[Section]]]] = {}
 
 
 def register_adapter_section(method: str, section: type[AdapterSection]) -> None:
@@ -372,22 +372,24 @@ def adapter_section(method: str) -> type[AdapterSection]:
 
 def register_task_recipe(
     task: str, data_model: type[DataSection], checker: Callable[[Recipe], list[str]],
-    model_model: type[ModelSection] = ModelSection,
+    model_model: type[ModelSection] = ModelSection, sections: dict[str, type[Section]] | None = None,
 ) -> type[Recipe]:
     """The recipe model of one task: `task` fixed to its name, `data` and `model` its own models,
-    `adapter` chosen by `method` among the registered adapter sections.
+    `adapter` chosen by `method` among the registered adapter sections, and the task's own top-level
+    `sections` (online-rl's `rl`), each filled with its defaults when the recipe leaves it out.
 
     Called by the task registry (hfadapt.tasks), so this schema module never imports a task.
     """
     if task in _TASK_RECIPES:
         raise ValueError(f"task '{task}' already has a recipe model")
-    _TASK_SPECS[task] = (data_model, model_model, checker)
-    model = _TASK_RECIPES[task] = _build_task_recipe(task, data_model, model_model, checker)
+    _TASK_SPECS[task] = (data_model, model_model, checker, dict(sections or {}))
+    model = _TASK_RECIPES[task] = _build_task_recipe(task, *_TASK_SPECS[task])
     return model
 
 
 def _build_task_recipe(
-    task: str, data_model: type[DataSection], model_model: type[ModelSection], checker: Callable[[Recipe], list[str]]
+    task: str, data_model: type[DataSection], model_model: type[ModelSection], checker: Callable[[Recipe], list[str]],
+    sections: dict[str, type[Section]] | None = None,
 ) -> type[Recipe]:
     stem = "".join(part.capitalize() for part in task.replace("_", "-").split("-"))
     fields: dict[str, Any] = {
@@ -395,6 +397,8 @@ def _build_task_recipe(
         "model": (model_model, Field(description="the base model")),
         "data": (data_model, Field(description=f"{task} data")),
     }
+    for key, section in (sections or {}).items():
+        fields[key] = (section, Field(default_factory=section, description=(section.__doc__ or key).strip().splitlines()[0]))
     if _ADAPTER_SECTIONS:
         sections = tuple(_ADAPTER_SECTIONS.values())
         union = sections[0] if len(sections) == 1 else Annotated[Union[sections], Field(discriminator="method")]  # type: ignore[valid-type]

@@ -225,7 +225,7 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
         task_template = model_cards_dir() / "tasks" / f"{recipe.task}.md"
         usage = Template(task_template.read_text()).render(
             repo_id=repo_id, base_model=base or "PATH/TO/BASE_MODEL", example=get_task(run.recipe.task).card_example,
-            auto_class=_auto_class_name(run),
+            auto_class=_auto_class_name(run), recipe=recipe,  # online-rl's card lists its rewards
         )
     card = ModelCard.from_template(
         _metadata(run, repo_id, license, merged, results),

@@ -33,6 +33,8 @@ def load_recipe(ref: str | Path, overrides: list[str] | None = None) -> Recipe:
     raw.setdefault("model", {})["trust_remote_code"] = False
     raw.setdefault("hub", {})["push"] = False
     raw.setdefault("output", {})["dir"] = None
+    if raw.get("task") == "online-rl":  # reward functions are Python files: the user opts in by override
+        raw.setdefault("rl", {})["trust_reward_code"] = False
     # The user's './' overrides are relative to where they type, not to the download cache.
     recipe = Recipe.from_dict(raw, overrides=overrides, source=file, base=Path.cwd())
     # A push replaces local paths with placeholders (cards.publish_recipe): the user must give their own.

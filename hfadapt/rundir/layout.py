@@ -170,6 +170,8 @@ class RunDir:
     best/                trainable weights of the best evaluation so far (+ best.json: its step and value)
     logs/                tracker output (TensorBoard)
     generations.jsonl    causal-lm: generation.prompts completed at each evaluation
+    completions.jsonl    online-rl: sampled completions with their rewards and advantages
+    rewards/             online-rl: copies of the reward function files (what RUN/recipe.yaml resolves)
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -382,6 +384,24 @@ class RunDir:
     def read_generations(self) -> list[dict[str, Any]]:
         """generations.jsonl (causal-lm): the recipe's prompts completed at each evaluation."""
         return _read_jsonl(self.generations_file)
+
+    def drop_rows_after(self, name: str, step: int) -> None:
+        """Cut a per-step log of the run (JSON lines with a "step") back to the checkpoint at `step`: a
+        resumed session writes the later steps again. A line cut short by the kill goes too."""
+        path = self.path / name
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+                kept.append(line + "\n")
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
 
     def run_files(self) -> list[Path]:
         """The run files present (RUN_FILES), what a push carries besides the adapter."""

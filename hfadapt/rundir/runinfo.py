@@ -81,6 +81,7 @@ class RunInfo:
     command: str = ""  # as the user would type it; "" when started from Python
     liger_kernel: bool = False  # whether Liger's kernels were applied to the model (train.liger_kernel)
     num_workers: int = 0  # DataLoader worker processes per training process, as resolved (hfadapt.workers)
+    reward_functions: dict[str, str] = field(default_factory=dict)  # online-rl: 'file.py:name' -> the file's sha256
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

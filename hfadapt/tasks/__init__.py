@@ -14,7 +14,7 @@ from typing import Any
 
 from hfadapt.core import task_source
 
-SHARED_MODULES = frozenset({"base", "checks", "classification", "language", "reporting"})
+SHARED_MODULES = frozenset({"base", "checks", "classification", "language", "reporting", "rewards"})
 
 
 @lru_cache(maxsize=1)

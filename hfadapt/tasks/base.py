@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from hfadapt.tasks.checks import common_problems
-from hfadapt.core.recipe import DataSection, ModelSection, register_task_recipe
+from hfadapt.core.recipe import DataSection, ModelSection, Section, register_task_recipe
 from hfadapt.core import task_source
 from hfadapt.core.registry import Registry
 from hfadapt.tasks.reporting import ReportInput, generic_section
@@ -123,6 +123,13 @@ class Task:
     auto_class_from_config: bool = False
     """True where the model head depends on the base model's config (auto_class_for reads it): the core
     then loads the config before it picks the Auto* class. False: `auto_class` always."""
+    step_logs: tuple[str, ...] = ()
+    """Run-directory files of JSON lines, one "step" each, the task appends to while training (online-rl:
+    completions.jsonl): on --resume the rows past the checkpoint's step are dropped, as the resumed session
+    writes those steps again. Default: none."""
+    recipe_sections: dict[str, type[Section]] = {}
+    """Top-level recipe sections the task owns besides data and model, by key (online-rl: {"rl": RLSection}):
+    part of the task's recipe model, defaults filled in. Default: none."""
 
     # ---- recipe (no torch: `hfadapt validate`) -----------------------------------------------------
     def check(self, recipe: Recipe) -> list[str]:
@@ -196,6 +203,19 @@ class Task:
         "train/<name>"). `model` is the prepared (possibly compiled or DDP-wrapped) model to call.
         Called by training/loop.py on every micro-batch. Default: `model(**batch).loss`, no figures."""
         return model(**batch).loss, {}
+
+    def rollout(self, model: Module, batch: dict[str, Any], recipe: Recipe, step: int) -> list[dict[str, Any]]:
+        """The micro-batches to train on for one batch of the train loader, in order (online-rl: the
+        batch's prompts, completions sampled from `model`, their rewards and advantages; one micro-batch
+        per update of rl.num_iterations). `step` is the number of optimizer steps done (what sampling is
+        seeded with, so a resumed run samples the same). Called by training/loop.py on every training
+        batch before training_loss, its time counted as "generate" in the throughput figures. Default: [batch]."""
+        return [batch]
+
+    def updates_per_batch(self, recipe: Recipe) -> int:
+        """How many micro-batches rollout() makes of one loader batch (the loop's steps per epoch are
+        scaled by it). Default: 1."""
+        return 1
 
     # ---- data ----------------------------------------------------------------------------------------------
     def add_model_columns(self, ds: Split, split: str, model: Module, processor: Processor, recipe: Recipe,
@@ -294,6 +314,6 @@ def register_task(task: Task) -> Task:
     register_task_recipe(
         task.name, task.data_model, lambda recipe: common_problems(recipe, task) + task.check(recipe),
         # ModelSection for tasks that don't declare their own (the Task base class gives that default)
-        model_model=task.model_model,
+        model_model=task.model_model, sections=task.recipe_sections,
     )
     return task

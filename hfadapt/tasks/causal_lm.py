@@ -68,6 +68,7 @@ class CausalLM(Task):
     card_example = "Write a haiku about rain."  # the input shown in the model card's usage
     extra_result_keys = ("perplexity",)
     liger_kernel = True  # train.liger_kernel: liger patches *ForCausalLM models (hfadapt.liger)
+    step_logs = (GENERATIONS_FILE,)  # generations at evaluations past the checkpoint: written again on --resume
     restores_eval_order = True  # padded (unpacked) evaluation reads rows longest first; evaluate() sums in dataset order
 
     # ---- recipe -----------------------------------------------------------------------------

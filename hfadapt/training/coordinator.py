@@ -116,6 +116,8 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Callable[[Traine
     checkpoint = _check_run_dir(run, recipe, resume)
     with _kept_unless_setup_fails(run, replace=recipe.output.overwrite and not resume, is_main=_process_state().is_main_process):
         session = _setup(recipe, task, run, checkpoint)
+        if session.accelerator.is_main_process:
+            _keep_reward_files(recipe, run)
     on_step_end = None
     hook = after_optimizer_step_hook(recipe.adapter.method)  # the method's own (AdaLoRA: its rank budget update)
     if hook is not None:
@@ -125,6 +127,7 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Callable[[Traine
         session.accelerator, session.model, session.optimizer, session.scheduler,
         session.make_train_loader, session.validate, run, on_step_end, meter, session.compiled,
         training_loss=lambda model, batch: task.training_loss(model, batch, recipe),
+        rollout=(lambda model, batch, step: task.rollout(model, batch, recipe, step)) if type(task).rollout is not Task.rollout else None,
         default_best_metric=task.default_best_metric,
     )
     with recorded(run.path, session.state, is_main=session.accelerator.is_main_process), sigterm_stops() as stop:
@@ -170,7 +173,8 @@ def _setup(recipe: Recipe, task: Task, run: RunDir, checkpoint: Path | None) -> 
     if recipe.data.streaming:  # one endless "epoch"; checks guarantee train.max_steps
         steps_per_epoch = total_steps = recipe.train.max_steps
     else:
-        steps_per_epoch = math.ceil(len(make_train_loader(0)) / recipe.train.gradient_accumulation_steps)
+        updates = task.updates_per_batch(recipe)  # online-rl: rl.num_iterations updates per generation
+        steps_per_epoch = math.ceil(len(make_train_loader(0)) * updates / recipe.train.gradient_accumulation_steps)
         total_steps = recipe.train.max_steps or recipe.train.epochs * steps_per_epoch
     model, trainable, total, liger = _setup_model(recipe, task, run, splits, accelerator, total_steps, start)
     optimizer, scheduler = _setup_optimizer(recipe, model, total_steps, accelerator.device)
@@ -181,6 +185,9 @@ def _setup(recipe: Recipe, task: Task, run: RunDir, checkpoint: Path | None) -> 
     validate = _evaluator(recipe, task, run, splits, accelerator, model, "validation")
     test = _evaluator(recipe, task, run, splits, accelerator, model, "test")
     state = _setup_state(accelerator, run, checkpoint, total_steps)
+    if checkpoint is not None and accelerator.is_main_process:
+        for name in task.step_logs:
+            run.drop_rows_after(name, state.global_step)
     if accelerator.is_main_process:
         print(
             f"hfadapt: {recipe.task} | {recipe.model.name_or_path} | {recipe.adapter.method} | "
@@ -577,7 +584,7 @@ def _finish(recipe: Recipe, run: RunDir, session: Session, state: TrainerState, 
             accelerator, liger_kernel=session.liger is not None,
             num_workers=run_workers(recipe, TASKS.get(recipe.task), accelerator),
         )
-        write_json_atomic(run.info_file, run_info.to_json())
+        write_json_atomic(run.info_file, replace(run_info, reward_functions=_reward_function_hashes(recipe)).to_json())
         state.save(run.state_file)
         print(summary_line(final.perf))
         if session.compiled is not None:
@@ -592,6 +599,25 @@ def _finish(recipe: Recipe, run: RunDir, session: Session, state: TrainerState, 
         push(run.path, recipe.hub.repo_id, private=recipe.hub.private, revision=recipe.hub.revision,
              commit_message=recipe.hub.commit_message)
     return TrainResult(run.path, final.to_json(), state)
+
+
+def _keep_reward_files(recipe: Recipe, run: RunDir) -> None:
+    """online-rl's `function` rewards: a copy in the run, found by its own recipe.yaml (resume, eval)."""
+    if getattr(recipe, "rl", None) is None:
+        return
+    from hfadapt.tasks.rewards import keep_reward_files
+
+    keep_reward_files(recipe, run.path)
+
+
+def _reward_function_hashes(recipe: Recipe) -> dict[str, str]:
+    """online-rl's `function` rewards (code the run executed): 'file.py:name' -> the file's sha256."""
+    rl = getattr(recipe, "rl", None)
+    if rl is None:
+        return {}
+    from hfadapt.tasks.rewards import function_file, sha256_file
+
+    return {s.function: sha256_file(function_file(s, recipe)[0]) for s in rl.rewards if s.type == "function"}
 
 
 def _gathered_weights(accelerator: Accelerator, model: torch.nn.Module) -> dict[str, Any] | None:

@@ -37,6 +37,7 @@ class LoopParts:
     compiled: Any = None  # train.compile: a compiling.CompiledForward for the training forward, or None
     training_loss: Callable[[Any, dict], tuple[Any, dict[str, Any]]] | None = None  # (model, batch) -> (loss, figures): Task.training_loss
     default_best_metric: str | None = None  # Task.default_best_metric: eval.best_metric when the recipe leaves it unset
+    rollout: Callable[[Any, dict, int], list[dict]] | None = None  # (model, loader batch, step) -> micro-batches: Task.rollout (online-rl)
     stop_requested: Callable[[], bool] | None = None  # SIGTERM arrived (coordinator.sigterm_stops): checkpoint and stop
 
 
@@ -72,7 +73,7 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
         loader = parts.make_train_loader(state.epoch)
         if state.batches_in_epoch:  # resumed mid-epoch: the same order, minus what was already seen
             loader = skip_first_batches(loader, state.batches_in_epoch)
-        for batch in meter.batches(loader):  # times the wait for each batch
+        for batch, first, last in _micro_batches(parts, meter, loader, state):
             mark = compiled.start() if compiled is not None else None
             with acc.accumulate(model):
                 loss, figures = training_loss(compiled or model, batch)
@@ -90,8 +91,10 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
             micro_losses.append(loss.detach())
             if figures:
                 micro_logs.append({k: v.detach().float() for k, v in figures.items()})
-            meter.count(batch)
-            state.batches_in_epoch += 1
+            if first:  # a rollout's later updates reuse its prompts: counted once
+                meter.count(batch)
+            if last:  # resume skips loader batches
+                state.batches_in_epoch += 1
             if not acc.sync_gradients:
                 continue
 
@@ -119,7 +122,8 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
                     save_checkpoint(acc, parts.run.path, state, t.save_total_limit)
             for cb in callbacks:
                 cb(state)
-            if parts.stop_requested is not None and _agreed(acc, parts.stop_requested()):
+            # a rollout's updates are one unit for resume (its loader batch counts when the last is done)
+            if last and parts.stop_requested is not None and _agreed(acc, parts.stop_requested()):
                 if not (t.save_steps and state.global_step % t.save_steps == 0):
                     state.perf = meter.totals(acc, state.global_step)
                     save_checkpoint(acc, parts.run.path, state, t.save_total_limit)
@@ -137,6 +141,19 @@ def fit(parts: LoopParts, recipe: Any, state: TrainerState, steps_per_epoch: int
         break
     progress.close()
     return state
+
+
+def _micro_batches(parts: LoopParts, meter: Meter, loader: Any, state: TrainerState) -> Any:
+    """(micro-batch, first of its loader batch, last of it): the loader's batches, or what the task's
+    rollout makes of each (generation timed as "generate")."""
+    for batch in meter.batches(loader):  # times the wait for each batch
+        if parts.rollout is None:
+            yield batch, True, True
+            continue
+        with meter.timed("generate"):
+            micro = parts.rollout(parts.model, batch, state.global_step)
+        for i, m in enumerate(micro):
+            yield m, i == 0, i == len(micro) - 1
 
 
 def _evaluate_and_track(parts: LoopParts, state: TrainerState, key: str | None, greater: bool | None, patience: int | None) -> None:

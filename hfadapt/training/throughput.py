@@ -72,7 +72,7 @@ class Meter:
         self.base = dict(base or {})
         self.samples = 0
         self.units: dict[str, Any] = {}
-        self.data_s = self.eval_s = self.checkpoint_s = 0.0
+        self.data_s = self.eval_s = self.checkpoint_s = self.generate_s = 0.0
         self.start_time: float | None = None
         self.start_step = 0
         self.steps = 0
@@ -114,7 +114,7 @@ class Meter:
         sums = torch.tensor(
             [float(self.samples)] + [float(self.units[k]) for k in unit_names], dtype=torch.float64, device=device
         )
-        means = torch.tensor([self.data_s, self.eval_s, self.checkpoint_s], dtype=torch.float64, device=device)
+        means = torch.tensor([self.data_s, self.eval_s, self.checkpoint_s, self.generate_s], dtype=torch.float64, device=device)
         maxes = torch.tensor([wall, float(peak_rss_bytes())], dtype=torch.float64, device=device)
         if accelerator.num_processes > 1:
             sums = accelerator.reduce(sums, reduction="sum")
@@ -128,6 +128,7 @@ class Meter:
             "data_s": b.get("data_s", 0.0) + means[0].item(),
             "eval_s": b.get("eval_s", 0.0) + means[1].item(),
             "checkpoint_s": b.get("checkpoint_s", 0.0) + means[2].item(),
+            "generate_s": b.get("generate_s", 0.0) + means[3].item(),
             "steps": int(b.get("steps", 0)) + (step - self.start_step),
             "samples": int(b.get("samples", 0)) + int(round(sums[0].item())),
             "units": dict(b.get("units", {})),
@@ -183,7 +184,10 @@ def figures(totals: dict[str, Any]) -> dict[str, float]:
     out["data_share"] = data / wall
     out["eval_share"] = evaluation / wall
     out["checkpoint_share"] = checkpoint / wall
-    out["model_share"] = max(0.0, 1.0 - out["data_share"] - out["eval_share"] - out["checkpoint_share"])
+    generate = float(totals.get("generate_s", 0.0))
+    if generate > 0:  # online-rl: sampling completions, apart from the training passes
+        out["generate_share"] = generate / wall
+    out["model_share"] = max(0.0, 1.0 - out["data_share"] - out["eval_share"] - out["checkpoint_share"] - generate / wall)
     out["peak_rss_mb"] = round(totals.get("peak_rss_bytes", 0) / MB, 1)
     for i, peak in enumerate(totals.get("peak_cuda_bytes") or []):
         out[f"peak_cuda_mb_{i}"] = round(peak / MB, 1)
@@ -197,7 +201,8 @@ def summary_line(perf: dict[str, float]) -> str:
         return ""
     parts = [f"trained in {perf['train_time_s']:.1f} s", f"{perf['samples_per_s']:.1f} samples/s", f"{perf['steps_per_s']:.2f} steps/s"]
     parts += [f"{v:.1f} {k[:-6].replace('_', ' ')}/s" for k, v in perf.items() if k.endswith("_per_s") and k not in ("samples_per_s", "steps_per_s")]
-    parts.append(f"time: data {100 * perf['data_share']:.0f}% / model {100 * perf['model_share']:.0f}% / eval {100 * perf['eval_share']:.0f}%")
+    generate = f" / generate {100 * perf['generate_share']:.0f}%" if "generate_share" in perf else ""
+    parts.append(f"time: data {100 * perf['data_share']:.0f}%{generate} / model {100 * perf['model_share']:.0f}% / eval {100 * perf['eval_share']:.0f}%")
     mem = f"peak RSS {perf['peak_rss_mb']:.0f} MiB"
     cuda = [v for k, v in perf.items() if k.startswith("peak_cuda_mb_")]
     if cuda:
