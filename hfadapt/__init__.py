@@ -12,7 +12,7 @@ from hfadapt import tasks as _tasks  # noqa: F401  (installs task discovery for 
 
 __all__ = [
     "Recipe", "load_recipe", "HfadaptError", "train", "predict", "evaluate_run", "list_targets", "push", "merge",
-    "TrainResult", "__version__",
+    "TrainResult", "tune", "__version__",
 ]
 __version__ = "0.1.0"
 
@@ -28,6 +28,7 @@ _LAZY = {
     "list_targets": ("hfadapt.insight.targets", "list_targets"),
     "push": ("hfadapt.publishing.hub", "push"),
     "merge": ("hfadapt.inference.merge", "merge"),
+    "tune": ("hfadapt.tuning.study", "tune"),
 }
 
 
