@@ -122,6 +122,10 @@ class Pruner(BaseModel):
     type: Literal["median", "hyperband", "none"] = "median"
     startup_trials: int = Field(5, ge=0, description="median: trials that finish before any is pruned")
     warmup_steps: int = Field(0, ge=0, description="median: optimizer steps before a trial may be pruned")
+    divergence: float | None = Field(
+        10.0, gt=1, description="any pruner: a trial whose training loss since the last evaluation averages more than "
+        "this many times its first step's (or is not finite) is pruned at that evaluation; null: never"
+    )
 
     @model_validator(mode="before")
     @classmethod

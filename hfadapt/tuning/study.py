@@ -214,7 +214,7 @@ def _run(trial: optuna.Trial, values: dict[str, Any], setup: Setup) -> Outcome:
         return Outcome("failed", reason=f"invalid recipe: {e}")
     logs = setup.dir / "logs"
     logs.mkdir(exist_ok=True)
-    return run_trial(trial, recipe, setup.metric, setup.search.device_memory, setup.search.pruner.type, logs / f"trial-{trial.number:03d}.log")
+    return run_trial(trial, recipe, setup.metric, setup.search, logs / f"trial-{trial.number:03d}.log")
 
 
 def _fail_killed(study: optuna.Study, setup: Setup) -> None:
@@ -312,3 +312,18 @@ def write_best(setup: Setup, number: int, value: float) -> Path:
               f"# train it again with: hfadapt train {target}\n")
     target.write_text(header + yaml.safe_dump(raw, sort_keys=False))
     return target
+
+
+def is_study(folder: str | Path) -> bool:
+    return (Path(folder) / STUDY_FILE).is_file()
+
+
+def load_study(folder: str | Path) -> tuple[Setup, optuna.Study]:
+    """The study a folder holds (its tune.yaml and storage), for reading it back (the report)."""
+    folder = Path(folder)
+    if not is_study(folder):
+        raise HfadaptError(f"{folder}: not an hfadapt study (no {STUDY_FILE})")
+    recipe = Recipe.from_dict(yaml.safe_load((folder / STUDY_FILE).read_text(encoding="utf-8")))
+    recipe.output.dir = str(folder)
+    setup = prepare(recipe, record=False)
+    return setup, _open_study(setup)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from hfadapt.core.errors import HfadaptError, first_line
 from hfadapt.core.recipe import Recipe, shed_foreign_fields
-from hfadapt.core.search import parse_bytes
+from hfadapt.core.search import SearchSection, parse_bytes
 from hfadapt.rundir.layout import RunDir
 from hfadapt.rundir.status import RunPruned, write_status
 
@@ -85,9 +85,8 @@ class PruningReporter:
     """A training callback: at each evaluation, the objective goes to the trial; a diverged run
     (a loss or the objective not finite) or one the pruner drops stops as pruned."""
 
-    def __init__(self, trial: optuna.Trial, metric: str, eval_steps: int | None, pruner: str) -> None:
-        self.trial, self.metric, self.eval_steps, self.pruner = trial, metric, eval_steps, pruner
-        self.seen = 0  # log-history entries already read
+    def __init__(self, trial: optuna.Trial, metric: str, eval_steps: int | None, pruner: str, divergence: float | None) -> None:
+        self.trial, self.metric, self.eval_steps, self.pruner, self.divergence = trial, metric, eval_steps, pruner, divergence
 
     def __call__(self, state: TrainerState) -> None:
         step = state.global_step
@@ -98,27 +97,33 @@ class PruningReporter:
             return
         value = float(evaluation.values[self.metric])
         recent = state.losses[-self.eval_steps:]
-        if not math.isfinite(value) or not all(math.isfinite(loss) for loss in recent):
-            raise RunPruned(f"diverged by step {step}: {self.metric} {value:.4g}, training loss {recent[-1]:.4g}")
+        mean = sum(recent) / len(recent)
+        if not math.isfinite(value) or not math.isfinite(mean) or (
+            self.divergence is not None and mean > self.divergence * state.losses[0] > 0
+        ):
+            raise RunPruned(
+                f"diverged by step {step}: training loss {mean:.4g} since the last evaluation (first step {state.losses[0]:.4g}), "
+                f"{self.metric} {value:.4g}"
+            )
         self.trial.report(value, step)
         if self.trial.should_prune():
             raise RunPruned(f"pruned by the {self.pruner} pruner at step {step}: {self.metric} {value:.4g}")
 
 
-def run_trial(trial: optuna.Trial, recipe: Recipe, metric: str, device_memory: str | None, pruner: str, log: Path) -> Outcome:
+def run_trial(trial: optuna.Trial, recipe: Recipe, metric: str, search: SearchSection, log: Path) -> Outcome:
     """Train one sampled recipe (already validated); its output goes to `log`, not the terminal."""
     import time
 
     from hfadapt.training.coordinator import train
 
     run = RunDir(recipe.output_dir)
-    why = memory_problem(recipe, device_memory)
+    why = memory_problem(recipe, search.device_memory)
     if why is not None:  # listed by `hfadapt runs` as pruned, with the reason; no model was loaded
         run.path.mkdir(parents=True, exist_ok=True)
         run.recipe_file.write_text(recipe.to_yaml())
         write_status(run.path, "pruned", True, step=0, error=why)
         return Outcome("pruned", reason=why)
-    reporter = PruningReporter(trial, metric, recipe.train.eval_steps, pruner)
+    reporter = PruningReporter(trial, metric, recipe.train.eval_steps, search.pruner.type, search.pruner.divergence)
     start = time.perf_counter()
     try:
         with open(log, "w", encoding="utf-8") as out, redirect_stdout(out), redirect_stderr(out):
