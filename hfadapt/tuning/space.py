@@ -44,7 +44,15 @@ def make_sampler(search: SearchSection, seed: int) -> optuna.samplers.BaseSample
         return optuna.samplers.RandomSampler(seed=seed)
     if search.sampler == "grid":
         grid = {key: [encode_choice(v) for v in dist.grid() or []] for key, dist in search.space.items()}
-        return optuna.samplers.GridSampler(grid, seed=seed)
+
+        class Grid(optuna.samplers.GridSampler):
+            """Optuna's grid sampler stops `study.optimize` once the grid is walked; a study of hfadapt asks
+            and tells trials itself and stops at min(n_trials, grid size) (trial_budget)."""
+
+            def after_trial(self, *args: Any, **kwargs: Any) -> None:
+                pass
+
+        return Grid(grid, seed=seed)
     try:
         import cmaes  # noqa: F401  (Optuna's CMA-ES sampler needs it)
     except ImportError:
@@ -61,3 +69,8 @@ def make_pruner(search: SearchSection) -> optuna.pruners.BasePruner:
     if p.type == "hyperband":
         return optuna.pruners.HyperbandPruner()
     return optuna.pruners.NopPruner()
+
+
+def trial_budget(search: SearchSection) -> int:
+    """Trials the study runs: n_trials, or the grid's size when that is smaller."""
+    return min(search.n_trials, search.grid_size()) if search.sampler == "grid" else search.n_trials

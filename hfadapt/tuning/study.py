@@ -31,7 +31,7 @@ from hfadapt.core.recipe import Recipe, with_search
 from hfadapt.core.search import SearchSection
 from hfadapt.rundir.layout import RunDir
 from hfadapt.rundir.status import process_alive, write_status
-from hfadapt.tuning.space import make_pruner, make_sampler, suggest
+from hfadapt.tuning.space import make_pruner, make_sampler, suggest, trial_budget
 from hfadapt.tuning.trial import Outcome, run_trial, trial_dir, trial_recipe
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ def work(setup: Setup, deadline: float | None) -> None:
         with _locked(setup.dir):
             _fail_killed(study, setup)
             trials = study.get_trials(deepcopy=False)
-            if counted(trials) >= setup.search.n_trials:
+            if counted(trials) >= trial_budget(setup.search):
                 return
             study.sampler = make_sampler(setup.search, setup.seed + len(trials))
             trial = study.ask()
