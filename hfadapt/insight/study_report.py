@@ -12,13 +12,13 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from hfadapt.insight.report import CSS, write_report
 from hfadapt.tasks.reporting import e as _e, fmt as _fmt, img as _img, plt as _plt
 from hfadapt.tuning.study import BEST_FILE, load_study
 from hfadapt.tuning.trial import trial_dir
 
 
-def write_study_report(folder: str | Path, out: str | Path | None = None) -> Path:
+def write_study_report(folder: str | Path, out: str | Path | None, run_report: Callable[[Path], Path], css: str) -> Path:
+    """The study's page; `run_report` writes a trial's own report (insight.report's, which calls this)."""
     folder = Path(folder)
     setup, study = load_study(folder)
     target = Path(out) if out else folder / "report.html"
@@ -27,9 +27,9 @@ def write_study_report(folder: str | Path, out: str | Path | None = None) -> Pat
     for t in trials:
         run = trial_dir(folder, t.number)
         if (run / "recipe.yaml").is_file():
-            reports[t.number] = write_report(run)
+            reports[t.number] = run_report(run)
     parts = [
-        f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>hfadapt study: {_e(setup.name)}</title><style>{CSS}</style></head><body>",
+        f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>hfadapt study: {_e(setup.name)}</title><style>{css}</style></head><body>",
         f"<h1>{_e(setup.name)}</h1><p class=sub>hfadapt tune study in {_e(folder)} &middot; {setup.direction} {_e(setup.metric)} &middot; "
         f"sampler {_e(setup.search.sampler)}, pruner {_e(setup.search.pruner.type)} &middot; generated {time.strftime('%Y-%m-%d %H:%M')}</p>",
         _summary(study, setup.metric, folder),

@@ -271,6 +271,9 @@ def _devices() -> list[str]:
 
 def worker_main(argv: list[str]) -> None:
     """A worker process of `--workers K`: the study of the folder's tune.yaml."""
+    from hfadapt.core.verbosity import configure
+
+    configure(verbose=False)  # as the CLI does; the trials' output goes to logs/ anyway
     folder, deadline = Path(argv[0]), float(argv[1]) if len(argv) > 1 and argv[1] else None
     raw = yaml.safe_load((folder / STUDY_FILE).read_text(encoding="utf-8"))
     recipe = Recipe.from_dict(raw)

@@ -117,22 +117,23 @@ def run_trial(trial: optuna.Trial, recipe: Recipe, metric: str, search: SearchSe
     from hfadapt.training.coordinator import train
 
     run = RunDir(recipe.output_dir)
-    why = memory_problem(recipe, search.device_memory)
-    if why is not None:  # listed by `hfadapt runs` as pruned, with the reason; no model was loaded
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.recipe_file.write_text(recipe.to_yaml())
-        write_status(run.path, "pruned", True, step=0, error=why)
-        return Outcome("pruned", reason=why)
     reporter = PruningReporter(trial, metric, recipe.train.eval_steps, search.pruner.type, search.pruner.divergence)
-    start = time.perf_counter()
-    try:
-        with open(log, "w", encoding="utf-8") as out, redirect_stdout(out), redirect_stderr(out):
+    with open(log, "w", encoding="utf-8") as out, redirect_stdout(out), redirect_stderr(out):
+        why = memory_problem(recipe, search.device_memory)
+        if why is not None:  # listed by `hfadapt runs` as pruned, with the reason; no model was loaded
+            run.path.mkdir(parents=True, exist_ok=True)
+            run.recipe_file.write_text(recipe.to_yaml())
+            write_status(run.path, "pruned", True, step=0, error=why)
+            return Outcome("pruned", reason=why)
+        start = time.perf_counter()
+        try:
             result = train(recipe, callbacks=[reporter])
-    except RunPruned as e:
-        return Outcome("pruned", reason=e.reason, seconds_in_train=time.perf_counter() - start)
-    except (HfadaptError, Exception) as e:  # noqa: BLE001 - a trial's failure is recorded; the study goes on
-        return Outcome("failed", reason=f"{type(e).__name__}: {first_line(e)}", seconds_in_train=time.perf_counter() - start)
-    seconds = time.perf_counter() - start
+            seconds = time.perf_counter() - start
+        except RunPruned as e:
+            return Outcome("pruned", reason=e.reason, seconds_in_train=time.perf_counter() - start)
+        except Exception as e:  # noqa: BLE001 - a trial's failure is recorded with its reason; the study goes on
+            why = e if isinstance(e, HfadaptError) else f"{type(e).__name__}: {first_line(e)}"
+            return Outcome("failed", reason=str(why), seconds_in_train=time.perf_counter() - start)
     value = result.metrics.get(f"eval/{metric}")
     if value is None or not math.isfinite(value):
         return Outcome("failed", reason=f"the final evaluation gave {metric}={value}", seconds_in_train=seconds)
