@@ -83,9 +83,9 @@ def main() -> int:
         for k in args.workers:
             r = results[k] = run(root, k, args.trials, args.steps)
             print(f"{k:>7} {r['wall_s']:>8.1f} {r['trials_per_hour']:>9.0f} {r['train_s']:>14.2f} {r['outside_s']:>16.3f} {r['first_outside_s']:>20.2f}")
-        steady = statistics.median(r["outside_s"] for r in results.values() if r["outside_s"] == r["outside_s"])
-        print(f"outside training per trial (steady): {steady:.3f} s = {100 * steady / 30:.2f} % of a 30 s trial "
-              f"({100 * steady / (steady + results[args.workers[0]]['train_s']):.1f} % of these {results[args.workers[0]]['train_s']:.1f} s trials)")
+        for k, r in results.items():
+            print(f"--workers {k}: outside training {r['outside_s']:.3f} s per trial (steady) = {100 * r['outside_s'] / 30:.2f} % of a 30 s trial "
+                  f"({100 * r['outside_s'] / (r['outside_s'] + r['train_s']):.1f} % of these {r['train_s']:.1f} s trials)")
         if 1 in results and 2 in results:
             print(f"--workers 2 vs 1: {results[2]['trials_per_hour'] / results[1]['trials_per_hour']:.2f}x trials/hour")
         return 0

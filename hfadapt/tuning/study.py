@@ -197,7 +197,11 @@ def work(setup: Setup, deadline: float | None) -> None:
             trial.set_user_attr("pid", os.getpid())
             trial.set_user_attr("host", socket.gethostname())
             values = suggest(trial, setup.search)
-        outcome = _run(trial, values, setup)
+        try:
+            outcome = _run(trial, values, setup)
+        except BaseException:  # Ctrl-C: this process lives on (Python API), so no rerun would see it dead
+            _abandon(study, setup, study._storage.get_trial(trial._trial_id), "interrupted")
+            raise
         trial.set_user_attr("seconds_in_train", round(outcome.seconds_in_train, 3))
         trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
         if outcome.reason:
@@ -225,12 +229,19 @@ def _fail_killed(study: optuna.Study, setup: Setup) -> None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if t.user_attrs.get("host") != host or process_alive(int(t.user_attrs.get("pid", 0))):
             continue
-        reason = "killed while it ran; its values were queued again"
-        study._storage.set_trial_user_attr(t._trial_id, "killed", True)
-        study._storage.set_trial_user_attr(t._trial_id, "reason", reason)
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
-        write_status(trial_dir(setup.dir, t.number), "failed", True, error=reason)
+        _abandon(study, setup, t, "killed")
+
+
+def _abandon(study: optuna.Study, setup: Setup, t: Any, how: str) -> None:
+    """A trial that did not end on its own: failed, not counted toward n_trials, its values queued again."""
+    from optuna.trial import TrialState
+
+    reason = f"{how} while it ran; its values were queued again"
+    study._storage.set_trial_user_attr(t._trial_id, "killed", True)
+    study._storage.set_trial_user_attr(t._trial_id, "reason", reason)
+    study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+    write_status(trial_dir(setup.dir, t.number), "failed", True, error=reason)
 
 
 def _trial_line(number: int, values: dict[str, Any], outcome: Outcome, metric: str) -> str:
