@@ -116,6 +116,10 @@ def test_a_configuration_the_plan_rejects_is_skipped_without_loading_the_model(t
     run = tmp_path / "study" / f"trial-{skipped.number:03d}"
     assert json.loads((run / "status.json").read_text())["state"] == "pruned"
     assert not (run / "base_model").exists() and not (run / "logs").exists()  # the model was never built
+    from hfadapt.insight.report import write_report
+
+    assert "hfadapt plan: ~" in write_report(tmp_path / "study").read_text()  # the study page says why
+    assert (run / "report.html").is_file()  # a skipped trial's own page renders too
 
 
 def test_a_sampled_recipe_that_fails_validation_is_a_failed_trial_with_the_reason(tmp_path: Path, tiny_bert: str, sentiment_csv: str) -> None:
