@@ -78,6 +78,14 @@ def test_best_yaml_retrains_to_the_same_metric(seeded_study: Path, tmp_path: Pat
     trial = json.loads((seeded_study / f"trial-{best.number:03d}" / "metrics.json").read_text())
     assert retrained["eval/accuracy"] == best.value == trial["eval/accuracy"]
     assert retrained["eval/loss"] == trial["eval/loss"]  # bit-identical on CPU, not just the same accuracy
+    # a best trial run by another machine (no trial folder here) gives the same recipe, built from its values
+    from dataclasses import replace
+
+    from hfadapt.tuning.study import load_study, write_best
+
+    setup = load_study(seeded_study)[0]
+    rebuilt = write_best(replace(setup, dir=tmp_path), best.number, best.value, best.params)
+    assert yaml.safe_load(rebuilt.read_text()) == yaml.safe_load((seeded_study / "best.yaml").read_text())
 
 
 def test_the_study_report_shows_optunas_plots_and_links_the_trials(seeded_study: Path) -> None:
@@ -208,3 +216,25 @@ def test_validate_checks_a_search_file_without_torch_or_optuna(tmp_path: Path, t
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.stdout.splitlines()[-1] == "0 []", out.stdout + out.stderr
     assert "search: 2 fields, 2 trials" in out.stdout
+
+
+def test_conditional_fields_are_sampled_only_under_their_condition(make_recipe: Any, tmp_path: Path) -> None:
+    import optuna
+
+    from hfadapt.core.search import SearchSection
+    from hfadapt.tuning.space import suggest
+    from hfadapt.tuning.trial import trial_recipe
+
+    search = SearchSection.model_validate({"space": {
+        "adapter.method": {"choice": ["lora", "loha"]},
+        "adapter.use_dora": {"choice": [False, True], "when": {"adapter.method": "lora"}},
+        "adapter.target_modules": {"choice": [["query"], ["query", "value"]]},  # list values travel as JSON
+    }})
+    loha = suggest(optuna.trial.FixedTrial({"adapter.method": "loha", "adapter.target_modules": '["query"]'}), search)
+    assert loha == {"adapter.method": "loha", "adapter.target_modules": ["query"]}
+    lora = suggest(optuna.trial.FixedTrial({"adapter.method": "lora", "adapter.use_dora": True, "adapter.target_modules": '["query", "value"]'}), search)
+    assert lora["adapter.use_dora"] is True
+    # switching the method drops the base method's own fields (the base recipe is LoRA)
+    recipe = trial_recipe(make_recipe(), loha, 7, tmp_path)
+    assert recipe.adapter.method == "loha" and recipe.adapter.target_modules == ["query"]
+    assert recipe.output_dir == tmp_path / "trial-007"

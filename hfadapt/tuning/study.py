@@ -28,7 +28,7 @@ import yaml
 
 from hfadapt.core.errors import HfadaptError
 from hfadapt.core.recipe import Recipe, with_search
-from hfadapt.core.search import SearchSection
+from hfadapt.core.search import SearchSection, decode_choice
 from hfadapt.rundir.layout import RunDir
 from hfadapt.rundir.status import process_alive, write_status
 from hfadapt.tuning.space import make_pruner, make_sampler, suggest, trial_budget
@@ -307,17 +307,23 @@ def finish(setup: Setup, study: optuna.Study) -> optuna.Study:
                f"{by_state[TrialState.FAIL]} failed")
     if by_state[TrialState.COMPLETE]:
         best = study.best_trial
-        write_best(setup, best.number, best.value)
+        write_best(setup, best.number, best.value, best.params)
         summary += f"; best: trial {best.number}, {setup.metric}={best.value:.4f}, recipe in {setup.dir / BEST_FILE}"
     print(summary, flush=True)
     return study
 
 
-def write_best(setup: Setup, number: int, value: float) -> Path:
-    """The best trial's full recipe as a recipe of its own (its run name <name>-best, output under runs/)."""
+def write_best(setup: Setup, number: int, value: float, params: dict[str, Any]) -> Path:
+    """The best trial's full recipe as a recipe of its own (its run name <name>-best, output under runs/):
+    the one its run saved, or, for a trial another machine ran, the same built again from its values."""
     from hfadapt.core.recipe import shed_foreign_fields
 
-    raw = shed_foreign_fields(RunDir(trial_dir(setup.dir, number)).recipe_dict(lenient=False))
+    run = RunDir(trial_dir(setup.dir, number))
+    if run.is_run():
+        raw = shed_foreign_fields(run.recipe_dict(lenient=False))
+    else:
+        values = {k: decode_choice(setup.search.space[k], v) if k in setup.search.space else v for k, v in params.items()}
+        raw = trial_recipe(setup.recipe, values, number, setup.dir).to_dict()
     raw["name"] = f"{setup.name}-best"
     raw["output"] = {"dir": None, "overwrite": False}
     raw.pop("search", None)
