@@ -255,11 +255,16 @@ def _spawn(setup: Setup, workers: int, deadline: float | None) -> None:
     """K worker processes on this machine, one GPU each when there are GPUs (round robin over them)."""
     devices = _devices()
     code = "import sys; from hfadapt.tuning.study import worker_main; worker_main(sys.argv[1:])"
+    # Without GPUs the workers share the cores: each taking all of them for its torch threads makes
+    # every trial many times slower (threads spin against each other), so each gets its share.
+    threads = str(max(1, len(os.sched_getaffinity(0)) // workers))
     procs = []
     for i in range(workers):
         env = dict(os.environ)
         if devices:
             env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
+        elif "OMP_NUM_THREADS" not in env:
+            env["OMP_NUM_THREADS"] = threads
         procs.append(subprocess.Popen([sys.executable, "-c", code, str(setup.dir), str(deadline or "")], env=env))
     try:
         codes = [p.wait() for p in procs]
