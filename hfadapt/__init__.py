@@ -13,7 +13,7 @@ from hfadapt import tasks as _tasks  # noqa: F401  (installs task discovery for 
 __all__ = [
     "Recipe", "load_recipe", "HfadaptError", "train", "predict", "evaluate_run", "list_targets", "push", "merge",
     "export",
-    "TrainResult", "serve", "build_app", "__version__",
+    "TrainResult", "serve", "build_app", "tune", "__version__",
 ]
 __version__ = "0.1.0"
 
@@ -32,6 +32,7 @@ _LAZY = {
     "export": ("hfadapt.inference.export", "export"),
     "serve": ("hfadapt.serving.app", "serve"),
     "build_app": ("hfadapt.serving.app", "build_app"),
+    "tune": ("hfadapt.tuning.study", "tune"),
 }
 
 

@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", parents=[common], help="check a recipe without loading models or data")
     v.add_argument("recipe")
     v.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    v.add_argument("--search", metavar="FILE", help="also check a search file for `hfadapt tune`")
 
     e = sub.add_parser("eval", parents=[common], help="evaluate a finished run (a run directory or a Hub adapter id)")
     e.add_argument("run")
@@ -104,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve_command.add_parser(sub, common)
 
+    _tune_parser(sub, common)
     sub.add_parser("recipes", parents=[common], help="list the shipped recipes")
     sub.add_parser("schema", parents=[common], help="print the recipe JSON Schema")
     return p
@@ -121,6 +123,20 @@ def _ui(args: argparse.Namespace) -> None:
     from hfadapt.ui.app import serve
 
     serve(args.runs, host=args.host, port=args.port, auth=args.auth)
+def _tune_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    tu = sub.add_parser("tune", parents=[common], help="hyperparameter search over recipe fields (Optuna): trials under runs/NAME/trial-NNN, best.yaml")
+    tu.add_argument("recipe")
+    tu.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    tu.add_argument("--search", metavar="FILE", help="a search file (default: the recipe's own search section)")
+    tu.add_argument("--trials", type=int, help="search.n_trials")
+    tu.add_argument("--workers", type=int, default=1, help="trial processes on this machine (one GPU each when there are GPUs)")
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from hfadapt.publishing.loading import load_recipe
+    from hfadapt.tuning.study import tune
+
+    tune(load_recipe(args.recipe, overrides=args.overrides), args.search, n_trials=args.trials, workers=args.workers)
 
 
 def _base_model_flag(p: argparse.ArgumentParser) -> None:
@@ -207,7 +223,12 @@ def _validate(args: argparse.Namespace) -> None:
     from hfadapt.publishing.loading import load_recipe
 
     recipe = load_recipe(args.recipe, overrides=args.overrides)
-    print(f"{recipe.source}: ok ({recipe.task}, {recipe.model.name_or_path}, {recipe.adapter.method})")
+    if args.search:
+        from hfadapt.core.recipe import with_search
+
+        recipe = with_search(recipe, args.search)
+    searched = f", search: {len(recipe.search.space)} fields, {recipe.search.n_trials} trials" if recipe.search else ""
+    print(f"{recipe.source}: ok ({recipe.task}, {recipe.model.name_or_path}, {recipe.adapter.method}{searched})")
 
 
 def _recipes(args: argparse.Namespace) -> None:
@@ -325,7 +346,7 @@ def _serve(args: argparse.Namespace) -> None:
 COMMANDS = {
     "validate": _validate, "recipes": _recipes, "schema": _schema, "train": _train, "eval": _eval,
     "predict": _predict, "push": _push, "merge": _merge, "plan": _plan, "report": _report, "runs": _runs,
-    "targets": _targets, "export": _export, "ui": _ui, "serve": _serve,
+    "targets": _targets, "export": _export, "ui": _ui, "serve": _serve, "tune": _tune,
 }
 
 

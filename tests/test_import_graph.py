@@ -24,9 +24,10 @@ ALLOWED: dict[str, set[str]] = {
     "publishing": {"core", "metrics", "modeling", "data", "rundir", "tasks"},
     "training": {"core", "metrics", "modeling", "data", "rundir", "tasks", "publishing"},
     "inference": {"core", "metrics", "modeling", "data", "rundir", "tasks", "publishing", "training"},
-    "insight": {"core", "metrics", "modeling", "data", "rundir", "tasks", "publishing", "training", "inference"},
-    "ui": {"core", "metrics", "modeling", "data", "rundir", "tasks", "publishing", "training", "inference", "insight"},
+    "ui": {"core", "metrics", "modeling", "data", "rundir", "tasks", "publishing", "training", "inference", "insight", "tuning"},
     "serving": {"core", "metrics", "modeling", "data", "rundir", "tasks", "publishing", "training", "inference"},
+    "tuning": {"core", "metrics", "modeling", "data", "rundir", "tasks", "publishing", "training"},
+    "insight": {"core", "metrics", "modeling", "data", "rundir", "tasks", "publishing", "training", "inference", "tuning"},
 }
 TOP = {"hfadapt", "hfadapt.cli", "hfadapt.__main__"}  # the public API and the command line: may import anything
 
@@ -214,4 +215,4 @@ def test_no_import_cycles() -> None:
 def test_the_recipe_schema_is_the_ground_floor() -> None:
     """The schema reaches neither tasks nor the Hub nor anything that imports torch."""
     below = reachable(import_graph(), "hfadapt.core.recipe")
-    assert below <= {"hfadapt.core.errors", "hfadapt.core.registry", "hfadapt.core.shipped", "hfadapt.core.task_source"}, below
+    assert below <= {"hfadapt.core.errors", "hfadapt.core.registry", "hfadapt.core.search", "hfadapt.core.shipped", "hfadapt.core.task_source"}, below

@@ -476,7 +476,7 @@ def test_json_schema_has_one_variant_per_task() -> None:
     assert set(mapping) == set(TASKS.names())  # editors pick the variant by `task`
     defs = schema["$defs"]
     text = defs[mapping["text-classification"].rsplit("/", 1)[-1]]
-    assert set(text["properties"]) == {"name", "task", "model", "data", "adapter", "train", "eval", "generation", "output", "hub"}
+    assert set(text["properties"]) == {"name", "task", "model", "data", "adapter", "train", "eval", "generation", "output", "hub", "search"}
     assert set(text["required"]) == {"task", "model", "data"}
     assert text["properties"]["task"]["const"] == "text-classification"
     for section in ("ModelSection", "LoraSection", "TrainSection", "EvalSection", "OutputSection", "HubSection", "GenerationSection"):

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, Val
 from hfadapt.core import task_source
 from hfadapt.core.errors import HfadaptError
 from hfadapt.core.registry import did_you_mean
+from hfadapt.core.search import SearchSection, space_problems
 from hfadapt.core.shipped import resolve_recipe_path
 
 # transformers.SchedulerType values, repeated here so validation needs no torch import;
@@ -252,6 +253,7 @@ class Recipe(Section):
     generation: GenerationSection = Field(default_factory=GenerationSection)
     output: OutputSection = Field(default_factory=OutputSection)
     hub: HubSection = Field(default_factory=HubSection)
+    search: SearchSection | None = Field(None, description="hfadapt tune: the fields searched and how (ignored by hfadapt train)")
 
     _source: str | None = PrivateAttr(None)
     # Set on each task's subclass by register_task_recipe: cross-field problems ("field: message").
@@ -304,7 +306,10 @@ class Recipe(Section):
     def problems(self) -> list[str]:
         """What is wrong across fields, each as 'field.path: message' (empty when all is well)."""
         checker = type(self)._checker
-        return checker(self) if checker is not None else []
+        problems = checker(self) if checker is not None else []
+        if self.search is not None:
+            problems += space_problems(self.search, type(self), _ADAPTER_SECTIONS, self.adapter.method)
+        return problems
 
     def _resolve_relative_paths(self, base: Path) -> None:
         """'./x' and '../x' in path fields are relative to the recipe file, so shipped recipes work anywhere."""
@@ -610,3 +615,22 @@ def blame(messages: list[str], overrides: list[str], where: str) -> str:
         item = next((v for k, v in keys.items() if path == k or path.startswith(k + ".")), None)
         out.append(message if item is None else f"{message} (from the override '{item}')")
     return where + "; ".join(out)
+
+
+def with_search(recipe: Recipe, file: str | Path) -> Recipe:
+    """The recipe with the search section of a separate search file (its top level is the section, or
+    holds one under `search:`); problems are named after that file."""
+    from hfadapt.core.search import read_search_file
+
+    raw = recipe.to_dict()
+    raw["search"] = read_search_file(Path(file))
+    out = recipe_class(recipe.task)
+    try:
+        searched = out.model_validate(raw)
+    except ValidationError as e:
+        raise HfadaptError(blame(validation_messages(e, out), [], f"{file}: ")) from None
+    searched._source = recipe._source
+    problems = searched.problems()
+    if problems:
+        raise HfadaptError(f"{file}: " + "; ".join(problems))
+    return searched

@@ -83,6 +83,12 @@ def write_report(ref: str | Path, out: str | Path | None = None, base_model: str
 
         base_model = check_base_model(base_model)
     if Path(ref).exists():
+        from hfadapt.tuning.study import is_study
+
+        if is_study(ref):  # an `hfadapt tune` study: its own page
+            from hfadapt.insight.study_report import write_study_report
+
+            return write_study_report(ref, out, run_report=write_report, css=CSS)
         data = load(Path(ref))
         target = Path(out) if out else Path(ref) / "report.html"
     else:

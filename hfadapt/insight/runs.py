@@ -3,6 +3,7 @@
 A run is a folder with a recipe.yaml; its state comes from what it holds, never from its name:
   * finished     metrics.json and the saved adapter (or model) are there
   * failed       training raised after setup (status.json says so, with the error and step)
+  * pruned       hfadapt tune stopped the trial (status.json holds the reason)
   * running      status.json names a live process on this host
   * interrupted  anything else (killed, power loss): resumable when a complete checkpoint exists
 Reads files only: no torch, no model loading.
@@ -52,13 +53,13 @@ def describe(path: Path, root: Path | None = None) -> dict[str, Any]:
 
     if finished:
         what = "finished"
-    elif status.state == "failed":
-        what = "failed"
+    elif status.state in ("failed", "pruned"):
+        what = status.state
     elif status.state == "running" and status.host == socket.gethostname() and process_alive(int(status.pid or 0)):
         what = "running"
     else:
         what = "interrupted"
-    resumable = checkpoints[-1].name if checkpoints and not finished else None
+    resumable = checkpoints[-1].name if checkpoints and not finished and what != "pruned" else None
 
     trainable, total = status.trainable, status.total
     best_key = tracked_metric(recipe.get("task"), ev.get("best_metric"))
@@ -85,7 +86,7 @@ def describe(path: Path, root: Path | None = None) -> dict[str, Any]:
         "train_time_s": wall,
         "state": what,
         "resumable_from": resumable,
-        "error": status.error if what == "failed" else None,
+        "error": status.error if what in ("failed", "pruned") else None,
         "metrics": {f"eval/{k}": v for k, v in metrics.eval.items()},
     }
 

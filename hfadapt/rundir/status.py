@@ -3,7 +3,7 @@ interrupted runs apart.
 
 Written by the main process: "running" once setup has succeeded (with the process id, host and
 parameter counts), then "finished" or "failed" (the exception, and the step it was raised at) when
-training ends. A killed process writes nothing: its status still says "running" with a process id
+training ends, or "pruned" (the reason in `error`) when `hfadapt tune` stopped it. A killed process writes nothing: its status still says "running" with a process id
 that is gone; `hfadapt runs` then reports it as interrupted, resumable when it has a complete
 checkpoint. A setup failure leaves no run directory at all (training.py), so no status either.
 """
@@ -40,11 +40,24 @@ def write_status(run_dir: Path, state: str, is_main: bool, **fields: Any) -> Non
         pass
 
 
+class RunPruned(Exception):
+    """Raised from a training callback to stop a run cleanly as pruned (hfadapt tune's pruner): the
+    run's status becomes "pruned", with the reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @contextmanager
 def recorded(run_dir: Path, state: RunState, is_main: bool) -> Iterator[None]:
-    """Training after setup: status "finished" on success, "failed" (or "interrupted" on Ctrl-C) when it raises."""
+    """Training after setup: status "finished" on success, "failed" (or "interrupted" on Ctrl-C, "pruned"
+    when a callback prunes it) when it raises."""
     try:
         yield
+    except RunPruned as e:
+        write_status(run_dir, "pruned", is_main, step=state.global_step, error=e.reason[:500])
+        raise
     except KeyboardInterrupt:
         write_status(run_dir, "interrupted", is_main, step=state.global_step)
         raise

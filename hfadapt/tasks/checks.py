@@ -41,10 +41,24 @@ def common_problems(recipe: "Recipe", task: "Task") -> list[str]:
         # liger replaces a causal LM's forward (fused LM head + loss); on another head it would be wrong
         problems.append(f"train.liger_kernel: Liger's kernels are for causal-lm models, not {task.name}; set train.liger_kernel=false")
     best = recipe.eval.best_metric
+    keys = ["loss", *task.extra_result_keys] + [k for n in names if n in known for k in metrics.result_keys(n)]
+    if recipe.search is not None:
+        problems += _objective_problems(recipe, task, keys)
     if best is not None:
-        keys = ["loss", *task.extra_result_keys] + [k for n in names if n in known for k in metrics.result_keys(n)]
         if best not in keys:
             problems.append(f"eval.best_metric: '{best}' is not computed{did_you_mean(best, keys)}; choose from {', '.join(keys)}")
         if recipe.data.validation_split is None:
             problems.append("eval.best_metric: needs an evaluation split (data.validation_split)")
     return problems
+
+
+def _objective_problems(recipe: "Recipe", task: "Task", keys: list[str]) -> list[str]:
+    """hfadapt tune optimises an evaluation result: one the task reports, on an evaluation split."""
+    metric = recipe.search.objective.metric or recipe.eval.best_metric or task.default_best_metric  # type: ignore[union-attr]
+    if metric is None:
+        return ["search.objective.metric: required (or eval.best_metric): the evaluation result the study optimises"]
+    if metric not in keys:
+        return [f"search.objective.metric: '{metric}' is not reported by {task.name}{did_you_mean(metric, keys)}; choose from {', '.join(keys)}"]
+    if recipe.data.validation_split is None:
+        return ["search.objective.metric: needs an evaluation split (data.validation_split)"]
+    return []
