@@ -238,3 +238,27 @@ def test_conditional_fields_are_sampled_only_under_their_condition(make_recipe: 
     recipe = trial_recipe(make_recipe(), loha, 7, tmp_path)
     assert recipe.adapter.method == "loha" and recipe.adapter.target_modules == ["query"]
     assert recipe.output_dir == tmp_path / "trial-007"
+
+
+def test_the_cmaes_sampler_is_seeded_and_keeps_to_the_space() -> None:
+    import optuna
+
+    from hfadapt.core.search import SearchSection
+    from hfadapt.tuning.space import make_sampler, suggest
+
+    search = SearchSection.model_validate({"sampler": "cmaes", "space": {
+        "train.learning_rate": {"log_uniform": [1.0e-5, 1.0e-3]}, "train.warmup_ratio": {"uniform": [0.0, 0.2]}}})
+
+    def walk() -> list[dict[str, Any]]:
+        study = optuna.create_study(sampler=make_sampler(search, seed=3))
+        seen = []
+        for _ in range(8):  # past CMA-ES's independent start-up trials
+            trial = study.ask()
+            values = suggest(trial, search)
+            study.tell(trial, (values["train.learning_rate"] - 1e-4) ** 2 + values["train.warmup_ratio"])
+            seen.append(values)
+        return seen
+
+    first = walk()
+    assert first == walk()
+    assert all(1e-5 <= v["train.learning_rate"] <= 1e-3 and 0.0 <= v["train.warmup_ratio"] <= 0.2 for v in first)
