@@ -158,6 +158,48 @@ def _wait_text(page, selector: str, needle: str, timeout: float = 120) -> str:
     raise AssertionError(f"{selector}: waited {timeout}s for {needle!r}; shows {text!r}")
 
 
+def _wait_mid_run(page, total: int, timeout: float = 150) -> int:
+    """The progress line of a run between its first and its last step (the run is held there, see _held)."""
+    import re
+
+    deadline = time.time() + timeout
+    text = ""
+    while time.time() < deadline:
+        text = page.locator("#train-progress").inner_text()
+        m = re.search(rf"step (\d+)/{total}\b", text)
+        if m and 0 < int(m.group(1)) < total and "finished" not in text:
+            return int(m.group(1))
+        time.sleep(0.3)
+    raise AssertionError(f"#train-progress: waited {timeout}s for a step below {total}; shows {text!r}")
+
+
+class _held:
+    """Freezes a run's training process (SIGSTOP) once it has logged a step, so the page can be checked
+    mid-run however fast the tiny run is; SIGCONT on exit (a SIGTERM sent meanwhile is delivered then)."""
+
+    def __init__(self, ui_process, run_dir: Path, timeout: float = 150) -> None:
+        self.ui_process, self.log, self.timeout = ui_process, run_dir / "train_log.jsonl", timeout
+
+    def __enter__(self) -> "_held":
+        import signal
+
+        deadline = time.time() + self.timeout
+        while not (self.log.is_file() and '"train/loss"' in self.log.read_text()):
+            assert time.time() < deadline, f"{self.log}: no step logged in {self.timeout}s"
+            time.sleep(0.005)
+        self.trainers = [p for p in self.ui_process.children(recursive=True) if "train" in p.cmdline()]
+        assert self.trainers, "no training process under the UI"
+        for p in self.trainers:
+            p.send_signal(signal.SIGSTOP)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for p in self.trainers:
+            p.send_signal(signal.SIGCONT)
+
+
 @pytest.mark.slow
 def test_compose_train_report_try_stop_resume(ui, page) -> None:
     runs = ui["work"] / "runs"
@@ -205,7 +247,8 @@ def test_compose_train_report_try_stop_resume(ui, page) -> None:
     cpu_before, t_before = sum(ui_process.cpu_times()[:2]), time.time()
     page.locator("#train-launch").click()
     _wait_text(page, "#train-status", "started tiny-sentiment-offline")
-    _wait_text(page, "#train-progress", "step 10/20", timeout=150)
+    with _held(ui_process, runs / "tiny-sentiment-offline"):
+        _wait_mid_run(page, 20)  # the page follows the run's own files while it trains
     _wait_text(page, "#train-progress", "finished", timeout=150)
     cpu_share = (sum(ui_process.cpu_times()[:2]) - cpu_before) / (time.time() - t_before)
     print(f"UI process CPU while a run trains: {100 * cpu_share:.1f}% of one core")
@@ -263,8 +306,9 @@ def test_compose_train_report_try_stop_resume(ui, page) -> None:
     _tab(page, "Train")
     page.locator("#train-launch").click()
     _wait_text(page, "#train-status", "started tiny-b")
-    _wait_text(page, "#train-progress", "step 10/40", timeout=150)
-    page.locator("#train-stop").click()
+    with _held(ui_process, runs / "tiny-b"):
+        _wait_mid_run(page, 40)
+        page.locator("#train-stop").click()  # SIGTERM, delivered when the run goes on
     _wait_text(page, "#train-progress", "stopped at step", timeout=90)  # the process's own last line: it has exited
     stopped = runs / "tiny-b"
     assert [p.name for p in (stopped / "checkpoints").iterdir()] and json.loads((stopped / "status.json").read_text())["state"] == "interrupted"
