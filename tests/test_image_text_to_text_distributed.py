@@ -34,10 +34,10 @@ def _recipe(path: Path, model: str, data: Path, batch_size: int, run: Path) -> P
         "adapter": {"method": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
         "train": {"max_steps": MAX_STEPS, "batch_size": batch_size, "eval_batch_size": EVAL_BATCH, "learning_rate": 2e-2,
                   "logging_steps": 1, "seed": 3, "log_with": [],
-                  # Grouped (the task's default) the rows of a global batch come in another order: losses agree to
-                  # 5e-6, every weight to 1e-5 but 1-3 single lora_A elements out of 256 (up to 5e-4). Those are
-                  # elements whose step-2 gradient is near Adam's eps (lora_B is 0 at step 1, so A's first gradient
-                  # is tiny), where g / (|g| + eps) turns summation-order rounding into a lr-sized difference.
+                  # Grouped (the task's default) the rows of a global batch are summed in another order: losses agree
+                  # to 5e-6, every weight to 1e-5 but 1-3 single lora_A elements out of 256 (up to 5.4e-4), whose
+                  # step-2 gradient is rounding noise (~5e-9, the tensor's median 2e-3) that Adam's g / (|g| + eps)
+                  # turns into a step-sized difference; with eps 1e-6 the gap is 1.2e-5 (docs/vision-language.md).
                   "group_by_length": False},
         "generation": {"max_new_tokens": 3},
         "output": {"dir": str(run)},
