@@ -193,3 +193,67 @@ def test_a_failed_check_leaves_nothing(finished_run: Any, tmp_path: Path) -> Non
     with pytest.raises(HfadaptError, match="differ from PyTorch's"):
         export(finished_run.output_dir, tmp_path / "onnx", tolerance=-1.0)
     assert not (tmp_path / "onnx").exists() and not list(tmp_path.iterdir())
+
+
+# ---- causal-lm: a decoder with past key/values that onnxruntime generates with -------------------
+LM_PROMPTS = ["the film was", "a plot and the music and the acting", "good"]
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory, tiny_bert: str) -> str:
+    """A 2-layer Llama (rotary positions, grouped-query attention) over the tiny word-level tokenizer."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    root = tmp_path_factory.mktemp("tiny-llama")
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0, bos_token_id=None, eos_token_id=None)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(root)
+    tok.save_pretrained(root)
+    return str(root)
+
+
+@pytest.mark.parametrize("base", ["tiny_gpt2", "tiny_llama"])
+def test_causal_lm_export_generates_like_the_run(base: str, request: pytest.FixtureRequest, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    from hfadapt.inference.onnx_model import load_export, position_ids
+    from hfadapt.inference.run_model import load_model_and_processor
+    from hfadapt.rundir.layout import RunDir
+    from hfadapt.tasks.language import encode_prompts
+
+    texts = [{"text": t} for t in ["the film was good and the music was superb", "a plot and the acting felt dull"] * 8]
+    recipe = _recipe("causal-lm", request.getfixturevalue(base), {"train_files": [str(write_jsonl(tmp_path / "lm.jsonl", texts))],
+                     "max_length": 16}, tmp_path / "run", generation={"max_new_tokens": 6})
+    run = RunDir.open(train(recipe).output_dir)
+    out = export(run.path, tmp_path / "onnx")
+    info = json.loads((out / "export_info.json").read_text())
+    assert info["task"] == "causal-lm" and info["past_key_values"] is True and 0 <= info["max_abs_diff"] <= TOLERANCE
+    assert "past_key_values.1.value" in info["inputs"] and "present.1.value" in info["outputs"]
+
+    # Our own left-padded prompts: the prompt's logits through both runtimes, then 8 greedy tokens each
+    onnx_model, processor, _, _ = load_export(out)
+    torch_model, _, _ = load_model_and_processor(run)
+    assert torch_model.peft_config  # against the adapter, unmerged
+    batch = encode_prompts(LM_PROMPTS, processor, recipe)
+    assert (batch["attention_mask"] == 0).any()  # left padding is exercised
+    with torch.no_grad():
+        # positions count real tokens only, as in generate (a plain forward would count the left padding)
+        want = torch_model(**batch, position_ids=position_ids(batch["attention_mask"], batch["input_ids"].shape[1])).logits
+        want_ids = torch_model.generate(**batch, max_new_tokens=8, do_sample=False, pad_token_id=processor.pad_token_id)
+    logits, _ = onnx_model.step(batch["input_ids"], batch["attention_mask"], onnx_model.empty_past(len(LM_PROMPTS)))
+    real = batch["attention_mask"].bool()
+    assert (torch.from_numpy(logits) - want).abs()[real].max() <= TOLERANCE
+    got_ids = onnx_model.generate(**batch, max_new_tokens=8, pad_token_id=processor.pad_token_id)
+    assert got_ids.shape == want_ids.shape == (3, batch["input_ids"].shape[1] + 8)  # no EOS here: 8 new tokens each
+    assert torch.equal(got_ids, want_ids)
+
+    # `hfadapt predict OUT "prompt"` prints what `hfadapt predict RUN "prompt"` prints (greedy, the run's max_new_tokens)
+    capsys.readouterr()  # training's summary lines
+    assert main(["predict", str(out), *LM_PROMPTS]) == 0
+    from_onnx = capsys.readouterr().out
+    assert main(["predict", str(run.path), *LM_PROMPTS]) == 0
+    assert from_onnx == capsys.readouterr().out and from_onnx.count("generated_text") == 3
+    assert all(json.loads(line)["generated_text"] for line in from_onnx.splitlines())  # something was generated for each
+    with pytest.raises(HfadaptError, match="greedily"):
+        predict(str(out), LM_PROMPTS[:1], generation={"do_sample": True})

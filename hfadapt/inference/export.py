@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 FORMATS = ("onnx",)
 # The tasks whose forward pass is the whole model: a classifier's or tagger's logits, QA's start/end logits.
 TASKS = ("text-classification", "token-classification", "question-answering", "image-classification", "audio-classification")
+DECODERS = ("causal-lm",)  # a decoder with past key/values, which `hfadapt predict OUT` generates with (export_lm)
 DEFAULT_TOLERANCE = 1e-3  # largest |ONNX - PyTorch| an export may have; float32 graphs land near 1e-6
 GGUF_NOTE = ("GGUF: no maintained converter is installable (PyPI's `gguf` is the file-format library only; "
              "llama.cpp's convert_hf_to_gguf.py is not packaged)")
@@ -61,13 +62,15 @@ def export(run: str | Path, out: str | Path, format: str = "onnx", opset: int | 
     source = resolve_run(run)
     check_output_apart_from_run(out, source.path, "export")
     recipe, task = source.recipe, get_task(source.recipe.task)
-    if recipe.task not in TASKS:
-        raise HfadaptError(f"export: {recipe.task} runs are not exported yet; ONNX export covers {', '.join(TASKS)}")
+    if recipe.task not in TASKS + DECODERS:
+        raise HfadaptError(f"export: {recipe.task} runs are not exported yet; ONNX export covers {', '.join(TASKS + DECODERS)}")
     check_mergeable(source, "export")
     model, processor, info = load_model_and_processor(source, base_model=base_model, ref=run)
     model = model.float().eval()  # ONNX on the CPU: float32, whatever dtype the run trained in
     # The reference is the run as `hfadapt predict RUN` runs it, adapter unmerged: inputs are what reaches
     # the transformers model (peft's QA wrapper drops token_type_ids, for one), outputs what it returns.
+    if recipe.task in DECODERS:
+        return _export_decoder(model, processor, source, recipe, run, out, opset, tolerance, allow_quantized)
     scratch = Path(tempfile.mkdtemp(prefix="hfadapt-export-"))
     try:
         trace_items, check_items = sample_inputs(task, recipe, processor, scratch)
@@ -90,6 +93,37 @@ def export(run: str | Path, out: str | Path, format: str = "onnx", opset: int | 
             "adapter": recipe.adapter.method, "opset": _opset_of(tmp / MODEL_FILE), "exporter": exporter,
             "inputs": names[0], "outputs": names[1], "dynamic_axes": {"batch": 0, "sequence": None if task.modality == "image" else 1},
             "max_abs_diff": diff,
+        }, indent=2) + "\n")
+
+    return write_folder(out, save)
+
+
+def _export_decoder(model: Module, processor: Processor, source: Any, recipe: Recipe, run: str | Path, out: Path,
+                    opset: int | None, tolerance: float, allow_quantized: bool) -> Path:
+    from hfadapt.inference import export_lm
+    from hfadapt.tasks.base import get_task
+
+    task = get_task(recipe.task)
+    trace = task.encode_inputs(export_lm.PROMPTS[0], processor, recipe)
+    checks = [task.encode_inputs(export_lm.PROMPTS[1][:1], processor, recipe), task.encode_inputs(export_lm.PROMPTS[1], processor, recipe)]
+    reference = export_lm.reference(model, checks)
+    model = fold_loaded(model, source, allow_quantized, "export")
+
+    def save(tmp: Path) -> None:
+        names = export_lm.export_graph(model, trace, tmp / MODEL_FILE, opset)
+        diff = export_lm.check(reference, model.config, tmp / MODEL_FILE)
+        if not diff <= tolerance:  # also NaN
+            raise HfadaptError(f"export: the ONNX outputs differ from PyTorch's by {diff:.3g} (more than {tolerance:g}); nothing was written to {out}")
+        model.config.save_pretrained(tmp)
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(tmp)  # eos and pad ids, as `generate` reads them
+        processor.save_pretrained(tmp)
+        (tmp / RECIPE_FILE).write_text(recipe.to_yaml())
+        (tmp / INFO_FILE).write_text(json.dumps({
+            "format": "onnx", "task": recipe.task, "source": str(run), "base_model": recipe.model.name_or_path,
+            "adapter": recipe.adapter.method, "opset": _opset_of(tmp / MODEL_FILE), "exporter": "dynamo",
+            "inputs": names[0], "outputs": names[1], "past_key_values": True,
+            "dynamic_axes": {"batch": 0, "sequence": 1, "past_sequence": 2}, "max_abs_diff": diff,
         }, indent=2) + "\n")
 
     return write_folder(out, save)
