@@ -297,3 +297,45 @@ def test_two_processes_equal_one(llama: str, tmp_path: Path) -> None:
     c1, c2 = ((tmp_path / f"run-{n}" / "completions.jsonl").read_text() for n in ("one", "two"))
     assert c1 == c2 and c1.count("\n") == STEPS // 2 * GLOBAL_BATCH * 4
     assert any(h.get("train/clip_ratio", 0) > 0 for h in r1["state"]["log_history"])  # the second update clips
+
+
+def test_pushed_run_carries_its_reward_file_which_runs_only_on_override(llama: str, tmp_path: Path, hub_server: Any,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hfadapt push` uploads RUN/rewards/ and the card names each reward, its weight and the file's sha256; the pulled
+    run refuses to run the file (one line naming it and its hash) until rl.trust_reward_code=true, then scores as the
+    local run does."""
+    import hashlib
+
+    import yaml
+
+    from hfadapt import evaluate_run
+    from hfadapt.cli import main
+
+    monkeypatch.setenv("HF_TOKEN", hub_server.token)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    code = b"def score(completion, answer):\n    return float(len(completion.split())) / 4\n"
+    (folder / "r.py").write_bytes(code)
+    sha = hashlib.sha256(code).hexdigest()
+    recipe = rl_recipe(tmp_path, llama, {"num_generations": 2, "rewards": [
+        {"type": "function", "function": f"{folder}/r.py:score", "weight": 0.5}, STARTS_RED]}, max_steps=2, batch_size=2)
+    result = train(recipe)
+    assert main(["push", str(result.output_dir), "test-user/rl-reward"]) == 0
+    files = hub_server.files("test-user/rl-reward")
+    assert files["rewards/r.py"] == code
+    pushed = yaml.safe_load(files["recipe.yaml"])
+    assert pushed["rl"]["rewards"][0]["function"] == "r.py:score"  # the author's folder is not published
+    card = files["README.md"].decode()
+    assert f"| score (function) | 0.5 | r.py:score | `{sha}` |" in card and str(folder) not in card
+    assert str(folder).encode() not in files["run_info.json"]
+
+    data = [f"data.train_files=[{tmp_path / 'prompts.jsonl'}]"]
+    with pytest.raises(HfadaptError) as refused:
+        evaluate_run("test-user/rl-reward", overrides=data, base_model=llama)
+    msg = str(refused.value)
+    assert "\n" not in msg and msg.startswith("rl.trust_reward_code:") and "rewards/r.py" in msg and sha in msg
+    assert "override rl.trust_reward_code=true" in msg
+    pulled = evaluate_run("test-user/rl-reward", overrides=[*data, "rl.trust_reward_code=true"], base_model=llama)
+    local = evaluate_run(result.output_dir)
+    assert pulled["validation/rewards/score"] == pytest.approx(local["validation/rewards/score"], abs=1e-6)
+    assert pulled["validation/reward"] == pytest.approx(local["validation/reward"], abs=1e-6) and local["validation/rewards/score"] > 0

@@ -121,8 +121,9 @@ def evaluate_run(run_dir: str | Path, split: str = "validation", overrides: list
     run = resolve_run(run_dir)
     recipe, task = run.recipe, get_task(run.recipe.task)
     for item in overrides or []:
-        if not item.startswith(("data.", "model.adapter=")):
-            raise HfadaptError(f"eval: only data.* fields (and model.adapter, a preference run's reference) can be overridden, got '{item}'")
+        if not item.startswith(("data.", "model.adapter=", "rl.trust_reward_code=")):
+            raise HfadaptError(f"eval: only data.* fields (and model.adapter, a preference run's reference; rl.trust_reward_code, "
+                               f"an online-rl run's reward code) can be overridden, got '{item}'")
     if overrides:
         recipe = Recipe.from_dict(recipe.to_dict(), overrides=overrides, base=Path.cwd())
     unpublished = {f: v for f, v in unpublished_fields(recipe.to_dict()).items() if f.startswith(("data.", "model.adapter"))}

@@ -226,6 +226,7 @@ def _render(run: RunDir, repo_id: str, template: str, license: str | None, merge
         usage = Template(task_template.read_text()).render(
             repo_id=repo_id, base_model=base or "PATH/TO/BASE_MODEL", example=get_task(run.recipe.task).card_example,
             auto_class=_auto_class_name(run), recipe=recipe,  # online-rl's card lists its rewards
+            reward_hashes=info.reward_functions,  # and the sha256 of each reward file (pushed under rewards/)
         )
     card = ModelCard.from_template(
         _metadata(run, repo_id, license, merged, results),

@@ -17,7 +17,8 @@ from hfadapt.rundir.layout import RECIPE_FILE, RUN_FILES, RunDir
 # safetensors only. The .jsonl files (per-example results, sample generations) let
 # `hfadapt report user/adapter` show what it shows for the local run.
 NEVER_PUSHED = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-DOWNLOAD_PATTERNS = ["*.json", "*.jsonl", "*.safetensors", "*.yaml", "*.txt", "*.model", "*.md", "*.tiktoken", "*.jinja"]
+DOWNLOAD_PATTERNS = ["*.json", "*.jsonl", "*.safetensors", "*.yaml", "*.txt", "*.model", "*.md", "*.tiktoken", "*.jinja",
+                     "rewards/*"]  # online-rl's reward files: pulled, but run only with rl.trust_reward_code=true
 
 
 def _token() -> str | None:
@@ -46,9 +47,34 @@ def stage(run: RunDir, repo_id: str, target: Path, license: str | None = None) -
     for path in run.run_files():
         shutil.copy2(path, target / path.name)
         names.append(path.name)
+    names += _stage_reward_files(run, target)
     _publish_local_paths(run, target)
     (target / "README.md").write_text(render_adapter_card(run, repo_id, license))
     return names + ["README.md"]
+
+
+def _stage_reward_files(run: RunDir, target: Path) -> list[str]:
+    """online-rl's `function` rewards: the run's copies (RUN/rewards/), so a pulled run can be evaluated
+    (running them still needs the user's rl.trust_reward_code=true)."""
+    from hfadapt.tasks.rewards import KEPT_DIR
+
+    folder = run.path / KEPT_DIR
+    if not folder.is_dir():
+        return []
+    (target / KEPT_DIR).mkdir()
+    names = []
+    for f in sorted(folder.iterdir()):
+        if f.is_file():
+            shutil.copy2(f, target / KEPT_DIR / f.name)
+            names.append(f"{KEPT_DIR}/{f.name}")
+    return names
+
+
+def _file_name_only(function: str) -> str:
+    """'/my/folder/r.py:score' -> 'r.py:score': a run finds its copy of a reward file by the file's name
+    (rewards.function_file), so the author's folder is not published."""
+    file, _, name = function.rpartition(":")
+    return f"{Path(file).name}:{name}" if file else function
 
 
 def _publish_local_paths(run: RunDir, target: Path) -> None:
@@ -71,10 +97,16 @@ def _publish_local_paths(run: RunDir, target: Path) -> None:
     staged = RunDir(target)
     if staged.has_info():
         info = staged.read_info()
-        if info.command:
-            staged.info_file.write_text(json.dumps(replace(info, command=public_command(info.command, run.path)).to_json(), indent=2) + "\n")
+        # reward files by name, as the pushed recipe names them (no local folder)
+        hashes = {_file_name_only(k): v for k, v in info.reward_functions.items()}
+        if info.command or hashes != info.reward_functions:
+            info = replace(info, command=public_command(info.command, run.path) if info.command else info.command, reward_functions=hashes)
+            staged.info_file.write_text(json.dumps(info.to_json(), indent=2) + "\n")
     if staged.is_run():
         recipe = publish_recipe(staged.recipe_dict(lenient=False), run.path)
+        for reward in (recipe.get("rl") or {}).get("rewards") or []:
+            if reward.get("type") == "function":
+                reward["function"] = _file_name_only(reward["function"])
         staged.recipe_file.write_text(yaml.safe_dump(recipe, sort_keys=False))
 
 

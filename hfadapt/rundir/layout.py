@@ -298,7 +298,14 @@ class RunDir:
         except HfadaptError as e:
             raise HfadaptError(f"{self.recipe_file}: {e}") from None
         if self.from_hub:
+            from hfadapt.modeling.models import RUN_PLACEHOLDER
+
             recipe.model.trust_remote_code = False
+            rl = getattr(recipe, "rl", None)
+            if rl is not None:  # online-rl's reward files came down with it: run only on the user's override
+                rl.trust_reward_code = False
+            if recipe.output.dir == RUN_PLACEHOLDER:  # the pushed run is this download (its rewards/ copies)
+                recipe.output.dir = str(self.path)
         return recipe
 
     def is_run(self) -> bool:

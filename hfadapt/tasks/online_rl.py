@@ -268,7 +268,7 @@ class OnlineRL(Task):
         model.eval()
         parts: list[Tensor] = []
         for batch in dataloader:
-            g = sample(model, batch, ctx.recipe, 0, 1, greedy=True)
+            g = sample(model, batch, ctx.recipe, 0, 1, greedy=True, tokenizer=ctx.processor)
             per_fn, _ = _score_all(scorers, g, batch, 1, ctx.split)
             total = _weighted(per_fn, scorers)
             row = torch.cat([total[:, None], per_fn, g["completion_mask"].sum(1, keepdim=True).double()], 1)
@@ -340,7 +340,8 @@ class SeededSampler:
         return scores + gumbel.to(dtype=scores.dtype)
 
 
-def sample(model: Module, batch: dict[str, Any], recipe: Recipe, step: int, n: int, greedy: bool = False) -> dict[str, Any]:
+def sample(model: Module, batch: dict[str, Any], recipe: Recipe, step: int, n: int, greedy: bool = False,
+           tokenizer: Any = None) -> dict[str, Any]:
     """n completions per prompt of the batch: prompt ids and mask (repeated), completion ids, completion mask
     (up to and including the first EOS, TRL's), whether a completion hit max_completion_length, and the texts."""
     import torch
@@ -374,11 +375,13 @@ def sample(model: Module, batch: dict[str, Any], recipe: Recipe, step: int, n: i
     completion, mask = completion[:, :width], mask[:, :width]
     completion = completion.masked_fill(mask == 0, pad)
     return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion, "completion_mask": mask,
-            "truncated": ~is_eos.any(1), "rows": rows, "index": index, "texts": _decode(gen_model, recipe, completion, mask)}
+            "truncated": ~is_eos.any(1), "rows": rows, "index": index, "texts": _decode(recipe, completion, mask, tokenizer)}
 
 
-def _decode(model: Any, recipe: Recipe, completion: Tensor, mask: Tensor) -> list[str]:
-    tok = _TOKENIZERS.get(id(recipe))
+def _decode(recipe: Recipe, completion: Tensor, mask: Tensor, tok: Any = None) -> list[str]:
+    """The completions' texts; `tok` the run's tokenizer when evaluating (a pulled run's base may be a local path
+    of its author's), else the recipe's, loaded once."""
+    tok = tok if tok is not None else _TOKENIZERS.get(id(recipe))
     if tok is None:
         tok = _TOKENIZERS[id(recipe)] = load_lm_tokenizer(recipe)
     return [tok.decode(ids[m.bool()].tolist(), skip_special_tokens=True) for ids, m in zip(completion, mask)]

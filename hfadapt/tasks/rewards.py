@@ -218,10 +218,10 @@ def load_function(spec: FunctionReward, recipe: Recipe) -> tuple[Callable[..., A
     fails to import or lacks the name, and a function that cannot be called as name(completion, **columns)."""
     import importlib.util
 
-    if not recipe.rl.trust_reward_code:  # a recipe from the Hub (publishing/loading.py), unless the user overrode it
-        raise HfadaptError(f"rl.trust_reward_code: the reward function '{spec.function}' would run Python this recipe names "
-                           "(a recipe loaded from the Hub); read the file, then override rl.trust_reward_code=true")
     path, name = function_file(spec, recipe)
+    if not recipe.rl.trust_reward_code:  # a recipe or run from the Hub (publishing/loading.py, RunDir.open), unless overridden
+        raise HfadaptError(f"rl.trust_reward_code: the reward function '{spec.function}' of a recipe from the Hub would run "
+                           f"{path} (sha256 {sha256_file(path)}); read that file, then override rl.trust_reward_code=true to run it")
     where = f"rl.rewards: function '{spec.function}'"
     module_name = f"hfadapt_reward_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
     loader = importlib.util.spec_from_file_location(module_name, path)
