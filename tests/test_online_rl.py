@@ -339,3 +339,12 @@ def test_pushed_run_carries_its_reward_file_which_runs_only_on_override(llama: s
     local = evaluate_run(result.output_dir)
     assert pulled["validation/rewards/score"] == pytest.approx(local["validation/rewards/score"], abs=1e-6)
     assert pulled["validation/reward"] == pytest.approx(local["validation/reward"], abs=1e-6) and local["validation/rewards/score"] > 0
+
+
+def test_num_iterations_with_accumulation_is_one_validate_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from hfadapt.cli import main
+
+    assert main(["validate", "text/gsm8k-grpo-smollm2", "rl.num_iterations=2", "train.gradient_accumulation_steps=4"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "rl.num_iterations: 2 updates" in err and "train.gradient_accumulation_steps: 1 (got 4)" in err
+    assert main(["validate", "text/gsm8k-grpo-smollm2", "rl.num_iterations=2", "train.gradient_accumulation_steps=1"]) == 0

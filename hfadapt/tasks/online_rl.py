@@ -110,7 +110,10 @@ class OnlineRL(Task):
         if recipe.eval.metrics:
             problems.append("eval.metrics: online-rl scores completions with rl.rewards; remove eval.metrics")
         if rl.num_iterations > 1 and recipe.train.gradient_accumulation_steps > 1:
-            problems.append("rl.num_iterations: more than one update per generation needs train.gradient_accumulation_steps 1")
+            # TRL normalises over the whole generation batch (all accumulated micro-batches); here a rollout is one
+            # micro-batch, so batch-scaled rewards and dapo's token count would differ from TRL's: refused, not approximated
+            problems.append(f"rl.num_iterations: {rl.num_iterations} updates per generation need train.gradient_accumulation_steps: 1 "
+                            f"(got {recipe.train.gradient_accumulation_steps}); raise train.batch_size instead")
         if rl.num_iterations > 1 and recipe.train.save_steps and recipe.train.save_steps % rl.num_iterations:
             problems.append(f"train.save_steps: a multiple of rl.num_iterations ({rl.num_iterations}), so checkpoints fall between generations")
         if rl.generation_engine == "vllm":
