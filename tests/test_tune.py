@@ -172,6 +172,54 @@ def test_a_killed_study_resumes_to_exactly_n_trials(tmp_path: Path, tiny_bert: s
 
 
 @pytest.mark.slow
+def test_a_trial_whose_machine_died_is_retried_by_a_worker_elsewhere_after_the_grace_period(
+        tmp_path: Path, tiny_bert: str, sentiment_csv: str) -> None:
+    import optuna
+
+    raw = study_recipe(tiny_bert, sentiment_csv, tmp_path / "study", n_trials=2, heartbeat_interval=1, grace_period=2)
+    raw["train"].update(max_steps=8)  # long enough to be killed inside
+    file = tmp_path / "recipe.yaml"
+    file.write_text(yaml.safe_dump(raw))
+    proc = _cli("tune", str(file), cwd=tmp_path)
+    status = tmp_path / "study" / "trial-000" / "status.json"
+    deadline = time.time() + 240
+    while not (status.is_file() and json.loads(status.read_text()).get("state") == "running"):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # trial 0 is training
+    proc.wait()
+    # that worker ran on "another machine": its host and process id say nothing to the worker below,
+    # so only the heartbeat, silent since the kill, can tell the trial is dead
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study' / 'study.db'}")
+    (dead,) = optuna.load_study(study_name="study", storage=storage).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    storage.set_trial_user_attr(dead._trial_id, "host", "a-machine-that-died")
+
+    from hfadapt import Recipe, tune
+
+    start = time.time()
+    found = tune(Recipe.from_yaml(file)).trials  # another worker process of the study, on "this machine"
+    assert found[0].state.name == "FAIL" and "killed" not in found[0].user_attrs  # failed by the heartbeat, not by host+pid
+    finished = [t for t in found if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 2 and len(found) == 3  # exactly n_trials; the dead one retried once, nothing run twice else
+    (retry,) = [t for t in found if t.user_attrs.get("retry_of") == 0]
+    assert retry.params == found[0].params and retry.state.name == "COMPLETE" and retry.user_attrs["pid"] == os.getpid()
+    assert time.time() - start >= 2  # not before the grace period
+    assert "no heartbeat for 2 s" in json.loads(status.read_text())["error"]
+
+
+def test_bad_heartbeat_fields_are_refused_by_validate_in_one_line(tmp_path: Path, tiny_bert: str, sentiment_csv: str, capsys: Any) -> None:
+    raw = study_recipe(tiny_bert, sentiment_csv, tmp_path / "study", heartbeat_interval=60, grace_period=30)
+    file = tmp_path / "recipe.yaml"
+    file.write_text(yaml.safe_dump(raw))
+    assert main(["validate", str(file)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "search.grace_period: 30 s must be longer than search.heartbeat_interval (60 s)" in err, err
+    assert main(["validate", str(file), "search.heartbeat_interval=0"]) == 2
+    assert "heartbeat_interval" in capsys.readouterr().err
+    assert main(["validate", str(file), "search.heartbeat_interval=null"]) == 0  # off: only reruns retry a dead trial
+
+
+@pytest.mark.slow
 def test_two_workers_share_one_sqlite_study_without_running_a_trial_twice(tmp_path: Path, tiny_bert: str, sentiment_csv: str, capfd: Any) -> None:
     from hfadapt import tune
 

@@ -149,6 +149,17 @@ class SearchSection(BaseModel):
     device_memory: str | None = Field(
         None, description="memory per device a trial may plan for ('24GiB'); default the GPU's, or the machine's RAM on CPU"
     )
+    # A false alarm costs a whole trial (it is run again while the first run's result is thrown away);
+    # a late one only delays the retry while the other workers go on. So: beats every minute, and a
+    # trial is given up after 5 minutes of silence (a heartbeat may wait up to 2 minutes for a busy
+    # SQLite file's lock).
+    heartbeat_interval: int | None = Field(
+        60, gt=0, description="seconds between a running trial's heartbeats in the storage; null: no heartbeat "
+        "(a dead worker's trial is then only retried by a rerun on its machine)"
+    )
+    grace_period: int = Field(
+        300, gt=0, description="seconds without a heartbeat after which any worker of the study fails a running trial and runs its values again"
+    )
 
     @field_validator("device_memory", mode="before")
     @classmethod
@@ -166,6 +177,11 @@ class SearchSection(BaseModel):
             floats = [k for k, d in self.space.items() if d.grid() is None]
             if floats:
                 raise ValueError(f"search.sampler: grid walks choice and int fields only; {', '.join(floats)} is a float range")
+        if self.heartbeat_interval is not None and self.grace_period <= self.heartbeat_interval:
+            raise ValueError(
+                f"search.grace_period: {self.grace_period} s must be longer than search.heartbeat_interval ({self.heartbeat_interval} s), "
+                "or every running trial would be failed between two heartbeats"
+            )
         keys = list(self.space)
         for i, (key, dist) in enumerate(self.space.items()):
             for other in dist.when or {}:

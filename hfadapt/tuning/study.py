@@ -8,7 +8,9 @@ The study folder (the recipe's output dir, runs/<name> by default) holds:
   best.yaml     the best trial's full recipe, trainable with `hfadapt train`
 Rerunning the same command resumes: a trial that was running when the study was killed is marked
 failed and its values are queued again, and the study stops at exactly search.n_trials trials that
-finished, were pruned or failed on their own (killed ones don't count).
+finished, were pruned or failed on their own (killed ones don't count). A running trial beats in the
+storage (Optuna's heartbeat); one silent for search.grace_period, its machine dead, is failed and
+retried once by whichever worker of the study sees it first.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,9 +152,14 @@ def _open_study(setup: Setup, create: bool = False) -> optuna.Study:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage: Any = setup.storage
-    if storage.startswith("sqlite:"):  # several workers write one file: wait for the lock, don't fail
-        storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 120}})
+    search = setup.search
+    # several workers write one SQLite file: wait for the lock, don't fail
+    engine = {"connect_args": {"timeout": 120}} if setup.storage.startswith("sqlite:") else None
+    heartbeat = {"heartbeat_interval": search.heartbeat_interval, "grace_period": search.grace_period,
+                 "heartbeat_stale_trial_callback": _StaleRetry(setup)} if search.heartbeat_interval else {}
+    with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9; say it once in the docs, not per run
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(setup.storage, engine_kwargs=engine, **heartbeat)
     pruner = make_pruner(setup.search)
     if create:
         return optuna.create_study(study_name=setup.name, storage=storage, direction=setup.direction, pruner=pruner, load_if_exists=True)
@@ -170,13 +179,15 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def counted(trials: list[Any]) -> int:
-    """Trials toward n_trials: finished, pruned, failed on their own, and running; not those killed."""
+    """Trials toward n_trials: finished, pruned, failed on their own, and running; not those killed
+    (marked so by a rerun on their machine, or failed for a stale heartbeat and queued again)."""
     from optuna.trial import TrialState
 
+    retried = {t.user_attrs.get("retry_of") for t in trials}
     return sum(
         1 for t in trials
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-        or (t.state == TrialState.FAIL and not t.user_attrs.get("killed"))
+        or (t.state == TrialState.FAIL and not t.user_attrs.get("killed") and t.number not in retried)
     )
 
 
@@ -191,14 +202,23 @@ def work(setup: Setup, deadline: float | None) -> None:
             _fail_killed(study, setup)
             trials = study.get_trials(deepcopy=False)
             if counted(trials) >= trial_budget(setup.search):
-                return
-            study.sampler = make_sampler(setup.search, setup.seed + len(trials))
-            trial = study.ask()
-            trial.set_user_attr("pid", os.getpid())
-            trial.set_user_attr("host", socket.gethostname())
-            values = suggest(trial, setup.search)
+                if not _elsewhere(trials, setup):
+                    return
+                trial = None  # the budget is spoken for, but a trial of another machine may yet go stale
+            else:
+                study.sampler = make_sampler(setup.search, setup.seed + len(trials))
+                with warnings.catch_warnings():  # "heartbeat is supposed to be used with Study.optimize": we beat ourselves
+                    warnings.simplefilter("ignore", UserWarning)
+                    trial = study.ask()
+                trial.set_user_attr("pid", os.getpid())
+                trial.set_user_attr("host", socket.gethostname())
+                values = suggest(trial, setup.search)
+        if trial is None:
+            time.sleep(min(setup.search.heartbeat_interval or 1, 5))
+            continue
         try:
-            outcome = _run(trial, values, setup)
+            with _Heartbeat(study, trial._trial_id):
+                outcome = _run(trial, values, setup)
         except BaseException:  # Ctrl-C: this process lives on (Python API), so no rerun would see it dead
             _abandon(study, setup, study._storage.get_trial(trial._trial_id), "interrupted")
             raise
@@ -207,7 +227,13 @@ def work(setup: Setup, deadline: float | None) -> None:
         if outcome.reason:
             trial.set_user_attr("reason", outcome.reason)
         state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}[outcome.state]
-        study.tell(trial, outcome.value if state == TrialState.COMPLETE else None, state=state)
+        if study._storage.get_trial(trial._trial_id).state.is_finished():
+            # failed for a stale heartbeat (this machine went silent past the grace period) and already
+            # queued again: the result is dropped so the study still ends at exactly n_trials
+            outcome = Outcome("failed", reason=f"given up by the study after {setup.search.grace_period} s without a heartbeat; "
+                              "its values were queued again")
+        else:
+            study.tell(trial, outcome.value if state == TrialState.COMPLETE else None, state=state)
         print(_trial_line(trial.number, values, outcome, setup.metric), flush=True)
 
 
@@ -222,7 +248,10 @@ def _run(trial: optuna.Trial, values: dict[str, Any], setup: Setup) -> Outcome:
 
 
 def _fail_killed(study: optuna.Study, setup: Setup) -> None:
-    """Trials left running by a worker of this machine that is gone: failed, and their values queued again."""
+    """Trials left running by a worker that is gone: those of this machine at once (by host and process
+    id), those of any machine once their heartbeat is older than the grace period (Optuna's
+    fail_stale_trials, which calls _StaleRetry for each); failed, and their values queued again."""
+    import optuna
     from optuna.trial import TrialState
 
     host = socket.gethostname()
@@ -230,16 +259,81 @@ def _fail_killed(study: optuna.Study, setup: Setup) -> None:
         if t.user_attrs.get("host") != host or process_alive(int(t.user_attrs.get("pid", 0))):
             continue
         _abandon(study, setup, t, "killed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _elsewhere(trials: list[Any], setup: Setup) -> bool:
+    """Whether a trial runs on another machine: with the heartbeat on, a worker with nothing left to
+    start waits for it, to retry it should that machine die (workers of this machine are watched by
+    their process ids, and they finish their own trials)."""
+    from optuna.trial import TrialState
+
+    if not setup.search.heartbeat_interval:
+        return False
+    host = socket.gethostname()
+    return any(t.state == TrialState.RUNNING and t.user_attrs.get("host") != host for t in trials)
+
+
+class _Heartbeat:
+    """Beats for a running trial (what Study.optimize does; hfadapt asks and tells trials itself).
+    A beat that fails (the database briefly away) is retried at the next, not the end of the beats."""
+
+    def __init__(self, study: optuna.Study, trial_id: int) -> None:
+        self.storage, self.trial_id = study._storage, trial_id
+        self.interval = self.storage.get_heartbeat_interval() if hasattr(self.storage, "get_heartbeat_interval") else None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # noqa: BLE001 - a missed beat; the grace period allows several
+                pass
+            if self.stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> None:
+        if self.interval:
+            self.thread.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+
+class _StaleRetry:
+    """Optuna's heartbeat-stale callback: the trial (already failed by fail_stale_trials) is queued again
+    with its values, once: a retry that goes stale too is left failed, so a configuration that kills
+    its machine (say, the kernel's OOM killer) does not take down one machine after another."""
+
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
+
+    def __call__(self, study: optuna.Study, t: Any) -> None:
+        silent = f"no heartbeat for {self.setup.search.grace_period} s (its machine or process died)"
+        if "retry_of" in t.user_attrs:
+            write_status(trial_dir(self.setup.dir, t.number), "failed", True, error=f"{silent}; a retry already, not retried again")
+            return
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        write_status(trial_dir(self.setup.dir, t.number), "failed", True, error=f"{silent}; its values were queued again")
 
 
 def _abandon(study: optuna.Study, setup: Setup, t: Any, how: str) -> None:
     """A trial that did not end on its own: failed, not counted toward n_trials, its values queued again."""
+    import optuna
     from optuna.trial import TrialState
 
     reason = f"{how} while it ran; its values were queued again"
-    study._storage.set_trial_user_attr(t._trial_id, "killed", True)
-    study._storage.set_trial_user_attr(t._trial_id, "reason", reason)
-    study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    try:
+        study._storage.set_trial_user_attr(t._trial_id, "killed", True)
+        study._storage.set_trial_user_attr(t._trial_id, "reason", reason)
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return  # another worker failed it first (its heartbeat went stale) and queued it again
     study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
     write_status(trial_dir(setup.dir, t.number), "failed", True, error=reason)
 
