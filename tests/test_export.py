@@ -19,6 +19,7 @@ import torch
 from hfadapt import HfadaptError, Recipe, export, predict, train
 from hfadapt.cli import main
 from tests.conftest import write_jsonl
+from tests.test_seq2seq import WORDS, rows, tiny_t5  # noqa: F401  (tiny_t5: a fixture)
 from tests.timm_fixtures import ARCHS, build_timm_model, save_like_hub
 
 TOLERANCE = 1e-4
@@ -257,3 +258,64 @@ def test_causal_lm_export_generates_like_the_run(base: str, request: pytest.Fixt
     assert all(json.loads(line)["generated_text"] for line in from_onnx.splitlines())  # something was generated for each
     with pytest.raises(HfadaptError, match="greedily"):
         predict(str(out), LM_PROMPTS[:1], generation={"do_sample": True})
+
+
+# ---- seq2seq: an encoder graph and a decoder with past key/values ------------------------------
+S2S_SOURCES = ["the big red cat", "a small dog and the big blue bird", "the"]
+
+
+@pytest.fixture(scope="module")
+def tiny_bart(tmp_path_factory: pytest.TempPathFactory, tiny_t5: str) -> str:
+    """A 2+2-layer BART (learned positions, decoding starts from </s>) over tiny_t5's word-level tokenizer."""
+    from transformers import AutoTokenizer, BartConfig, BartForConditionalGeneration
+
+    root = tmp_path_factory.mktemp("tiny-bart")
+    config = BartConfig(vocab_size=len(WORDS), d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
+                        pad_token_id=0, eos_token_id=1, bos_token_id=None, decoder_start_token_id=1, forced_eos_token_id=None)
+    torch.manual_seed(0)
+    BartForConditionalGeneration(config).save_pretrained(root)
+    AutoTokenizer.from_pretrained(tiny_t5).save_pretrained(root)
+    return str(root)
+
+
+@pytest.mark.parametrize("base", ["tiny_t5", pytest.param("tiny_bart", marks=pytest.mark.slow)])
+def test_seq2seq_export_generates_like_the_run(base: str, request: pytest.FixtureRequest, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    from hfadapt.inference.onnx_model import load_export
+    from hfadapt.inference.run_model import load_model_and_processor
+    from hfadapt.rundir.layout import RunDir
+
+    recipe = _recipe("seq2seq", request.getfixturevalue(base), {"train_files": [str(write_jsonl(tmp_path / "s2s.jsonl", rows(16, 0)))],
+                     "max_length": 16, "max_target_length": 8}, tmp_path / "run", generation={"max_new_tokens": 6})
+    run = RunDir.open(train(recipe).output_dir)
+    out = export(run.path, tmp_path / "onnx")
+    info = json.loads((out / "export_info.json").read_text())
+    assert info["task"] == "seq2seq" and info["past_key_values"] is True and 0 <= info["max_abs_diff"] <= TOLERANCE
+    assert info["encoder"] == "encoder.onnx" and (out / "encoder.onnx").is_file()
+    assert "past_key_values.1.value" in info["inputs"] and "present.1.value" in info["outputs"]
+
+    # Our own right-padded sources: the first decoder step's logits through both runtimes, then greedy ids
+    onnx_model, processor, _, _ = load_export(out)
+    torch_model, _, _ = load_model_and_processor(run)
+    assert torch_model.peft_config  # against the adapter, unmerged
+    batch = dict(processor(S2S_SOURCES, padding=True, return_tensors="pt"))
+    assert (batch["attention_mask"] == 0).any()  # padding is exercised
+    start = torch.full((3, 1), torch_model.config.decoder_start_token_id)
+    with torch.no_grad():
+        want = torch_model(**batch, decoder_input_ids=start).logits
+        # an EOS outside the vocabulary: 8 steps each, however soon the tiny run has learnt to stop
+        want_ids = torch_model.generate(**batch, max_new_tokens=8, do_sample=False, eos_token_id=len(WORDS))
+    states = onnx_model.encode(batch["input_ids"], batch["attention_mask"])
+    logits, _ = onnx_model.decoder_step(start, states, batch["attention_mask"], onnx_model.empty_past(3))
+    assert (torch.from_numpy(logits) - want).abs().max() <= TOLERANCE
+    got_ids = onnx_model.generate(**batch, max_new_tokens=8, eos_token_id=len(WORDS))
+    assert got_ids.shape == want_ids.shape == (3, 1 + 8) and torch.equal(got_ids, want_ids)
+    assert torch.equal(onnx_model.generate(**batch, max_new_tokens=8), torch_model.generate(**batch, max_new_tokens=8, do_sample=False))
+
+    # `hfadapt predict OUT "text"` prints what `hfadapt predict RUN "text"` prints
+    capsys.readouterr()
+    assert main(["predict", str(out), *S2S_SOURCES]) == 0
+    from_onnx = capsys.readouterr().out
+    assert main(["predict", str(run.path), *S2S_SOURCES]) == 0
+    assert from_onnx == capsys.readouterr().out and from_onnx.count("generated_text") == 3

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from hfadapt.core.errors import HfadaptError, first_line
 from hfadapt.inference.merge import check_output_apart_from_run, check_mergeable, fold_loaded, write_folder
-from hfadapt.inference.onnx_model import INFO_FILE, MODEL_FILE, RECIPE_FILE, load_onnx_session_model
+from hfadapt.inference.onnx_model import ENCODER_FILE, INFO_FILE, MODEL_FILE, RECIPE_FILE, load_onnx_session_model
 from hfadapt.rundir.layout import check_writable_folder
 
 if TYPE_CHECKING:
@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 FORMATS = ("onnx",)
 # The tasks whose forward pass is the whole model: a classifier's or tagger's logits, QA's start/end logits.
 TASKS = ("text-classification", "token-classification", "question-answering", "image-classification", "audio-classification")
-DECODERS = ("causal-lm",)  # a decoder with past key/values, which `hfadapt predict OUT` generates with (export_lm)
+# A decoder with past key/values, which `hfadapt predict OUT` generates with: causal-lm (export_lm), and
+# seq2seq with an encoder graph beside it (export_s2s).
+DECODERS = ("causal-lm", "seq2seq")
 DEFAULT_TOLERANCE = 1e-3  # largest |ONNX - PyTorch| an export may have; float32 graphs land near 1e-6
 GGUF_NOTE = ("GGUF: no maintained converter is installable (PyPI's `gguf` is the file-format library only; "
              "llama.cpp's convert_hf_to_gguf.py is not packaged)")
@@ -62,6 +64,9 @@ def export(run: str | Path, out: str | Path, format: str = "onnx", opset: int | 
     source = resolve_run(run)
     check_output_apart_from_run(out, source.path, "export")
     recipe, task = source.recipe, get_task(source.recipe.task)
+    if recipe.task == "speech-recognition":  # Whisper's generate forces language/task tokens and suppresses others
+        raise HfadaptError("export: speech-recognition runs are not exported yet (Whisper's generate adds forced and suppressed "
+                           f"tokens that the ONNX greedy loop does not); ONNX export covers {', '.join(TASKS + DECODERS)}")
     if recipe.task not in TASKS + DECODERS:
         raise HfadaptError(f"export: {recipe.task} runs are not exported yet; ONNX export covers {', '.join(TASKS + DECODERS)}")
     check_mergeable(source, "export")
@@ -100,18 +105,20 @@ def export(run: str | Path, out: str | Path, format: str = "onnx", opset: int | 
 
 def _export_decoder(model: Module, processor: Processor, source: Any, recipe: Recipe, run: str | Path, out: Path,
                     opset: int | None, tolerance: float, allow_quantized: bool) -> Path:
-    from hfadapt.inference import export_lm
+    from hfadapt.inference import export_lm, export_s2s
     from hfadapt.tasks.base import get_task
 
     task = get_task(recipe.task)
-    trace = task.encode_inputs(export_lm.PROMPTS[0], processor, recipe)
-    checks = [task.encode_inputs(export_lm.PROMPTS[1][:1], processor, recipe), task.encode_inputs(export_lm.PROMPTS[1], processor, recipe)]
-    reference = export_lm.reference(model, checks)
+    graphs: Any = export_s2s if recipe.task == "seq2seq" else export_lm
+    samples = export_s2s.SOURCES if recipe.task == "seq2seq" else export_lm.PROMPTS
+    trace = task.encode_inputs(samples[0], processor, recipe)
+    checks = [task.encode_inputs(samples[1][:1], processor, recipe), task.encode_inputs(samples[1], processor, recipe)]
+    reference = graphs.reference(model, checks)
     model = fold_loaded(model, source, allow_quantized, "export")
 
     def save(tmp: Path) -> None:
-        names = export_lm.export_graph(model, trace, tmp / MODEL_FILE, opset)
-        diff = export_lm.check(reference, model.config, tmp / MODEL_FILE)
+        names = graphs.export_graph(model, trace, tmp / MODEL_FILE, opset)
+        diff = graphs.check(reference, model.config, tmp / MODEL_FILE)
         if not diff <= tolerance:  # also NaN
             raise HfadaptError(f"export: the ONNX outputs differ from PyTorch's by {diff:.3g} (more than {tolerance:g}); nothing was written to {out}")
         model.config.save_pretrained(tmp)
@@ -124,6 +131,7 @@ def _export_decoder(model: Module, processor: Processor, source: Any, recipe: Re
             "adapter": recipe.adapter.method, "opset": _opset_of(tmp / MODEL_FILE), "exporter": "dynamo",
             "inputs": names[0], "outputs": names[1], "past_key_values": True,
             "dynamic_axes": {"batch": 0, "sequence": 1, "past_sequence": 2}, "max_abs_diff": diff,
+            **({"encoder": ENCODER_FILE, "cross_attention": "recomputed per step"} if graphs is export_s2s else {}),
         }, indent=2) + "\n")
 
     return write_folder(out, save)

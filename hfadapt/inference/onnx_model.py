@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from hfadapt.tasks.base import Processor
 
 MODEL_FILE = "model.onnx"
+ENCODER_FILE = "encoder.onnx"  # seq2seq: the encoder beside the decoder (MODEL_FILE)
 PAST_PREFIX, PRESENT_PREFIX = "past_key_values.", "present."
 INFO_FILE = "export_info.json"
 RECIPE_FILE = "recipe.yaml"
@@ -55,6 +56,8 @@ def _torch_module() -> type:
             options.intra_op_num_threads = max(1, torch.get_num_threads())
             options.log_severity_level = 3  # errors only: onnxruntime's warnings are library noise
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            encoder = Path(path).parent / ENCODER_FILE
+            self.encoder = ort.InferenceSession(str(encoder), options, providers=["CPUExecutionProvider"]) if encoder.is_file() else None
             self.input_names = [i.name for i in self.session.get_inputs()]
             self.output_names = [o.name for o in self.session.get_outputs()]
             self.config = config
@@ -92,6 +95,17 @@ def _torch_module() -> type:
             logits, *present = self.session.run(self.output_names, feed)
             return logits, present
 
+        def encode(self, input_ids: Any, attention_mask: Any) -> Any:
+            """seq2seq: the encoder's hidden states (numpy) of the sources."""
+            return self.encoder.run(None, {"input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy()})[0]
+
+        def decoder_step(self, decoder_input_ids: Any, encoder_hidden_states: Any, attention_mask: Any, past: list[Any]) -> tuple[Any, list[Any]]:
+            """seq2seq: one decoder call on the new tokens, the encoder states and mask, and the previous presents."""
+            feed = {"decoder_input_ids": decoder_input_ids.cpu().numpy(), "encoder_hidden_states": encoder_hidden_states,
+                    "encoder_attention_mask": attention_mask.cpu().numpy(), **dict(zip(self.past_names, past))}
+            logits, *present = self.session.run(self.output_names, feed)
+            return logits, present
+
         def generate(self, input_ids: Any, attention_mask: Any, max_new_tokens: int, num_beams: int = 1, do_sample: bool = False,
                      eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None, **_: Any) -> Any:
             """Greedy decoding as transformers' `generate` does it: a finished row gets pad tokens, and
@@ -103,11 +117,20 @@ def _torch_module() -> type:
             gen = self.generation_config
             eos = eos_token_id if eos_token_id is not None else getattr(gen, "eos_token_id", None)
             eos_ids = torch.tensor([] if eos is None else [eos] if isinstance(eos, int) else list(eos), dtype=torch.long)
-            pad = pad_token_id if pad_token_id is not None else (eos_ids[0].item() if len(eos_ids) else 0)
-            ids, mask, past = input_ids, attention_mask, self.empty_past(input_ids.shape[0])
-            new_ids, running = ids, torch.ones(ids.shape[0], dtype=torch.bool)
+            pad = pad_token_id if pad_token_id is not None else getattr(gen, "pad_token_id", None)
+            pad = pad if pad is not None else (eos_ids[0].item() if len(eos_ids) else 0)
+            past = self.empty_past(input_ids.shape[0])
+            if self.encoder is not None:  # encoder-decoder: decoding starts from the decoder start token, not the prompt
+                states = self.encode(input_ids, attention_mask)
+                start = getattr(gen, "decoder_start_token_id", None)
+                start = start if start is not None else self.config.decoder_start_token_id
+                ids = torch.full((input_ids.shape[0], 1), int(start), dtype=torch.long)
+                step = lambda new, _mask, past: self.decoder_step(new, states, attention_mask, past)  # noqa: E731
+            else:
+                ids, step = input_ids, self.step
+            mask, new_ids, running = attention_mask, ids, torch.ones(ids.shape[0], dtype=torch.bool)
             for _step in range(max_new_tokens):
-                logits, past = self.step(new_ids, mask, past)
+                logits, past = step(new_ids, mask, past)
                 token = torch.from_numpy(logits[:, -1]).argmax(-1)
                 token = torch.where(running, token, torch.full_like(token, pad))
                 ids = torch.cat([ids, token[:, None]], 1)
