@@ -7,9 +7,10 @@ import os
 import random
 import shutil
 import string
+import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 
 def random_words(n_words: int, rng: random.Random) -> list[str]:
@@ -54,3 +55,27 @@ def in_temp_root(prefix: str, bench: Callable[[Path], int]) -> int:
         return bench(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def chosen_variants(only: str, variants: Iterable[str]) -> list[str] | None:
+    """The names given to --only, or None (after a line on stderr) when one of them is unknown."""
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in set(variants)]
+    if unknown:
+        print(f"unknown variant(s): {', '.join(unknown)}", file=sys.stderr)
+        return None
+    return names
+
+
+def torch_setup(device: str, threads: int) -> None:
+    """A CPU benchmark hides the GPUs from every variant alike (hfadapt and TRL would each take one);
+    torch threads as asked; the libraries' progress bars and notices off."""
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    import datasets
+    import torch
+    import transformers
+
+    torch.set_num_threads(threads)
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()

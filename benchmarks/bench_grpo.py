@@ -40,7 +40,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import in_temp_root, machine_load, quiet  # noqa: E402
+from _common import chosen_variants, in_temp_root, machine_load, quiet, torch_setup  # noqa: E402
 from bench_preference import Marks as WallMarks, build_model, isolated  # noqa: E402
 
 LR, SEED = 1e-6, 0
@@ -161,22 +161,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse(argv)
-    names = [n.strip() for n in cfg.only.split(",") if n.strip()]
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        print(f"unknown variant(s): {', '.join(unknown)}", file=sys.stderr)
+    names = chosen_variants(cfg.only, VARIANTS)
+    if names is None:
         return 2
-    if cfg.device == "cpu":
-        import os
-
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # hfadapt and TRL both on the CPU
-    import datasets
+    torch_setup(cfg.device, cfg.threads)
     import torch
-    import transformers
-
-    torch.set_num_threads(cfg.threads)
-    datasets.disable_progress_bars()
-    transformers.logging.set_verbosity_error()
 
     def bench(root: Path) -> int:
         from tests.conftest import write_jsonl
