@@ -316,3 +316,17 @@ def test_compose_train_report_try_stop_resume(ui, page) -> None:
     _wait_text(page, "#train-status", "resumed tiny-b")
     _wait_text(page, "#train-progress", "finished", timeout=150)
     assert (stopped / "adapter").is_dir()
+
+
+def test_curves_are_numbers_and_an_empty_first_frame_is_not_sent() -> None:
+    import gradio as gr
+
+    from hfadapt.ui.tab_train import _curve
+
+    rows = [{"step": 10, "value": 0.6454, "series": "loss"}, {"step": 10, "value": None, "series": "lr"},
+            {"step": 20, "value": 0.6442, "series": "loss"}]
+    loss = _curve(rows, "loss", switched=False)
+    assert list(loss["step"]) == [10, 20] and str(loss["value"].dtype) == "float64"  # not categories
+    assert isinstance(_curve(rows, "lr", switched=False), type(gr.skip()))  # no point yet: nothing sent
+    empty = _curve(rows, "lr", switched=True)  # another run picked: its (empty) curve replaces the last one's
+    assert len(empty) == 0 and str(empty["value"].dtype) == "float64"

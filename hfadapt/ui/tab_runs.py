@@ -38,7 +38,7 @@ def _compare(ctx: Context, a: str, b: str) -> tuple:
     for name, run in zip((a, b), runs):
         curves += [{"step": c["step"], "value": c["value"], "run": name}
                    for c in read_progress(run).curves if c["series"] == "loss"]
-    return table, pd.DataFrame(curves, columns=["step", "value", "run"])
+    return table, pd.DataFrame(curves, columns=["step", "value", "run"]).astype({"step": "int64", "value": "float64"})  # numbers, not categories
 
 
 def build_runs_tab(shared: Shared) -> None:

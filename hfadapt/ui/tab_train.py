@@ -35,10 +35,22 @@ def _watch(ctx: Context, name: str | None, last: str) -> tuple:
     state = describe(run, ctx.runs)["state"]
     outcome = ctx.jobs.outcome(run)
     line = f"**{state}** · {p.line()}" + (f"\n\n{outcome}" if outcome else "")
-    curves = pd.DataFrame(p.curves or [], columns=["step", "value", "series"])
-    loss = curves[curves.series == "loss"] if len(curves) else curves
-    lr = curves[curves.series == "lr"] if len(curves) else curves
+    switched = not last.startswith(f"{name}:")
+    loss, lr = (_curve(p.curves, series, switched) for series in ("loss", "lr"))
     return stamp, line, loss, lr, pd.DataFrame(p.evals), gr.skip()
+
+
+def _curve(rows: list[dict], series: str, switched: bool) -> object:
+    """One series for a gr.LinePlot, its columns typed as numbers: object columns (an empty frame's)
+    make Vega draw the values as categories, out of order. While a run has no point yet nothing is sent,
+    unless another run was picked: a first empty frame leaves Gradio's axis labels clipped."""
+    import gradio as gr
+    import pandas as pd
+
+    points = [r for r in rows if r["series"] == series and r["value"] is not None]
+    if not points and not switched:
+        return gr.skip()
+    return pd.DataFrame(points, columns=["step", "value", "series"]).astype({"step": "int64", "value": "float64"})
 
 
 def build_train_tab(shared: Shared) -> None:
