@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import random
@@ -79,3 +80,20 @@ def torch_setup(device: str, threads: int) -> None:
     torch.set_num_threads(threads)
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
+
+
+def add_run_options(p: argparse.ArgumentParser, variants: Iterable[str], default: Iterable[str]) -> None:
+    """The options every A/B loop benchmark takes: threads, device, reps, --only, --verbose."""
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--only", default=",".join(default), help=f"comma-separated, of: {', '.join(variants)}")
+    p.add_argument("--verbose", action="store_true", help="show the runs' own output")
+
+
+def parse_loop_options(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, refusing a warm-up that leaves no timed step."""
+    cfg = p.parse_args(argv)
+    if cfg.warm_steps >= cfg.steps:
+        p.error("--warm-steps must be below --steps")
+    return cfg

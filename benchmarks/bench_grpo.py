@@ -40,7 +40,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import chosen_variants, in_temp_root, machine_load, quiet, torch_setup  # noqa: E402
+from _common import add_run_options, chosen_variants, in_temp_root, machine_load, parse_loop_options, quiet, torch_setup  # noqa: E402
 from bench_preference import Marks as WallMarks, build_model, isolated  # noqa: E402
 
 LR, SEED = 1e-6, 0
@@ -148,15 +148,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=4, help="prompts per step")
     p.add_argument("--num-generations", type=int, default=8)
     p.add_argument("--max-completion-length", type=int, default=64)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--reps", type=int, default=1)
-    p.add_argument("--only", default=",".join(DEFAULT), help=f"comma-separated, of: {', '.join(VARIANTS)}")
-    p.add_argument("--verbose", action="store_true", help="show the runs' own output")
-    cfg = p.parse_args(argv)
-    if cfg.warm_steps >= cfg.steps:
-        p.error("--warm-steps must be below --steps")
-    return cfg
+    add_run_options(p, VARIANTS, DEFAULT)
+    return parse_loop_options(p, argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import chosen_variants, in_temp_root, machine_load, quiet, torch_setup  # noqa: E402
+from _common import add_run_options, chosen_variants, in_temp_root, machine_load, parse_loop_options, quiet, torch_setup  # noqa: E402
 
 LR, BETA, SEED, MAX_LENGTH = 5e-6, 0.1, 0, 256
 LORA = {"r": 8, "alpha": 16, "dropout": 0.0}
@@ -168,15 +168,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warm-steps", type=int, default=5, help="steps left out of the loop figure")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--reps", type=int, default=1)
-    p.add_argument("--only", default=",".join(DEFAULT), help=f"comma-separated, of: {', '.join(VARIANTS)}")
-    p.add_argument("--verbose", action="store_true", help="show the runs' own output")
-    cfg = p.parse_args(argv)
-    if cfg.warm_steps >= cfg.steps:
-        p.error("--warm-steps must be below --steps")
-    return cfg
+    add_run_options(p, VARIANTS, DEFAULT)
+    return parse_loop_options(p, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
