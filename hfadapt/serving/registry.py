@@ -154,13 +154,21 @@ def load(specs: list[str], say: Any = print) -> Registry:
 
     if not specs:
         raise HfadaptError("serve: no adapter given")
-    reg = Registry()
-    by_key: dict[tuple, ModelGroup] = {}
-    for spec in specs:
+    from hfadapt.inference.onnx_model import is_export_folder
+
+    named: list[tuple[str, str]] = []
+    for spec in specs:  # every name and path checked before a model is loaded
         name, ref = parse_spec(spec)
         name = name or default_name(ref)
-        if name in reg.served:
+        if name in (n for n, _ in named):
             raise HfadaptError(f"serve: two adapters are named '{name}'; give one another name with NAME={ref}")
+        if is_export_folder(ref):
+            raise HfadaptError(f"serve: {ref} is an ONNX export (hfadapt export); serve the run it came from, "
+                               f"or run the export with `hfadapt predict {ref}`")
+        named.append((name, ref))
+    reg = Registry()
+    by_key: dict[tuple, ModelGroup] = {}
+    for name, ref in named:
         run = resolve_run(ref)
         _check_run(run, ref)
         task = get_task(run.recipe.task)
